@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Builds the binaries the tests run against — kube-apiserver, kubectl, etcd and
+# opa — from source through the Go module proxy, at the versions pinned in
+# hack/versions.env, into a cache keyed by version. A second run finds them and
+# builds nothing. Prints, as its last line, nothing: callers read the paths with
+# `hack/build-tools.sh --print-env`.
+#
+# Binaries that already exist are used instead of building:
+#   KUBEBUILDER_ASSETS=DIR          (envtest's convention: DIR/kube-apiserver, DIR/etcd, DIR/kubectl)
+#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA  (explicit paths)
+#
+# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache="${PORTCULLIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/portcullis}"
+
+log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf 'build-tools: error: %s\n' "$*" >&2; exit 1; }
+
+print_env=false
+wanted=()
+for arg in "$@"; do
+  case "$arg" in
+    --print-env) print_env=true ;;
+    kube-apiserver|kubectl|etcd|opa) wanted+=("$arg") ;;
+    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa)" ;;
+  esac
+done
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa)
+
+require_go() {
+  command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set TEST_ASSET_* / KUBEBUILDER_ASSETS to existing binaries"
+}
+
+# Runs a long command, printing a progress line every 30 s so a cold build is never silent.
+with_progress() {
+  local what="$1"; shift
+  local start=$SECONDS
+  "$@" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -0 "$pid" 2>/dev/null && log "still building $what ($((SECONDS - start)) s)"
+  done
+  wait "$pid" || die "building $what failed (see the go output above)"
+  log "built $what in $((SECONDS - start)) s"
+}
+
+build_kubernetes() {
+  local dest="$cache/kubernetes-$KUBERNETES_VERSION"
+  if [ -x "$dest/kube-apiserver" ] && [ -x "$dest/kubectl" ]; then return; fi
+  require_go "kube-apiserver and kubectl"
+  log "building kube-apiserver and kubectl $KUBERNETES_VERSION (cold: about 10-20 min on 2 cores)"
+  local work; work="$(mktemp -d)"
+  # k8s.io/kubernetes replaces its staging modules with local paths, which a
+  # consumer cannot follow; each staging module k8s.io/X is published as X v0.N.M.
+  local published="v0.${KUBERNETES_VERSION#v1.}"
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION through the Go module proxy"
+  {
+    echo "module portcullis.dev/hack/kubernetes"
+    echo "go 1.24"
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    grep -E '=> \./staging/src/' "$gomod" | awk -v v="$published" '{print "replace " $1 " => " $1 " " v}'
+  } >"$work/go.mod"
+  cat >"$work/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  (cd "$work" && go mod tidy >/dev/null 2>&1) || (cd "$work" && go mod tidy) || die "resolving k8s.io/kubernetes $KUBERNETES_VERSION failed"
+  local pkg=k8s.io/component-base/version
+  local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  mkdir -p "$dest.tmp"
+  with_progress "kube-apiserver and kubectl" \
+    env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dest.tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+  rm -rf "$dest" "$work"; mv "$dest.tmp" "$dest"
+}
+
+build_etcd() {
+  local dest="$cache/etcd-$ETCD_VERSION"
+  if [ -x "$dest/etcd" ]; then return; fi
+  require_go etcd
+  log "building etcd $ETCD_VERSION (cold: about 2-4 min)"
+  local work; work="$(mktemp -d)"
+  cp "$here/tools/etcd/main.go" "$work/"
+  printf 'module portcullis.dev/hack/etcd\ngo 1.24\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$work/go.mod"
+  (cd "$work" && go mod tidy) || die "resolving go.etcd.io/etcd/server/v3 $ETCD_VERSION failed"
+  mkdir -p "$dest.tmp"
+  with_progress etcd env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest.tmp/etcd" .
+  rm -rf "$dest" "$work"; mv "$dest.tmp" "$dest"
+}
+
+build_opa() {
+  local dest="$cache/opa-$OPA_VERSION"
+  if [ -x "$dest/opa" ]; then return; fi
+  require_go opa
+  log "building opa $OPA_VERSION (cold: about 2-4 min)"
+  mkdir -p "$dest.tmp"
+  with_progress opa env GOBIN="$dest.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/open-policy-agent/opa@$OPA_VERSION"
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+
+# path_of TOOL: an existing binary named by the environment, else the cached build.
+path_of() {
+  local explicit=""
+  case "$1" in
+    kube-apiserver) explicit="${TEST_ASSET_KUBE_APISERVER:-}" ;;
+    kubectl) explicit="${TEST_ASSET_KUBECTL:-}" ;;
+    etcd) explicit="${TEST_ASSET_ETCD:-}" ;;
+    opa) explicit="${TEST_ASSET_OPA:-}" ;;
+  esac
+  if [ -n "$explicit" ]; then echo "$explicit"; return; fi
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$1" ]; then echo "$KUBEBUILDER_ASSETS/$1"; return; fi
+  case "$1" in
+    kube-apiserver|kubectl) echo "$cache/kubernetes-$KUBERNETES_VERSION/$1" ;;
+    etcd) echo "$cache/etcd-$ETCD_VERSION/etcd" ;;
+    opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
+  esac
+}
+
+env_name() {
+  case "$1" in
+    kube-apiserver) echo TEST_ASSET_KUBE_APISERVER ;;
+    kubectl) echo TEST_ASSET_KUBECTL ;;
+    etcd) echo TEST_ASSET_ETCD ;;
+    opa) echo TEST_ASSET_OPA ;;
+  esac
+}
+
+for tool in "${wanted[@]}"; do
+  path="$(path_of "$tool")"
+  if [ -x "$path" ]; then continue; fi
+  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' path_of "$tool")" ]; then
+    die "$(env_name "$tool") or KUBEBUILDER_ASSETS names $path, which is not an executable file"
+  fi
+  case "$tool" in
+    kube-apiserver|kubectl) build_kubernetes ;;
+    etcd) build_etcd ;;
+    opa) build_opa ;;
+  esac
+  [ -x "$path" ] || die "$tool was built but $path is missing"
+done
+
+if $print_env; then
+  for tool in "${wanted[@]}"; do echo "$(env_name "$tool")=$(path_of "$tool")"; done
+fi
