@@ -1,0 +1,33 @@
+// Vitest global setup of the integration project: one control plane for the
+// whole run, shared by every test file through provide/inject.
+
+import { randomUUID } from 'node:crypto';
+import type { TestProject } from 'vitest/node';
+import { kubectl, startControlPlane } from './control-plane.ts';
+import type { ControlPlaneInfo } from './control-plane.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    controlPlane: ControlPlaneInfo & { instanceId: string };
+  }
+}
+
+/** The ConfigMap that stamps this control plane with the instance id of its run. */
+export const INSTANCE_MARKER = { namespace: 'default', name: 'portcullis-test-instance' };
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const started = Date.now();
+  const plane = await startControlPlane({
+    // Lets a test that runs a nested test run find that run's processes.
+    ...(process.env.PORTCULLIS_TEST_RUN_DIR ? { runDir: process.env.PORTCULLIS_TEST_RUN_DIR } : {}),
+    log: (line) => { console.log(`[control-plane] ${line}`); },
+  });
+  const instanceId = randomUUID();
+  await kubectl(plane, ['create', 'configmap', INSTANCE_MARKER.name, '-n', INSTANCE_MARKER.namespace, `--from-literal=instance=${instanceId}`]);
+  console.log(`[control-plane] ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)} s (run dir ${plane.runDir})`);
+  const { stop: _stop, restartApiserver: _restart, ...info } = plane;
+  project.provide('controlPlane', { ...info, pids: plane.pids, instanceId });
+  return async () => {
+    await plane.stop();
+  };
+}
