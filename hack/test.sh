@@ -16,8 +16,20 @@ say "lint"
 npm run --silent lint
 say "type check"
 npm run --silent typecheck
+results="$(mktemp -d)"
 say "unit tests"
-npx vitest run --project unit
+npx vitest run --project unit --reporter=default --reporter=json --outputFile.json="$results/unit.json"
 say "integration tests (real kube-apiserver and etcd)"
-npx vitest run --project integration
+npx vitest run --project integration --reporter=default --reporter=json --outputFile.json="$results/integration.json"
+# One closing line counting every test of both tiers.
+node -e '
+  const fs = require("node:fs");
+  let passed = 0, failed = 0, skipped = 0;
+  for (const f of process.argv.slice(1)) {
+    const r = JSON.parse(fs.readFileSync(f, "utf8"));
+    passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + r.numTodoTests;
+  }
+  if (passed === 0) { console.error("no test ran"); process.exit(1); }
+  console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+' "$results/unit.json" "$results/integration.json"
 say "all checks passed in $((SECONDS - start)) s"

@@ -49,7 +49,11 @@ function duration(description: string, min: string, max: string): Schema {
     maxLength: 32,
     pattern: DURATION,
     'x-kubernetes-validations': [
-      cel(`duration(self) >= duration('${min}') && duration(self) <= duration('${max}')`, `must be between ${min} and ${max}`),
+      // The pattern reports malformed values; this rule speaks only of well-formed ones.
+      cel(
+        `!self.matches('${DURATION.replaceAll('\\', '\\\\')}') || (duration(self) >= duration('${min}') && duration(self) <= duration('${max}'))`,
+        `must be a duration (such as 90s, 10m or 1h30m) between ${min} and ${max}`,
+      ),
     ],
   });
 }
@@ -96,7 +100,7 @@ const subjects = titled(
   ),
 );
 
-const conditionKinds = [
+export const CONDITION_KINDS = [
   'param',
   'time',
   'callsOver',
@@ -106,7 +110,7 @@ const conditionKinds = [
   'autonomyLevel',
   'threat',
 ] as const;
-const paramOperators = ['equals', 'oneOf', 'notOneOf', 'regex', 'min', 'max', 'gt', 'lt', 'exists'] as const;
+export const PARAM_OPERATORS = ['equals', 'oneOf', 'notOneOf', 'regex', 'min', 'max', 'gt', 'lt', 'exists'] as const;
 
 const has = (field: string): string => `has(self.${field})`;
 
@@ -117,8 +121,8 @@ const typedOperators = ['regex', 'min', 'max', 'gt', 'lt', 'exists'] as const;
 
 const conditionRules: CelRule[] = [
   cel(
-    `[${conditionKinds.map(has).join(', ')}].exists_one(x, x)`,
-    `must state exactly one of: ${conditionKinds.join(', ')}`,
+    `[${CONDITION_KINDS.map(has).join(', ')}].exists_one(x, x)`,
+    `must state exactly one of: ${CONDITION_KINDS.join(', ')}`,
   ),
   cel(
     `${has('param')} || ![${typedOperators.map(has).join(', ')}].exists(x, x)`,
@@ -365,6 +369,11 @@ const egressAllow = titled(
         maxLength: 253,
         minLength: 1,
         pattern: EGRESS_HOST,
+        'x-kubernetes-validations': [
+          cel("!self.contains('://')", 'must be a host name without a scheme (no https://)'),
+          cel("self.contains('://') || !self.contains('/')", 'must be a host name without a path'),
+          cel("self.contains('://') || !self.contains(':')", 'must be a host name without a port (ports go in ports)'),
+        ],
       }),
       ports: list('Ports; any port when omitted.', int('A port.', { minimum: 1, maximum: 65535 }), {
         maxItems: 32,
@@ -597,7 +606,6 @@ export const CRDS: readonly CrdSource[] = [
     printerColumns: [
       ready,
       { name: 'Mode', type: 'string', jsonPath: '.spec.mode', description: 'enforce or shadow' },
-      { name: 'Hosts', type: 'string', jsonPath: '.spec.allow[*].host', description: 'Allowed hosts' },
       reason,
       age,
     ],

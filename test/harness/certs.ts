@@ -6,6 +6,8 @@
 // Reflect metadata API before it loads.
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
+
+type CryptoKey = webcrypto.CryptoKey;
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto);

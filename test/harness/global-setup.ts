@@ -25,8 +25,17 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const instanceId = randomUUID();
   await kubectl(plane, ['create', 'configmap', INSTANCE_MARKER.name, '-n', INSTANCE_MARKER.namespace, `--from-literal=instance=${instanceId}`]);
   console.log(`[control-plane] ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)} s (run dir ${plane.runDir})`);
-  const { stop: _stop, restartApiserver: _restart, ...info } = plane;
-  project.provide('controlPlane', { ...info, pids: plane.pids, instanceId });
+  project.provide('controlPlane', {
+    runDir: plane.runDir,
+    kubeconfig: plane.kubeconfig,
+    server: plane.server,
+    caCert: plane.caCert,
+    admin: plane.admin,
+    serviceAccountIssuer: plane.serviceAccountIssuer,
+    tools: plane.tools,
+    pids: plane.pids,
+    instanceId,
+  });
   return async () => {
     await plane.stop();
   };
