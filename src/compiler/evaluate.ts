@@ -1,0 +1,291 @@
+// The decision core: authorize(call) → decision, over a tenant's compiled
+// policy.wasm and data.json. `portcullis eval` and the sidecar both call this;
+// there is no second implementation of the semantics. Around the WASM
+// evaluation it does what the WASM cannot: checks the call's shape, reads the
+// local clock in each time zone, runs the threat detectors, redacts for
+// sanitize and computes the approval key.
+import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import { loadPolicy } from '@open-policy-agent/opa-wasm';
+import { canonicalJson, sha256Hex } from './canonical.ts';
+import { detectThreats } from './detectors.ts';
+import { InputError } from './errors.ts';
+import type { ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat } from './ir.ts';
+import type { NormalizedCall } from './input.ts';
+import { normalizeInput } from './input.ts';
+import { ENTRYPOINT } from './program.ts';
+import type { Observed } from './reasons.ts';
+import { describeCondition, describeLimit, showValue } from './reasons.ts';
+import { redact } from './redact.ts';
+import { localClock } from './time-zones.ts';
+
+/** The answer of the authorization contract (DESIGN.md). */
+export interface AuthorizationDecision {
+  decision: Decision;
+  /** false in shadow mode: the decision is recorded, the call let through. */
+  enforced: boolean;
+  /** The ToolPolicy or EgressRule that decided; null when no policy did (default deny, unknown or suspended agent). */
+  policy: string | null;
+  /** The rule that decided: a rule name, rateLimits[N], budgets[N], rego/MODULE, allow[N], or portcullis:REASON. */
+  rule: string;
+  revision: string;
+  reasons: string[];
+  /** The parameters, redacted: sanitize only. */
+  params?: unknown;
+  /** The approval key: approval_needed only. */
+  approval?: string;
+}
+
+/** Rule names the core uses when no rule of a policy decided. They hold a colon, which no rule name can. */
+export const BUILTIN_RULES = {
+  defaultDeny: 'portcullis:default-deny',
+  unknownAgent: 'portcullis:unknown-agent',
+  suspended: 'portcullis:agent-suspended',
+  evaluationError: 'portcullis:evaluation-error',
+} as const;
+
+/** The detectors the core runs around the WASM evaluation (src/compiler/detectors.ts and redact.ts). */
+export interface DecisionHooks {
+  detectThreats(params: unknown): Record<Threat, string[]>;
+  redact(params: unknown, spec: RedactSpec[]): { params: unknown; redacted: string[] };
+}
+
+export interface PolicyArtifact {
+  wasm: Uint8Array;
+  data: { portcullis: TenantData };
+  revision: string;
+}
+
+export const DEFAULT_HOOKS: DecisionHooks = { detectThreats, redact };
+
+export interface EvaluatorOptions {
+  /** The detectors; DEFAULT_HOOKS unless a test swaps them. */
+  hooks?: DecisionHooks;
+  /** The clock for calls that carry no time. */
+  now?: () => Date;
+}
+
+type Source = 'rule' | 'limit' | 'custom' | 'egress' | 'default' | 'unknown' | 'suspended';
+
+interface Match {
+  source: Source;
+  decision: Decision;
+  enforced: boolean;
+  policy?: string;
+  rule?: string;
+  observed?: Record<string, unknown>;
+  messages?: unknown[];
+}
+
+interface Evaluation {
+  policy: string;
+  rule: string;
+  order: number;
+  matched: boolean;
+  conditions: { held: boolean; observed: Observed }[];
+}
+
+interface ProgramResult {
+  outcome: Match;
+  peers: Match[];
+  evaluations: Evaluation[];
+}
+
+const MAX_DEFAULT_REASONS = 8;
+const NO_THREATS: Record<Threat, string[]> = { prompt_injection: [], sql_injection: [], path_traversal: [], pii: [] };
+
+function isProgramResult(value: unknown): value is ProgramResult {
+  if (value === null || typeof value !== 'object') return false;
+  const r = value as Partial<ProgramResult>;
+  return typeof r.outcome === 'object' && Array.isArray(r.peers) && Array.isArray(r.evaluations);
+}
+
+export function approvalKey(tenant: string, call: NormalizedCall): string {
+  return sha256Hex(
+    canonicalJson({ tenant, agent: `${call.namespace}/${call.agent}`, tool: call.tool ?? null, action: call.action ?? null, params: call.params }),
+  );
+}
+
+export class PolicyEvaluator {
+  readonly revision: string;
+  readonly tenant: string;
+  private readonly policy: LoadedPolicy;
+  private readonly data: TenantData;
+  private readonly hooks: DecisionHooks;
+  private readonly now: () => Date;
+  private readonly rules = new Map<string, RuleData>();
+  private readonly limits = new Map<string, LimitData>();
+  private readonly usesThreats: boolean;
+
+  private constructor(policy: LoadedPolicy, artifact: PolicyArtifact, options: EvaluatorOptions) {
+    this.policy = policy;
+    this.data = artifact.data.portcullis;
+    this.revision = artifact.revision;
+    this.tenant = this.data.tenant;
+    this.hooks = options.hooks ?? DEFAULT_HOOKS;
+    this.now = options.now ?? ((): Date => new Date());
+    let usesThreats = false;
+    for (const [namespace, byTool] of Object.entries(this.data.rules)) {
+      for (const rules of Object.values(byTool)) {
+        for (const rule of rules) {
+          this.rules.set(refKey(namespace, rule.policy, rule.rule), rule);
+          usesThreats ||= rule.when.some((c) => c.op === 'threat');
+        }
+      }
+    }
+    for (const [namespace, byTool] of Object.entries(this.data.limits)) {
+      for (const limits of Object.values(byTool)) for (const limit of limits) this.limits.set(refKey(namespace, limit.policy, limit.rule), limit);
+    }
+    // Raw modules may read the signals too, so a tenant with modules always computes them.
+    this.usesThreats = usesThreats || this.data.modules.length > 0;
+  }
+
+  static async load(artifact: PolicyArtifact, options: EvaluatorOptions = {}): Promise<PolicyEvaluator> {
+    const policy = await loadPolicy(artifact.wasm);
+    policy.setData(artifact.data);
+    return new PolicyEvaluator(policy, artifact, options);
+  }
+
+  /**
+   * Decides a call. Throws InputError when the call does not have the contract's
+   * shape; any failure past that point is a deny (fail closed), never a throw.
+   */
+  authorize(input: unknown): AuthorizationDecision {
+    const call = normalizeInput(input, this.now);
+    try {
+      return this.decide(call);
+    } catch (error) {
+      if (error instanceof InputError) throw error;
+      return this.answer({
+        decision: 'deny',
+        enforced: true,
+        policy: null,
+        rule: BUILTIN_RULES.evaluationError,
+        reasons: [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`],
+      });
+    }
+  }
+
+  private answer(partial: Omit<AuthorizationDecision, 'revision'>): AuthorizationDecision {
+    const { decision, enforced, policy, rule, reasons, params, approval } = partial;
+    const out: AuthorizationDecision = { decision, enforced, policy, rule, revision: this.revision, reasons };
+    if (params !== undefined) out.params = params;
+    if (approval !== undefined) out.approval = approval;
+    return out;
+  }
+
+  private signals(call: NormalizedCall): { clock: Record<string, unknown>; threats: Record<Threat, string[]> } {
+    const instant = new Date(call.time.toUpperCase());
+    const clock: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+    for (const zone of this.data.zones) clock[zone] = localClock(instant, zone);
+    const threats = this.usesThreats && call.egress === undefined ? this.hooks.detectThreats(call.params) : NO_THREATS;
+    return { clock, threats };
+  }
+
+  private evaluate(call: NormalizedCall): ProgramResult {
+    const results: unknown = this.policy.evaluate({ ...call, signals: this.signals(call) }, ENTRYPOINT);
+    const first: unknown = Array.isArray(results) ? (results[0] as { result?: unknown } | undefined)?.result : undefined;
+    if (!isProgramResult(first)) throw new Error('the policy returned no decision');
+    return first;
+  }
+
+  private decide(call: NormalizedCall): AuthorizationDecision {
+    const result = this.evaluate(call);
+    const { outcome } = result;
+    const base = { decision: outcome.decision, enforced: outcome.enforced };
+    switch (outcome.source) {
+      case 'unknown':
+        return this.answer({
+          ...base,
+          policy: null,
+          rule: BUILTIN_RULES.unknownAgent,
+          reasons: [`agent ${call.agent} is not an AgentIdentity of namespace ${call.namespace} in tenant ${this.tenant}`],
+        });
+      case 'suspended':
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.suspended, reasons: [`agent ${call.namespace}/${call.agent} is suspended`] });
+      case 'default':
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(call, result.evaluations) });
+      default:
+        return this.matched(call, result);
+    }
+  }
+
+  private matched(call: NormalizedCall, result: ProgramResult): AuthorizationDecision {
+    const { outcome, peers } = result;
+    const policy = outcome.policy ?? null;
+    const rule = outcome.rule ?? BUILTIN_RULES.defaultDeny;
+    const answer: Omit<AuthorizationDecision, 'revision'> = {
+      decision: outcome.decision,
+      enforced: outcome.enforced,
+      policy,
+      rule,
+      reasons: this.matchReasons(call, outcome, result.evaluations),
+    };
+    if (outcome.decision === 'sanitize') {
+      const spec = peers.flatMap((m) => (m.source === 'rule' ? (this.rules.get(refKey(call.namespace, m.policy, m.rule))?.redact ?? []) : []));
+      const redacted = this.hooks.redact(call.params, dedupe(spec));
+      answer.params = redacted.params;
+      if (redacted.redacted.length > 0) answer.reasons = [...answer.reasons, `redacted ${redacted.redacted.join(', ')}`];
+    }
+    if (outcome.decision === 'approval_needed') answer.approval = approvalKey(this.tenant, call);
+    return this.answer(answer);
+  }
+
+  private matchReasons(call: NormalizedCall, outcome: Match, evaluations: Evaluation[]): string[] {
+    const key = refKey(call.namespace, outcome.policy, outcome.rule);
+    switch (outcome.source) {
+      case 'custom':
+        return (outcome.messages ?? []).map((m) => (typeof m === 'string' ? m : showValue(m))).sort();
+      case 'limit': {
+        const limit = this.limits.get(key);
+        return limit === undefined ? [] : [describeLimit(limit, outcome.observed ?? {})];
+      }
+      case 'egress':
+        return [`${call.egress?.host ?? ''}:${call.egress?.port ?? 0} is allowed by ${outcome.policy ?? ''} ${outcome.rule ?? ''}`];
+      default: {
+        const rule = this.rules.get(key);
+        const evaluation = evaluations.find((e) => e.policy === outcome.policy && e.rule === outcome.rule);
+        if (rule === undefined || evaluation === undefined) return [];
+        const held = describeConditions(rule.when, evaluation, true);
+        return held.length > 0 ? held : [`rule ${rule.rule} has no conditions: it covers every such call to ${call.tool ?? ''}`];
+      }
+    }
+  }
+
+  private defaultReasons(call: NormalizedCall, evaluations: Evaluation[]): string[] {
+    if (call.egress !== undefined) return [`no egress rule of namespace ${call.namespace} allows ${call.egress.host}:${call.egress.port} for agent ${call.agent}`];
+    const failed = [...evaluations].sort((a, b) => a.order - b.order);
+    if (failed.length === 0) {
+      const action = call.action === undefined ? '' : ` action ${call.action}`;
+      return [`no rule for agent ${call.agent} covers tool ${call.tool ?? ''}${action} (deny by default)`];
+    }
+    const reasons = failed.slice(0, MAX_DEFAULT_REASONS).map((e) => {
+      const rule = this.rules.get(refKey(call.namespace, e.policy, e.rule));
+      const why = rule === undefined ? [] : describeConditions(rule.when, e, false);
+      return `${e.policy}/${e.rule}: ${why.join('; ')}`;
+    });
+    if (failed.length > MAX_DEFAULT_REASONS) reasons.push(`and ${failed.length - MAX_DEFAULT_REASONS} more rules that did not hold`);
+    return reasons;
+  }
+}
+
+/** Rules and limits by namespace, policy and rule: a policy decides only for agents of its own namespace. */
+function refKey(namespace: string, policy: string | undefined, rule: string | undefined): string {
+  return `${namespace}\n${policy ?? ''}\n${rule ?? ''}`;
+}
+
+function describeConditions(when: ConditionData[], evaluation: Evaluation, held: boolean): string[] {
+  return when.flatMap((c, i) => {
+    const result = evaluation.conditions[i];
+    return result !== undefined && result.held === held ? [describeCondition(c, result.observed, held)] : [];
+  });
+}
+
+function dedupe(spec: RedactSpec[]): RedactSpec[] {
+  const seen = new Set<string>();
+  return spec.filter((s) => {
+    const key = canonicalJson(s);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

@@ -1,0 +1,403 @@
+// The normalized intermediate form of a tenant: plain JSON that becomes the
+// bundle's data.json, read by the generic decision program (program.ts) and by
+// the decision core. Everything a rule says is made explicit here (defaults
+// filled in, regexes anchored, clock times in minutes, param paths split), so
+// the program and the core never interpret the user's spelling.
+import type { AgentIdentity, EgressRule, PolicyRule, RuleCondition, ToolPolicy } from '../api/index.ts';
+import { WEEKDAYS } from '../api/index.ts';
+import { canonicalJson } from './canonical.ts';
+import { CompileError, CompileErrors } from './errors.ts';
+import type { Loaded, TenantResources } from './manifests.ts';
+import type { Weekday } from './time-zones.ts';
+import { clockMinutes } from './time-zones.ts';
+
+export type Decision = 'allow' | 'deny' | 'sanitize' | 'approval_needed';
+export type Scalar = string | number | boolean;
+export type Threat = 'prompt_injection' | 'sql_injection' | 'path_traversal' | 'pii';
+export type RedactSpec = 'ssn' | 'email' | 'credit_card' | 'phone' | 'iban' | 'pii' | { param: string };
+
+/** A dotted parameter path, split: "invoice.amount" is ["invoice", "amount"]. */
+export type ParamPath = string[];
+
+export type ConditionData =
+  | { op: 'equals'; path: ParamPath; value: Scalar }
+  | { op: 'oneOf' | 'notOneOf'; path: ParamPath; values: Scalar[] }
+  /** pattern is the user's regex anchored as ^(?:regex)$, for a whole-value match. */
+  | { op: 'regex'; path: ParamPath; pattern: string; regex: string }
+  | { op: 'min' | 'max' | 'gt' | 'lt'; path: ParamPath; bound: number }
+  | { op: 'exists'; path: ParamPath; present: boolean }
+  /** start inclusive, end exclusive, in minutes of the local day. */
+  | { op: 'time'; zone: string; days: Weekday[]; start: number; end: number }
+  | { op: 'callsOver'; window: string; max: number }
+  | { op: 'delegatedBy'; agents: string[] }
+  | { op: 'delegationDepth'; max: number }
+  | { op: 'userAttribute'; attribute: string; path: ParamPath }
+  | { op: 'autonomyLevel'; min: number }
+  | { op: 'threat'; threats: Threat[] };
+
+export interface RuleData {
+  policy: string;
+  rule: string;
+  /** Unique in the tenant; breaks ties between rules of equal precedence (lowest first). */
+  order: number;
+  decision: Decision;
+  /** Absent: every action. */
+  actions?: string[];
+  when: ConditionData[];
+  approval?: { approvers: string[]; ttl?: string };
+  redact?: RedactSpec[];
+}
+
+export interface LimitData {
+  policy: string;
+  /** The field that declares the limit, e.g. rateLimits[0]; decisions name it as the rule. */
+  rule: string;
+  order: number;
+  kind: 'rate' | 'budget';
+  tool: string;
+  /** Absent: every action. */
+  action?: string;
+  /** Counter key in input.counters: the tool, or tool/action for an action's own bucket. */
+  key: string;
+  decision: 'deny' | 'approval_needed';
+  rps?: number;
+  burst?: number;
+  dailyUSD?: number;
+  costPath?: ParamPath;
+  costPerCall?: number;
+  zone?: string;
+}
+
+export interface SubjectData {
+  enforced: boolean;
+  /** Sets, as objects with true values, for constant-time lookups in Rego. */
+  agents: Record<string, true>;
+  roles: Record<string, true>;
+}
+
+export interface AgentData {
+  roles: string[];
+  scopes: string[];
+  attributes: Record<string, string>;
+  autonomyLevel: number;
+  suspended: boolean;
+}
+
+export interface EgressData {
+  policy: string;
+  rule: string;
+  order: number;
+  /** For *.example.com: "example.com" with wildcard true (subdomains only). */
+  host: string;
+  wildcard: boolean;
+  /** Absent: every port. */
+  ports?: number[];
+}
+
+export interface CustomModuleData {
+  /** Package under data.portcullis.custom. */
+  id: string;
+  namespace: string;
+  policy: string;
+  /** rego/NAME: decisions name it as the rule. */
+  rule: string;
+  order: number;
+}
+
+export interface TenantData {
+  tenant: string;
+  agents: Record<string, Record<string, AgentData>>;
+  policies: Record<string, Record<string, SubjectData>>;
+  egressPolicies: Record<string, Record<string, SubjectData>>;
+  /** namespace → tool → rules, in order. */
+  rules: Record<string, Record<string, RuleData[]>>;
+  limits: Record<string, Record<string, LimitData[]>>;
+  egress: Record<string, EgressData[]>;
+  modules: CustomModuleData[];
+  /** Every time zone a time condition names: the core reads the local clock in each. */
+  zones: string[];
+}
+
+/** A raw Rego module of a ToolPolicy, its package moved under data.portcullis.custom. */
+export interface CustomModuleSource {
+  id: string;
+  /** Where OPA's messages point: NAMESPACE/POLICY/MODULE.rego. */
+  file: string;
+  resource: string;
+  moduleName: string;
+  field: string;
+  text: string;
+}
+
+export interface TenantIr {
+  data: TenantData;
+  modules: CustomModuleSource[];
+}
+
+/** Objects keyed by user-chosen names have no prototype, so a key like __proto__ stays a key. */
+function record<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
+function nested<T>(outer: Record<string, Record<string, T>>, key: string): Record<string, T> {
+  let inner = outer[key];
+  if (inner === undefined) {
+    inner = record<T>();
+    outer[key] = inner;
+  }
+  return inner;
+}
+
+function push<T>(map: Record<string, T[]>, key: string, item: T): void {
+  const items = map[key] ?? [];
+  items.push(item);
+  map[key] = items;
+}
+
+function set(names: readonly string[] | undefined): Record<string, true> {
+  const out = record<true>();
+  for (const name of names ?? []) out[name] = true;
+  return out;
+}
+
+export function splitPath(path: string): ParamPath {
+  return path.split('.');
+}
+
+/** A whole-value match with a search engine: RE2's $ without (?m) is the end of the text only. */
+export function anchorRegex(regex: string): string {
+  return `^(?:${regex})$`;
+}
+
+function paramConditions(condition: RuleCondition): ConditionData[] {
+  if (condition.param === undefined) return [];
+  const path = splitPath(condition.param);
+  const out: ConditionData[] = [];
+  if (condition.equals !== undefined) out.push({ op: 'equals', path, value: condition.equals });
+  if (condition.oneOf !== undefined) out.push({ op: 'oneOf', path, values: [...condition.oneOf] });
+  if (condition.notOneOf !== undefined) out.push({ op: 'notOneOf', path, values: [...condition.notOneOf] });
+  if (condition.regex !== undefined) out.push({ op: 'regex', path, pattern: anchorRegex(condition.regex), regex: condition.regex });
+  for (const op of ['min', 'max', 'gt', 'lt'] as const) {
+    const bound = condition[op];
+    if (bound !== undefined) out.push({ op, path, bound });
+  }
+  if (condition.exists !== undefined) out.push({ op: 'exists', path, present: condition.exists });
+  return out;
+}
+
+function otherCondition(condition: RuleCondition): ConditionData | undefined {
+  const { time, callsOver, delegatedBy, delegationDepth, userAttribute, equalsParam, autonomyLevel, threat } = condition;
+  if (time !== undefined) {
+    const wanted: readonly string[] = time.days ?? [];
+    const days = wanted.length === 0 ? [...WEEKDAYS] : WEEKDAYS.filter((d) => wanted.includes(d));
+    return { op: 'time', zone: time.timeZone ?? 'UTC', days, start: clockMinutes(time.start) ?? 0, end: clockMinutes(time.end) ?? 0 };
+  }
+  if (callsOver !== undefined) return { op: 'callsOver', window: callsOver.window, max: callsOver.max };
+  if (delegatedBy !== undefined) return { op: 'delegatedBy', agents: [...delegatedBy].sort() };
+  if (delegationDepth !== undefined) return { op: 'delegationDepth', max: delegationDepth.max };
+  if (userAttribute !== undefined && equalsParam !== undefined) return { op: 'userAttribute', attribute: userAttribute, path: splitPath(equalsParam) };
+  if (autonomyLevel !== undefined) return { op: 'autonomyLevel', min: autonomyLevel.min };
+  if (threat !== undefined) return { op: 'threat', threats: [...threat].sort() };
+  return undefined;
+}
+
+export function normalizeCondition(condition: RuleCondition): ConditionData[] {
+  const other = otherCondition(condition);
+  return other === undefined ? paramConditions(condition) : [other];
+}
+
+function ruleData(policy: string, rule: PolicyRule, order: number): RuleData {
+  const out: RuleData = { policy, rule: rule.name, order, decision: rule.decision, when: (rule.when ?? []).flatMap(normalizeCondition) };
+  if (rule.actions !== undefined && rule.actions.length > 0) out.actions = [...rule.actions].sort();
+  if (rule.approval !== undefined) out.approval = { ...rule.approval, approvers: [...rule.approval.approvers] };
+  // The generated type of redact is not usable (see api); the schema has checked each item.
+  const redact = rule.redact as unknown as RedactSpec[] | undefined;
+  if (redact !== undefined) out.redact = [...redact];
+  return out;
+}
+
+function resourceName(kind: string, item: Loaded<unknown>): string {
+  return `${kind} ${item.namespace}/${item.name}`;
+}
+
+function checkDuplicates(kind: string, items: readonly Loaded<unknown>[], errors: CompileError[]): void {
+  const seen = new Map<string, Loaded<unknown>>();
+  for (const item of items) {
+    const key = `${item.namespace}/${item.name}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      errors.push(
+        new CompileError('conflict_error', `${resourceName(kind, item)} is defined twice (also in ${first.source.file} document ${first.source.document})`, {
+          ...item.source,
+          resource: resourceName(kind, item),
+        }),
+      );
+    }
+    seen.set(key, item);
+  }
+}
+
+/** A tool name means one tool in the whole tenant: every policy that declares it must declare the same thing. */
+function checkToolConflicts(policies: readonly Loaded<ToolPolicy>[], errors: CompileError[]): void {
+  const declared = new Map<string, { json: string; where: Loaded<ToolPolicy>; index: number }[]>();
+  for (const policy of policies) {
+    for (const [index, tool] of (policy.resource.spec.tools ?? []).entries()) {
+      const list = declared.get(tool.name) ?? [];
+      list.push({ json: canonicalJson(tool), where: policy, index });
+      declared.set(tool.name, list);
+    }
+  }
+  for (const [name, list] of declared) {
+    if (new Set(list.map((d) => d.json)).size <= 1) continue;
+    const others = (self: Loaded<ToolPolicy>): string =>
+      list.filter((d) => d.where !== self).map((d) => resourceName('ToolPolicy', d.where)).join(', ');
+    for (const d of list) {
+      errors.push(
+        new CompileError('conflict_error', `tool ${name} is declared differently by ${others(d.where)}`, {
+          ...d.where.source,
+          resource: resourceName('ToolPolicy', d.where),
+          field: `spec.tools[${d.index}]`,
+        }),
+      );
+    }
+  }
+}
+
+const PACKAGE_LINE = /^([ \t]*)package[ \t]+[^\s#]+/m;
+
+function customModule(policy: Loaded<ToolPolicy>, index: number, id: string): CustomModuleSource {
+  const module = policy.resource.spec.rego?.[index];
+  if (module === undefined) throw new Error('module index out of range');
+  const resource = resourceName('ToolPolicy', policy);
+  const field = `spec.rego[${index}].module`;
+  if (!PACKAGE_LINE.test(module.module)) {
+    throw new CompileError('rego_error', `module ${module.name} has no package declaration`, { ...policy.source, resource, field });
+  }
+  // The package moves under data.portcullis.custom on its own line, so OPA's line numbers still match the user's text.
+  const text = module.module.replace(PACKAGE_LINE, `$1package portcullis.custom.${id} # ${resource} rego ${module.name}`);
+  return { id, file: `${policy.namespace}/${policy.name}/${module.name}.rego`, resource, moduleName: module.name, field, text };
+}
+
+function limitsOf(policy: Loaded<ToolPolicy>, nextOrder: () => number): LimitData[] {
+  const spec = policy.resource.spec;
+  const rates = (spec.rateLimits ?? []).map((limit, i): LimitData => {
+    const out: LimitData = {
+      policy: policy.name,
+      rule: `rateLimits[${i}]`,
+      order: nextOrder(),
+      kind: 'rate',
+      tool: limit.tool,
+      key: limit.action === undefined ? limit.tool : `${limit.tool}/${limit.action}`,
+      decision: limit.onExceed ?? 'deny',
+      rps: limit.rps,
+      burst: limit.burst ?? Math.max(1, Math.ceil(limit.rps)),
+    };
+    if (limit.action !== undefined) out.action = limit.action;
+    return out;
+  });
+  const budgets = (spec.budgets ?? []).map((budget, i): LimitData => {
+    const out: LimitData = {
+      policy: policy.name,
+      rule: `budgets[${i}]`,
+      order: nextOrder(),
+      kind: 'budget',
+      tool: budget.tool,
+      key: budget.tool,
+      decision: budget.onExceed ?? 'deny',
+      dailyUSD: budget.dailyUSD,
+      zone: budget.timeZone ?? 'UTC',
+    };
+    if (budget.costParam !== undefined) out.costPath = splitPath(budget.costParam);
+    if (budget.costPerCall !== undefined) out.costPerCall = budget.costPerCall;
+    return out;
+  });
+  return [...rates, ...budgets];
+}
+
+function agentData(agent: AgentIdentity): AgentData {
+  const spec = agent.spec;
+  const attributes = record<string>();
+  for (const [k, v] of Object.entries(spec.attributes ?? {})) if (v !== undefined) attributes[k] = v;
+  return {
+    roles: [...(spec.roles ?? [])].sort(),
+    scopes: [...(spec.scopes ?? [])].sort(),
+    attributes,
+    autonomyLevel: spec.autonomyLevel ?? 0,
+    suspended: spec.suspended ?? false,
+  };
+}
+
+function egressData(rule: Loaded<EgressRule>, nextOrder: () => number): EgressData[] {
+  return rule.resource.spec.allow.map((allow, i) => {
+    const wildcard = allow.host.startsWith('*.');
+    const out: EgressData = { policy: rule.name, rule: `allow[${i}]`, order: nextOrder(), host: wildcard ? allow.host.slice(2) : allow.host, wildcard };
+    if (allow.ports !== undefined && allow.ports.length > 0) out.ports = [...allow.ports].sort((a, b) => a - b);
+    return out;
+  });
+}
+
+function subjectData(spec: { subjects: { agents?: string[]; roles?: string[] }; mode?: string }): SubjectData {
+  return { enforced: spec.mode !== 'shadow', agents: set(spec.subjects.agents), roles: set(spec.subjects.roles) };
+}
+
+/**
+ * Normalizes a tenant's resources (already validated one by one) into the data
+ * the decision program reads, checking what only the tenant as a whole can tell:
+ * duplicates and conflicting tool declarations. Resources must come sorted, as
+ * tenantResources gives them, for the output to be deterministic.
+ */
+export function buildTenantIr(resources: TenantResources): TenantIr {
+  const errors: CompileError[] = [];
+  checkDuplicates('AgentIdentity', resources.agents, errors);
+  checkDuplicates('ToolPolicy', resources.policies, errors);
+  checkDuplicates('EgressRule', resources.egressRules, errors);
+  checkToolConflicts(resources.policies, errors);
+
+  let order = 0;
+  const nextOrder = (): number => order++;
+  const data: TenantData = {
+    tenant: resources.tenant,
+    agents: record(),
+    policies: record(),
+    egressPolicies: record(),
+    rules: record(),
+    limits: record(),
+    egress: record(),
+    modules: [],
+    zones: [],
+  };
+  const zones = new Set<string>();
+  const modules: CustomModuleSource[] = [];
+
+  for (const agent of resources.agents) nested(data.agents, agent.namespace)[agent.name] = agentData(agent.resource);
+  for (const policy of resources.policies) {
+    nested(data.policies, policy.namespace)[policy.name] = subjectData(policy.resource.spec);
+    for (const rule of policy.resource.spec.rules ?? []) {
+      const normalized = ruleData(policy.name, rule, nextOrder());
+      for (const c of normalized.when) if (c.op === 'time') zones.add(c.zone);
+      push(nested(data.rules, policy.namespace), rule.tool, normalized);
+    }
+  }
+  for (const policy of resources.policies) {
+    for (const limit of limitsOf(policy, nextOrder)) push(nested(data.limits, policy.namespace), limit.tool, limit);
+  }
+  for (const policy of resources.policies) {
+    for (const [index, module] of (policy.resource.spec.rego ?? []).entries()) {
+      const id = `m${modules.length}`;
+      try {
+        modules.push(customModule(policy, index, id));
+        data.modules.push({ id, namespace: policy.namespace, policy: policy.name, rule: `rego/${module.name}`, order: nextOrder() });
+      } catch (error) {
+        if (!(error instanceof CompileError)) throw error;
+        errors.push(error);
+      }
+    }
+  }
+  for (const rule of resources.egressRules) {
+    nested(data.egressPolicies, rule.namespace)[rule.name] = subjectData(rule.resource.spec);
+    data.egress[rule.namespace] = [...(data.egress[rule.namespace] ?? []), ...egressData(rule, nextOrder)];
+  }
+  data.zones = [...zones].sort();
+  if (errors.length > 0) throw new CompileErrors(errors);
+  return { data, modules };
+}

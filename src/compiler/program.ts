@@ -1,0 +1,383 @@
+// The generic decision program: one Rego module for every tenant, reading the
+// tenant's rules from data.json (see ir.ts). Keeping rules as data keeps the
+// bundle small (a thousand rules are a few hundred KiB of JSON, the WASM stays
+// the same) and compilation fast, since opa build does not see the rules.
+
+/** Entrypoint of the compiled WASM, as opa build -e takes it. */
+export const ENTRYPOINT = 'portcullis/authz/result';
+
+/** File name of the program inside the bundle. */
+export const PROGRAM_FILE = 'portcullis/authz.rego';
+
+export const PROGRAM = String.raw`# Portcullis decision program (OPA v1 syntax), the same for every data.portcullis.
+#
+# It holds no rule of its own: every rule, limit and egress allowance of the
+# tenant lives in data.json under data.portcullis, as the compiler normalized
+# it, each entry naming the resource it came from ("policy") and its rule
+# ("rule"). Raw Rego modules of ToolPolicies live under data.portcullis.custom.
+#
+# The input is the authorization call as the decision core normalized it: every
+# optional field filled in, plus input.signals (the local clock per time zone
+# and the threat detectors' findings), computed in the core because the WASM
+# runtime has no time builtins and the detectors are shared with redaction.
+#
+# Precedence: deny > approval_needed > sanitize > allow; deny by default.
+package portcullis.authz
+
+rank := {"allow": 1, "sanitize": 2, "approval_needed": 3, "deny": 4}
+
+agent := data.portcullis.agents[input.namespace][input.agent]
+
+default agent_state := "unknown"
+
+agent_state := "suspended" if agent.suspended == true
+
+agent_state := "active" if agent.suspended == false
+
+# A policy applies to the agents of its own namespace that it names, or that hold one of its roles.
+applies(p) if p.agents[input.agent]
+
+applies(p) if {
+	some role in agent.roles
+	p.roles[role]
+}
+
+action_ok(r) if not r.actions
+
+action_ok(r) if input.action in r.actions
+
+# --- observing what a condition speaks of ------------------------------------
+
+# A parameter is present when the path leads to a value (null included). Two
+# lookups with different defaults tell a missing key from any value a caller
+# could send, so no sentinel value can pass for "missing".
+lookup(path) := {"present": true, "value": v} if {
+	v := object.get(input.params, path, 0)
+	v == object.get(input.params, path, 1)
+} else := {"present": false}
+
+param_ops := {"equals", "oneOf", "notOneOf", "regex", "min", "max", "gt", "lt", "exists"}
+
+observe(c) := lookup(c.path) if param_ops[c.op]
+
+observe(c) := {"present": true, "value": input.signals.clock[c.zone]} if c.op == "time"
+
+observe(c) := {"present": true, "value": object.get(input.counters.calls, [input.tool, c.window], 0)} if c.op == "callsOver"
+
+observe(c) := {"present": true, "value": input.delegation} if c.op == "delegatedBy"
+
+observe(c) := {"present": true, "value": count(input.delegation)} if c.op == "delegationDepth"
+
+observe(c) := {"present": true, "value": agent.autonomyLevel} if c.op == "autonomyLevel"
+
+observe(c) := {"present": true, "value": {t: input.signals.threats[t] | some t in c.threats}} if c.op == "threat"
+
+observe(c) := object.union(lookup(c.path), {"user": input.user.attributes[c.attribute]}) if c.op == "userAttribute"
+
+observe(c) := {"present": false, "user_missing": true} if {
+	c.op == "userAttribute"
+	not input.user.attributes[c.attribute]
+}
+
+# --- whether a condition holds -------------------------------------------------
+
+same(a, b) if {
+	type_name(a) == type_name(b)
+	a == b
+}
+
+scalar(v) if is_string(v)
+
+scalar(v) if is_number(v)
+
+scalar(v) if is_boolean(v)
+
+holds(c, o) if {
+	c.op == "equals"
+	same(o.value, c.value)
+}
+
+holds(c, o) if {
+	c.op == "oneOf"
+	some x in c.values
+	same(o.value, x)
+}
+
+holds(c, o) if {
+	c.op == "notOneOf"
+	scalar(o.value)
+	every x in c.values {
+		not same(o.value, x)
+	}
+}
+
+holds(c, o) if {
+	c.op == "regex"
+	is_string(o.value)
+	regex.match(c.pattern, o.value)
+}
+
+holds(c, o) if {
+	c.op == "min"
+	is_number(o.value)
+	o.value >= c.bound
+}
+
+holds(c, o) if {
+	c.op == "max"
+	is_number(o.value)
+	o.value <= c.bound
+}
+
+holds(c, o) if {
+	c.op == "gt"
+	is_number(o.value)
+	o.value > c.bound
+}
+
+holds(c, o) if {
+	c.op == "lt"
+	is_number(o.value)
+	o.value < c.bound
+}
+
+holds(c, o) if {
+	c.op == "exists"
+	o.present == c.present
+}
+
+holds(c, o) if {
+	c.op == "time"
+	o.value.day in c.days
+	o.value.minute >= c.start
+	o.value.minute < c.end
+}
+
+# The counter holds the calls made in the window before this one.
+holds(c, o) if {
+	c.op == "callsOver"
+	o.value + 1 <= c.max
+}
+
+holds(c, o) if {
+	c.op == "delegatedBy"
+	some a in o.value
+	a in c.agents
+}
+
+holds(c, o) if {
+	c.op == "delegationDepth"
+	o.value <= c.max
+}
+
+holds(c, o) if {
+	c.op == "autonomyLevel"
+	o.value >= c.min
+}
+
+holds(c, o) if {
+	c.op == "threat"
+	some t in c.threats
+	count(o.value[t]) > 0
+}
+
+holds(c, o) if {
+	c.op == "userAttribute"
+	o.present
+	same(o.value, o.user)
+}
+
+held(c, o) := true if holds(c, o)
+
+else := false
+
+# --- rules ---------------------------------------------------------------------
+
+# Every rule of the tenant that speaks of this call: its namespace, tool and
+# action, and a policy that applies to the agent. Each condition is reported
+# with what was observed, so the core can say why a rule did or did not hold.
+evaluations contains e if {
+	some r in data.portcullis.rules[input.namespace][input.tool]
+	action_ok(r)
+	p := data.portcullis.policies[input.namespace][r.policy]
+	applies(p)
+	conditions := [{"held": held(c, o), "observed": o} | some c in r.when; o := observe(c)]
+	failed := [1 | some x in conditions; x.held == false]
+	e := {
+		"source": "rule", "policy": r.policy, "rule": r.rule, "order": r.order, "decision": r.decision,
+		"enforced": p.enforced, "matched": count(failed) == 0, "conditions": conditions,
+	}
+}
+
+rule_matches contains m if {
+	some e in evaluations
+	e.matched
+	m := object.remove(e, ["conditions", "matched"])
+}
+
+# --- limits: rate limits and budgets, enforced by the sidecar's counters -------
+
+limit_action_ok(l) if not l.action
+
+limit_action_ok(l) if l.action == input.action
+
+# Missing counters mean no calls so far: a full bucket, nothing spent.
+exceeded(l) := {"tokens": tokens} if {
+	l.kind == "rate"
+	tokens := object.get(input.counters.rate, l.key, l.burst)
+	tokens < 1
+}
+
+exceeded(l) := {"spent": spent, "cost": cost} if {
+	l.kind == "budget"
+	spent := object.get(input.counters.spentUSD, l.key, 0)
+	cost := budget_cost(l)
+	spent + cost > l.dailyUSD
+}
+
+# A call whose cost cannot be read is over budget: fail closed.
+exceeded(l) := {"spent": object.get(input.counters.spentUSD, l.key, 0), "cost": null} if {
+	l.kind == "budget"
+	not budget_cost(l)
+}
+
+budget_cost(l) := l.costPerCall if is_number(l.costPerCall)
+
+budget_cost(l) := o.value if {
+	l.costPath
+	o := lookup(l.costPath)
+	is_number(o.value)
+	o.value >= 0
+}
+
+limit_matches contains m if {
+	some l in data.portcullis.limits[input.namespace][input.tool]
+	limit_action_ok(l)
+	p := data.portcullis.policies[input.namespace][l.policy]
+	applies(p)
+	observed := exceeded(l)
+	m := {
+		"source": "limit", "policy": l.policy, "rule": l.rule, "order": l.order, "decision": l.decision,
+		"enforced": p.enforced, "observed": observed,
+	}
+}
+
+# --- raw Rego modules: their deny messages deny ---------------------------------
+
+custom_messages(x) := {msg | some msg in data.portcullis.custom[x.id].deny}
+
+custom_matches contains m if {
+	some x in data.portcullis.modules
+	x.namespace == input.namespace
+	p := data.portcullis.policies[x.namespace][x.policy]
+	applies(p)
+	messages := custom_messages(x)
+	count(messages) > 0
+	m := {
+		"source": "custom", "policy": x.policy, "rule": x.rule, "order": x.order, "decision": "deny",
+		"enforced": p.enforced, "messages": messages,
+	}
+}
+
+custom_in_play(enforced) if {
+	some x in data.portcullis.modules
+	x.namespace == input.namespace
+	p := data.portcullis.policies[x.namespace][x.policy]
+	p.enforced == enforced
+	applies(p)
+}
+
+# --- egress: CONNECT tunnels and other traffic authorized by host and port --------
+
+egress_candidates contains {"entry": a, "enforced": p.enforced} if {
+	input.egress
+	some a in data.portcullis.egress[input.namespace]
+	p := data.portcullis.egressPolicies[input.namespace][a.policy]
+	applies(p)
+}
+
+host_ok(a) if {
+	not a.wildcard
+	input.egress.host == a.host
+}
+
+# *.example.com: subdomains of example.com, never example.com itself.
+host_ok(a) if {
+	a.wildcard
+	endswith(input.egress.host, concat("", [".", a.host]))
+}
+
+port_ok(a) if not a.ports
+
+port_ok(a) if input.egress.port in a.ports
+
+egress_matches contains m if {
+	some x in egress_candidates
+	host_ok(x.entry)
+	port_ok(x.entry)
+	m := {
+		"source": "egress", "policy": x.entry.policy, "rule": x.entry.rule, "order": x.entry.order,
+		"decision": "allow", "enforced": x.enforced,
+	}
+}
+
+# --- the decision ---------------------------------------------------------------
+
+decided := rule_matches | egress_matches
+
+# Limits decide only for calls a rule decided on: a limit never turns a call no
+# rule allows into one that could be approved.
+pool(enforced) := ((rules | customs) | limits) if {
+	rules := {m | some m in decided; m.enforced == enforced}
+	customs := {m | some m in custom_matches; m.enforced == enforced}
+	limits := {m | some m in limit_matches; m.enforced == enforced; count(rules) > 0}
+}
+
+# Highest precedence first, then the lowest order (policy by namespace and name, rule as written).
+sort_key(m) := ((4 - rank[m.decision]) * 1000000000) + m.order
+
+best(matches) := w if {
+	top := min({sort_key(m) | some m in matches})
+	some w in matches
+	sort_key(w) == top
+}
+
+# A shadow policy is in play when it has rules for this call (or egress entries,
+# or modules) for this agent: with nothing enforced deciding, its decision is
+# recorded and the call let through.
+shadow_in_play if {
+	some e in evaluations
+	e.enforced == false
+}
+
+shadow_in_play if {
+	some x in egress_candidates
+	x.enforced == false
+}
+
+shadow_in_play if custom_in_play(false)
+
+outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
+	agent_state != "active"
+} else := object.union(best(pool(true)), {"enforced": true}) if {
+	count(pool(true)) > 0
+} else := best(pool(false)) if {
+	count(pool(false)) > 0
+} else := {"source": "default", "decision": "deny", "enforced": false} if {
+	shadow_in_play
+} else := {"source": "default", "decision": "deny", "enforced": true}
+
+# Every match at the winning decision of the winning mode: sanitize merges the
+# redactions of all of them, and reasons name all deny messages.
+peers contains m if {
+	outcome.source in {"rule", "limit", "custom", "egress"}
+	some m in pool(outcome.enforced)
+	m.decision == outcome.decision
+}
+
+result := {
+	"outcome": outcome,
+	"peers": peers,
+	"evaluations": evaluations,
+}
+`;
