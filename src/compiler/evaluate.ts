@@ -276,7 +276,7 @@ function refKey(namespace: string, policy: string | undefined, rule: string | un
 function describeConditions(when: ConditionData[], evaluation: Evaluation, held: boolean): string[] {
   return when.flatMap((c, i) => {
     const result = evaluation.conditions[i];
-    return result !== undefined && result.held === held ? [describeCondition(c, result.observed, held)] : [];
+    return result?.held === held ? [describeCondition(c, result.observed, held)] : [];
   });
 }
 

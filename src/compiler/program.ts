@@ -327,6 +327,10 @@ decided := rule_matches | egress_matches
 
 # Limits decide only for calls a rule decided on: a limit never turns a call no
 # rule allows into one that could be approved.
+enforced_pool := pool(true)
+
+shadow_pool := pool(false)
+
 pool(enforced) := ((rules | customs) | limits) if {
 	rules := {m | some m in decided; m.enforced == enforced}
 	customs := {m | some m in custom_matches; m.enforced == enforced}
@@ -359,10 +363,10 @@ shadow_in_play if custom_in_play(false)
 
 outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
 	agent_state != "active"
-} else := object.union(best(pool(true)), {"enforced": true}) if {
-	count(pool(true)) > 0
-} else := best(pool(false)) if {
-	count(pool(false)) > 0
+} else := object.union(best(enforced_pool), {"enforced": true}) if {
+	count(enforced_pool) > 0
+} else := best(shadow_pool) if {
+	count(shadow_pool) > 0
 } else := {"source": "default", "decision": "deny", "enforced": false} if {
 	shadow_in_play
 } else := {"source": "default", "decision": "deny", "enforced": true}
@@ -371,9 +375,13 @@ outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
 # redactions of all of them, and reasons name all deny messages.
 peers contains m if {
 	outcome.source in {"rule", "limit", "custom", "egress"}
-	some m in pool(outcome.enforced)
+	some m in winning_pool
 	m.decision == outcome.decision
 }
+
+winning_pool := enforced_pool if outcome.enforced
+
+winning_pool := shadow_pool if not outcome.enforced
 
 result := {
 	"outcome": outcome,

@@ -14,10 +14,9 @@ const MAX_VALUE_LENGTH = 80;
 
 /** A value as JSON, non-ASCII escaped so look-alike letters (Cyrillic Е in ЕUR) show, cut when long. */
 export function showValue(value: unknown): string {
-  const json = JSON.stringify(value) ?? 'undefined';
-  const escaped = json.replace(/[^\x20-\x7e]/gu, (c) =>
-    [...c].map((unit) => `\\u${(unit.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`).join(''),
-  );
+  // JSON.stringify returns undefined for undefined, though its type says string.
+  const json = (JSON.stringify(value) as string | undefined) ?? 'undefined';
+  const escaped = json.replace(/[^\x20-\x7e]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return escaped.length > MAX_VALUE_LENGTH ? `${escaped.slice(0, MAX_VALUE_LENGTH - 1)}…` : escaped;
 }
 
