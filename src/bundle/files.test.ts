@@ -1,0 +1,116 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exportSigningKey, formatRevision, generateSigningKey, type SignedBundle, signBundle, type SigningKeyPair, verifyBundle } from './index.ts';
+import { MAX_UNPACKED_BYTES, readBundleDirectory, readBundleTarball, writeBundleDirectory, writeBundleTarball } from './files.ts';
+
+const OPA = join(homedir(), '.cache/portcullis/opa-v1.22.2/opa');
+/** The smallest valid WebAssembly module: magic number and version. */
+const EMPTY_WASM = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
+
+let key: SigningKeyPair;
+let signed: SignedBundle;
+let scratch: string;
+
+beforeAll(async () => {
+  key = await generateSigningKey();
+  signed = await signBundle(
+    {
+      manifest: {
+        revision: formatRevision(3, 'c'.repeat(16)),
+        roots: ['portcullis'],
+        metadata: { tenant: 'finance' },
+        wasm: [{ entrypoint: 'portcullis/decision', module: '/policy.wasm' }],
+      },
+      wasm: EMPTY_WASM,
+      data: { portcullis: { rules: ['a', 'b'], text: 'tab\there & <tag> \u2028' } },
+    },
+    { privateKey: key.privateKey, keyId: key.keyId },
+  );
+  scratch = await mkdtemp(join(tmpdir(), 'portcullis-bundle-'));
+});
+
+afterAll(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+const trust = (): Parameters<typeof verifyBundle>[1] => ({ publicKeys: new Map([[key.keyId, key.publicKey]]), tenant: 'finance' });
+
+describe('bundle directories', () => {
+  it('round-trip', async () => {
+    const directory = join(scratch, 'dir');
+    await writeBundleDirectory(directory, signed);
+    const read = await readBundleDirectory(directory);
+    expect(read.files).toEqual(signed.files);
+    await expect(verifyBundle(read, trust())).resolves.toBeDefined();
+  });
+
+  it('refuse a subdirectory or a link', async () => {
+    const directory = join(scratch, 'nested');
+    await writeBundleDirectory(directory, signed);
+    await mkdir(join(directory, 'sub'));
+    await expect(readBundleDirectory(directory)).rejects.toMatchObject({ code: 'bundle_file_unexpected' });
+    const linked = join(scratch, 'linked');
+    await writeBundleDirectory(linked, signed);
+    await symlink('/etc/hostname', join(linked, 'extra'));
+    await expect(readBundleDirectory(linked)).rejects.toMatchObject({ code: 'bundle_file_unexpected' });
+  });
+});
+
+describe('bundle tarballs', () => {
+  it('round-trip byte for byte, deterministically', async () => {
+    const tarball = await writeBundleTarball(signed);
+    expect(await writeBundleTarball(signed)).toEqual(tarball);
+    const read = await readBundleTarball(tarball);
+    expect(read.files).toEqual(signed.files);
+    await expect(verifyBundle(read, trust())).resolves.toBeDefined();
+  });
+
+  it('refuse something that is not gzip', async () => {
+    await expect(readBundleTarball(new Uint8Array([1, 2, 3]))).rejects.toMatchObject({ code: 'bundle_file_unexpected' });
+  });
+
+  it('refuse an archive that unpacks past the bound', async () => {
+    await expect(readBundleTarball(gzipSync(Buffer.alloc(MAX_UNPACKED_BYTES + 1)))).rejects.toMatchObject({ code: 'bundle_too_large' });
+  });
+
+  describe.skipIf(!existsSync(OPA))('with the opa binary', () => {
+    const run = promisify(execFile);
+
+    it('are accepted by opa inspect', async () => {
+      const path = join(scratch, 'bundle.tar.gz');
+      await writeFile(path, await writeBundleTarball(signed));
+      const { stdout } = await run(OPA, ['inspect', '--format', 'json', path]);
+      const inspected = JSON.parse(stdout) as { manifest: { revision: string; metadata: { tenant: string } }; signatures_config?: unknown };
+      expect(inspected.manifest.revision).toBe(formatRevision(3, 'c'.repeat(16)));
+      expect(inspected.manifest.metadata.tenant).toBe('finance');
+    });
+
+    it('carry a signature opa itself verifies', async () => {
+      const path = join(scratch, 'verify.tar.gz');
+      await writeFile(path, await writeBundleTarball(signed));
+      const publicKey = join(scratch, 'public.pem');
+      await writeFile(publicKey, (await exportSigningKey(key)).publicKeyPem);
+      const opaVerify = (bundle: string): ReturnType<typeof run> =>
+        run(OPA, ['build', '--bundle', bundle, '--verification-key', publicKey, '--verification-key-id', key.keyId, '--signing-alg', 'EdDSA', '-o', join(scratch, 'rebuilt.tar.gz')]);
+      await expect(opaVerify(path)).resolves.toBeDefined();
+      const tampered = join(scratch, 'tampered.tar.gz');
+      const files = new Map(signed.files);
+      files.set('data.json', new TextEncoder().encode('{"portcullis":{}}'));
+      await writeFile(tampered, await writeBundleTarball({ files }));
+      const refused = await opaVerify(tampered).then(
+        () => 'accepted',
+        (error: unknown) => {
+          const { stdout = '', stderr = '' } = error as { stdout?: string; stderr?: string };
+          return `${stdout}${stderr}`;
+        },
+      );
+      expect(refused).toMatch(/data\.json: digest mismatch/u);
+    });
+  });
+});
