@@ -38,7 +38,7 @@ const NUMERIC: Record<'min' | 'max' | 'gt' | 'lt', [held: string, failed: string
 function describeParam(c: Extract<ConditionData, { path: string[] }>, o: Observed, held: boolean): string {
   const subject = showPath(c.path);
   if (c.op === 'exists') {
-    if (c.present) return held ? `${subject} is present` : `${subject} is missing`;
+    if (c.present) return held ? `${subject} ${showValue(o.value)} is present` : `${subject} is missing`;
     return held ? `${subject} is absent` : `${subject} ${showValue(o.value)} is present but must be absent`;
   }
   if (!o.present) return `${subject} is missing (${c.op})`;
