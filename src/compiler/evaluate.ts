@@ -128,7 +128,7 @@ export class PolicyEvaluator {
       for (const rules of Object.values(byTool)) {
         for (const rule of rules) {
           this.rules.set(refKey(namespace, rule.policy, rule.rule), rule);
-          usesThreats ||= rule.when.some((c) => c.op === 'threat');
+          usesThreats ||= rule.when.some((i) => this.data.conditions[i]?.op === 'threat');
         }
       }
     }
@@ -245,10 +245,17 @@ export class PolicyEvaluator {
         const rule = this.rules.get(key);
         const evaluation = evaluations.find((e) => e.policy === outcome.policy && e.rule === outcome.rule);
         if (rule === undefined || evaluation === undefined) return [];
-        const held = describeConditions(rule.when, evaluation, true);
+        const held = describeConditions(this.conditionsOf(rule), evaluation, true);
         return held.length > 0 ? held : [`rule ${rule.rule} has no conditions: it covers every such call to ${call.tool ?? ''}`];
       }
     }
+  }
+
+  private conditionsOf(rule: RuleData): ConditionData[] {
+    return rule.when.flatMap((i) => {
+      const condition = this.data.conditions[i];
+      return condition === undefined ? [] : [condition];
+    });
   }
 
   private defaultReasons(call: NormalizedCall, evaluations: Evaluation[]): string[] {
@@ -260,7 +267,7 @@ export class PolicyEvaluator {
     }
     const reasons = failed.slice(0, MAX_DEFAULT_REASONS).map((e) => {
       const rule = this.rules.get(refKey(call.namespace, e.policy, e.rule));
-      const why = rule === undefined ? [] : describeConditions(rule.when, e, false);
+      const why = rule === undefined ? [] : describeConditions(this.conditionsOf(rule), e, false);
       return `${e.policy}/${e.rule}: ${why.join('; ')}`;
     });
     if (failed.length > MAX_DEFAULT_REASONS) reasons.push(`and ${failed.length - MAX_DEFAULT_REASONS} more rules that did not hold`);

@@ -43,7 +43,8 @@ export interface RuleData {
   decision: Decision;
   /** Absent: every action. */
   actions?: string[];
-  when: ConditionData[];
+  /** Indexes into TenantData.conditions: rules of a tenant share most conditions, so each is stored once. */
+  when: number[];
   approval?: { approvers: string[]; ttl?: string };
   redact?: RedactSpec[];
 }
@@ -114,6 +115,8 @@ export interface TenantData {
   limits: Record<string, Record<string, LimitData[]>>;
   egress: Record<string, EgressData[]>;
   modules: CustomModuleData[];
+  /** Every distinct condition of the tenant's rules, in order of first use. */
+  conditions: ConditionData[];
   /** Every time zone a time condition names: the core reads the local clock in each. */
   zones: string[];
 }
@@ -206,8 +209,26 @@ export function normalizeCondition(condition: RuleCondition): ConditionData[] {
   return other === undefined ? paramConditions(condition) : [other];
 }
 
-function ruleData(policy: string, rule: PolicyRule, order: number): RuleData {
-  const out: RuleData = { policy, rule: rule.name, order, decision: rule.decision, when: (rule.when ?? []).flatMap(normalizeCondition) };
+/** Stores each distinct condition once and hands out its index. */
+class ConditionTable {
+  readonly conditions: ConditionData[] = [];
+  private readonly index = new Map<string, number>();
+
+  intern(condition: ConditionData): number {
+    const key = canonicalJson(condition);
+    let i = this.index.get(key);
+    if (i === undefined) {
+      i = this.conditions.length;
+      this.conditions.push(condition);
+      this.index.set(key, i);
+    }
+    return i;
+  }
+}
+
+function ruleData(policy: string, rule: PolicyRule, order: number, table: ConditionTable): RuleData {
+  const when = (rule.when ?? []).flatMap(normalizeCondition).map((c) => table.intern(c));
+  const out: RuleData = { policy, rule: rule.name, order, decision: rule.decision, when };
   if (rule.actions !== undefined && rule.actions.length > 0) out.actions = [...rule.actions].sort();
   if (rule.approval !== undefined) out.approval = { ...rule.approval, approvers: [...rule.approval.approvers] };
   // The generated type of redact is not usable (see api); the schema has checked each item.
@@ -364,8 +385,10 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
     limits: record(),
     egress: record(),
     modules: [],
+    conditions: [],
     zones: [],
   };
+  const table = new ConditionTable();
   const zones = new Set<string>();
   const modules: CustomModuleSource[] = [];
 
@@ -373,8 +396,7 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
   for (const policy of resources.policies) {
     nested(data.policies, policy.namespace)[policy.name] = subjectData(policy.resource.spec);
     for (const rule of policy.resource.spec.rules ?? []) {
-      const normalized = ruleData(policy.name, rule, nextOrder());
-      for (const c of normalized.when) if (c.op === 'time') zones.add(c.zone);
+      const normalized = ruleData(policy.name, rule, nextOrder(), table);
       push(nested(data.rules, policy.namespace), rule.tool, normalized);
     }
   }
@@ -397,6 +419,8 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
     nested(data.egressPolicies, rule.namespace)[rule.name] = subjectData(rule.resource.spec);
     data.egress[rule.namespace] = [...(data.egress[rule.namespace] ?? []), ...egressData(rule, nextOrder)];
   }
+  data.conditions = table.conditions;
+  for (const c of table.conditions) if (c.op === 'time') zones.add(c.zone);
   data.zones = [...zones].sort();
   if (errors.length > 0) throw new CompileErrors(errors);
   return { data, modules };

@@ -201,7 +201,11 @@ evaluations contains e if {
 	action_ok(r)
 	p := data.portcullis.policies[input.namespace][r.policy]
 	applies(p)
-	conditions := [{"held": held(c, o), "observed": o} | some c in r.when; o := observe(c)]
+	conditions := [{"held": held(c, o), "observed": o} |
+		some i in r.when
+		c := data.portcullis.conditions[i]
+		o := observe(c)
+	]
 	failed := [1 | some x in conditions; x.held == false]
 	e := {
 		"source": "rule", "policy": r.policy, "rule": r.rule, "order": r.order, "decision": r.decision,

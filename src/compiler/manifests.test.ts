@@ -1,0 +1,213 @@
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CompileError } from './errors.ts';
+import { CompileErrors } from './errors.ts';
+import { buildTenantIr } from './ir.ts';
+import { parseManifests, readManifestPaths, tenantOf, tenantResources, tenantsOf } from './manifests.ts';
+import { agent, namespace, toolPolicy, yamlOf } from './test-support.ts';
+
+function errorsOf(text: string, file = 'policies.yaml'): CompileError[] {
+  try {
+    parseManifests(text, file);
+  } catch (error) {
+    if (error instanceof CompileErrors) return [...error.errors];
+    throw error;
+  }
+  return [];
+}
+
+const header = 'apiVersion: portcullis.dev/v1alpha1\nkind: ToolPolicy\nmetadata: { name: pay, namespace: finance }\n';
+const policyWith = (rules: string): string => `${header}spec:\n  subjects: { agents: [bot] }\n  rules:\n${rules}`;
+
+describe('manifest errors name the file, document, resource, rule and field', () => {
+  it.each([
+    {
+      name: 'YAML that does not parse is a parse_error with its document',
+      text: `${yamlOf([agent('finance', 'bot')])}---\nkind: [unclosed\n`,
+      expected: { code: 'parse_error', location: { file: 'policies.yaml', document: 1 } },
+    },
+    {
+      name: 'an unknown field in a condition is a schema_error on that field',
+      text: policyWith('    - name: small\n      tool: stripe\n      decision: allow\n      when: [ { param: amount, maximum: 5 } ]\n'),
+      expected: { code: 'schema_error', location: { document: 0, resource: 'ToolPolicy finance/pay', rule: 'small', field: 'spec.rules[0].when[0].maximum' } },
+    },
+    {
+      name: 'a regex RE2 rejects (a lookahead) is a regex_error on the regex field',
+      text: policyWith('    - name: acct\n      tool: stripe\n      decision: allow\n      when: [ { param: account, regex: "(?=x)[0-9]+" } ]\n'),
+      expected: { code: 'regex_error', location: { resource: 'ToolPolicy finance/pay', rule: 'acct', field: 'spec.rules[0].when[0].regex' } },
+    },
+    {
+      name: 'a backreference, which RE2 does not have, is a regex_error',
+      text: policyWith('    - name: rep\n      tool: stripe\n      decision: allow\n      when: [ { param: v, regex: "(a)\\\\1" } ]\n'),
+      expected: { code: 'regex_error', location: { rule: 'rep', field: 'spec.rules[0].when[0].regex' } },
+    },
+    {
+      name: 'a condition stating two kinds is a schema_error',
+      text: policyWith('    - name: two\n      tool: stripe\n      decision: allow\n      when: [ { param: a, equals: 1, delegationDepth: { max: 1 } } ]\n'),
+      expected: { code: 'schema_error', location: { rule: 'two', field: 'spec.rules[0].when[0]' } },
+    },
+    {
+      name: 'an operator without param is a schema_error',
+      text: policyWith('    - name: lone\n      tool: stripe\n      decision: allow\n      when: [ { oneOf: [a] } ]\n'),
+      expected: { code: 'schema_error', location: { rule: 'lone' } },
+    },
+    {
+      name: 'min greater than max is a schema_error',
+      text: policyWith('    - name: range\n      tool: stripe\n      decision: allow\n      when: [ { param: a, min: 10, max: 1 } ]\n'),
+      expected: { code: 'schema_error', location: { rule: 'range', field: 'spec.rules[0].when[0].min' } },
+    },
+    {
+      name: 'equals holding a list is a schema_error',
+      text: policyWith('    - name: eq\n      tool: stripe\n      decision: allow\n      when: [ { param: a, equals: [1] } ]\n'),
+      expected: { code: 'schema_error', location: { rule: 'eq', field: 'spec.rules[0].when[0].equals' } },
+    },
+    {
+      name: 'an unknown time zone is a schema_error',
+      text: policyWith('    - name: tz\n      tool: stripe\n      decision: allow\n      when: [ { time: { start: "09:00", end: "17:00", timeZone: Mars/Olympus } } ]\n'),
+      expected: { code: 'schema_error', location: { rule: 'tz', field: 'spec.rules[0].when[0].time.timeZone' } },
+    },
+    {
+      name: 'two rules with one name are a schema_error',
+      text: policyWith('    - { name: same, tool: a, decision: allow }\n    - { name: same, tool: b, decision: deny }\n'),
+      expected: { code: 'schema_error', location: { field: 'spec.rules[1].name' } },
+    },
+    {
+      name: 'sanitize without redact is a schema_error',
+      text: policyWith('    - { name: s, tool: a, decision: sanitize }\n'),
+      expected: { code: 'schema_error', location: { rule: 's', field: 'spec.rules[0].redact' } },
+    },
+    {
+      name: 'a redact entry that is no detector is a schema_error',
+      text: policyWith('    - { name: s, tool: a, decision: sanitize, redact: [passport] }\n'),
+      expected: { code: 'schema_error', location: { rule: 's', field: 'spec.rules[0].redact[0]' } },
+    },
+    {
+      name: 'a decision that does not exist is a schema_error',
+      text: policyWith('    - { name: s, tool: a, decision: permit }\n'),
+      expected: { code: 'schema_error', location: { rule: 's', field: 'spec.rules[0].decision' } },
+    },
+    {
+      name: 'a misspelt apiVersion is a schema_error',
+      text: header.replace('v1alpha1', 'v1') + 'spec: { subjects: { agents: [bot] } }\n',
+      expected: { code: 'schema_error', location: { field: 'apiVersion' } },
+    },
+    {
+      name: 'a misspelt kind of our group is a schema_error',
+      text: header.replace('ToolPolicy', 'ToolPolicey') + 'spec: { subjects: { agents: [bot] } }\n',
+      expected: { code: 'schema_error', location: { field: 'kind' } },
+    },
+    {
+      name: 'subjects naming nobody is a schema_error',
+      text: `${header}spec: { subjects: { agents: [] } }\n`,
+      expected: { code: 'schema_error', location: { field: 'spec.subjects' } },
+    },
+  ])('$name', ({ text, expected }) => {
+    const errors = errorsOf(text);
+    expect(errors.length, errors.map((e) => e.message).join('\n')).toBeGreaterThan(0);
+    expect(errors[0]).toMatchObject(expected);
+    expect(errors[0]?.message).toContain('policies.yaml');
+  });
+
+  it('reports every bad document, not only the first', () => {
+    const bad = policyWith('    - { name: s, tool: a, decision: permit }\n');
+    expect(errorsOf(`${bad}---\n${bad.replace('name: pay', 'name: pay2')}`).map((e) => e.location.document)).toEqual([0, 1]);
+  });
+
+  it('accepts the samples of the design', async () => {
+    const set = await readManifestPaths(['config/samples/finance.yaml']);
+    expect(set.policies.map((p) => p.name)).toEqual(['payments']);
+    expect(set.agents.map((a) => a.name).sort()).toEqual(['finance-agent', 'planner-agent']);
+    expect(set.egressRules).toHaveLength(1);
+  });
+
+  it('ignores objects of other API groups', () => {
+    expect(errorsOf('apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: web }\nspec: { whatever: true }\n')).toEqual([]);
+  });
+});
+
+describe('tenants', () => {
+  const set = parseManifests(
+    yamlOf([
+      namespace('pay-eu', 'payments'),
+      namespace('pay-us', 'payments'),
+      namespace('hr'),
+      agent('pay-eu', 'bot'),
+      agent('pay-us', 'bot'),
+      agent('hr', 'bot'),
+      agent('loose', 'bot'),
+    ]),
+    'tenants.yaml',
+  );
+
+  it('groups namespaces by the tenant label', () => {
+    expect(tenantOf(set, 'pay-eu')).toBe('payments');
+    expect(tenantOf(set, 'pay-us')).toBe('payments');
+    expect(tenantResources(set, 'payments').agents.map((a) => a.namespace)).toEqual(['pay-eu', 'pay-us']);
+  });
+
+  it('makes a namespace without the label its own tenant, and one without a manifest too', () => {
+    expect(tenantOf(set, 'hr')).toBe('hr');
+    expect(tenantOf(set, 'loose')).toBe('loose');
+    expect(tenantsOf(set)).toEqual(['hr', 'loose', 'payments']);
+  });
+
+  it('rejects a namespace given to two tenants', () => {
+    expect(errorsOf(yamlOf([namespace('x', 'a'), namespace('x', 'b')]))[0]).toMatchObject({ code: 'conflict_error' });
+  });
+});
+
+describe('conflicts inside a tenant', () => {
+  it('rejects two policies that declare one tool differently, naming both', () => {
+    const declare = (host: string) => (p: { spec: { tools?: unknown } }): void => {
+      p.spec.tools = [{ name: 'stripe', http: { host } }];
+    };
+    const set = parseManifests(
+      yamlOf([toolPolicy('finance', 'a', [], declare('one.svc')), toolPolicy('finance', 'b', [], declare('two.svc'))]),
+      'tools.yaml',
+    );
+    let errors: readonly CompileError[] = [];
+    try {
+      buildTenantIr(tenantResources(set, 'finance'));
+    } catch (error) {
+      if (error instanceof CompileErrors) errors = error.errors;
+    }
+    expect(errors.map((e) => [e.code, e.location.resource, e.location.field])).toEqual([
+      ['conflict_error', 'ToolPolicy finance/a', 'spec.tools[0]'],
+      ['conflict_error', 'ToolPolicy finance/b', 'spec.tools[0]'],
+    ]);
+  });
+
+  it('accepts two policies that declare one tool the same way', () => {
+    const declare = (p: { spec: { tools?: unknown } }): void => {
+      p.spec.tools = [{ name: 'stripe', http: { host: 'one.svc' } }];
+    };
+    const set = parseManifests(yamlOf([toolPolicy('finance', 'a', [], declare), toolPolicy('finance', 'b', [], declare)]), 'tools.yaml');
+    expect(() => buildTenantIr(tenantResources(set, 'finance'))).not.toThrow();
+  });
+});
+
+describe('reading -f paths', () => {
+  let dir = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-manifests-'));
+    await mkdir(join(dir, 'nested'));
+    await writeFile(join(dir, 'agents.yaml'), yamlOf([agent('finance', 'bot')]));
+    await writeFile(join(dir, 'nested', 'policy.yml'), yamlOf([toolPolicy('finance', 'p', [{ name: 'r', tool: 't', decision: 'allow' }])]));
+    await writeFile(join(dir, 'README.md'), 'not a manifest');
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reads YAML files of a folder and its subfolders, and nothing else', async () => {
+    const set = await readManifestPaths([dir]);
+    expect(set.agents).toHaveLength(1);
+    expect(set.policies[0]?.source.file).toBe(join(dir, 'nested', 'policy.yml'));
+  });
+
+  it('names a path that does not exist', async () => {
+    await expect(readManifestPaths([join(dir, 'missing.yaml')])).rejects.toMatchObject({ code: 'parse_error', location: { file: join(dir, 'missing.yaml') } });
+  });
+});
