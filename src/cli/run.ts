@@ -5,12 +5,14 @@ import { EVAL_USAGE, evalCommand } from './eval.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import { TEST_USAGE, testCommand } from './test-cases.ts';
+import { OPERATOR_USAGE, operatorCommand, UsageError as OperatorUsageError } from '../operator/main.ts';
 
 export const USAGE = `Usage: portcullis COMMAND [options]
 
 Commands:
   eval     decide one call against policy files (no cluster needed)
   test     run policy test cases
+  operator run the operator (reconciles policies into signed per-tenant bundles)
   help     show this text, or the text of a command: portcullis help eval
 
 Run portcullis COMMAND --help for the options of a command.
@@ -21,6 +23,7 @@ type Command = (args: string[], io: CliIo) => Promise<number>;
 const COMMANDS: Readonly<Record<string, { run: Command; usage: string }>> = {
   eval: { run: evalCommand, usage: EVAL_USAGE },
   test: { run: testCommand, usage: TEST_USAGE },
+  operator: { run: (args) => operatorCommand(args), usage: OPERATOR_USAGE },
 };
 
 function isParseArgsError(error: unknown): error is Error {
@@ -28,7 +31,7 @@ function isParseArgsError(error: unknown): error is Error {
 }
 
 function report(error: unknown, io: CliIo, usage: string): number {
-  if (error instanceof UsageError || isParseArgsError(error)) {
+  if (error instanceof UsageError || error instanceof OperatorUsageError || isParseArgsError(error)) {
     io.stderr(`portcullis: ${error.message}\n\n${usage}`);
     return 2;
   }

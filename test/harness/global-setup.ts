@@ -2,13 +2,15 @@
 // whole run, shared by every test file through provide/inject.
 
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { TestProject } from 'vitest/node';
 import { kubectl, startControlPlane } from './control-plane.ts';
 import type { ControlPlaneInfo } from './control-plane.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    controlPlane: ControlPlaneInfo & { instanceId: string };
+    controlPlane: ControlPlaneInfo & { instanceId: string; controlUrl: string };
   }
 }
 
@@ -23,6 +25,20 @@ export default async function setup(project: TestProject): Promise<() => Promise
     log: (line) => { console.log(`[control-plane] ${line}`); },
   });
   const instanceId = randomUUID();
+  // Test files run in workers that cannot reach the plane object: a loopback
+  // endpoint lets them ask for what only this process can do.
+  const control = createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/restart-apiserver') {
+      plane.restartApiserver().then(
+        () => { res.writeHead(200).end(JSON.stringify({ pid: plane.pids.kubeApiserver })); },
+        (error: unknown) => { res.writeHead(500).end(String(error)); },
+      );
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => control.listen(0, '127.0.0.1', resolve));
+  const controlUrl = `http://127.0.0.1:${String((control.address() as AddressInfo).port)}`;
   await kubectl(plane, ['create', 'configmap', INSTANCE_MARKER.name, '-n', INSTANCE_MARKER.namespace, `--from-literal=instance=${instanceId}`]);
   console.log(`[control-plane] ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)} s (run dir ${plane.runDir})`);
   project.provide('controlPlane', {
@@ -35,8 +51,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     tools: plane.tools,
     pids: plane.pids,
     instanceId,
+    controlUrl,
   });
   return async () => {
+    control.close();
     await plane.stop();
   };
 }

@@ -1,0 +1,629 @@
+// The operator: informers feed one keyed work queue of tenants; one reconcile
+// gathers a tenant's namespaces and resources from the caches, compiles them,
+// signs the bundle, writes it to every namespace of the tenant, prunes it
+// from namespaces that left, and writes each resource's status — only what
+// changed. Reconciles run only on the leader.
+
+import type { CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api as CoreApi, CustomObjectsApi as CustomApi, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { AgentIdentity, EgressRule, ToolPolicy } from '../api/index.ts';
+import { GROUP, VERSION } from '../api/index.ts';
+import type { ConfigMapData } from '../bundle/index.ts';
+import { bundleContentDigest, fromConfigMapData, MANIFEST_FILE, nextRevision, parseRevision, signBundle, toConfigMapData, toJwks, verifyBundle } from '../bundle/index.ts';
+import type { CompiledTenant } from '../compiler/compile.ts';
+import { CompileError, CompileErrors } from '../compiler/errors.ts';
+import type { Loaded, TenantResources } from '../compiler/manifests.ts';
+import { validateResource } from '../compiler/validate.ts';
+import { statusChanged } from './conditions.ts';
+import { ResilientInformer } from './informers.ts';
+import type { LeaderElectionOptions } from './leader.ts';
+import { LeaderElector } from './leader.ts';
+import type { OperatorMetrics } from './metrics.ts';
+import type { CompileOutcome, InForce, ResourceKind, ResourceProblem, ResourceRef, TenantResource } from './plan.ts';
+import {
+  BUNDLE_CONFIGMAP,
+  MANAGED_BY,
+  MANAGED_BY_LABEL,
+  planStatuses,
+  resourceKey,
+  takesBundle,
+  TENANT_LABEL,
+  tenantOfNamespace,
+  TRUST_CONFIGMAP,
+} from './plan.ts';
+import type { Keyring } from './signing-keys.ts';
+import { ensureKeyring } from './signing-keys.ts';
+import { WorkQueue } from './workqueue.ts';
+
+export const FIELD_MANAGER = 'portcullis-operator';
+const PLURALS: Record<ResourceKind, string> = { AgentIdentity: 'agentidentities', ToolPolicy: 'toolpolicies', EgressRule: 'egressrules' };
+const KINDS: ResourceKind[] = ['AgentIdentity', 'ToolPolicy', 'EgressRule'];
+const GENERATIONS_KEY = 'resources';
+
+export interface OperatorOptions {
+  kubeConfig: KubeConfig;
+  /** The namespace the operator runs in: its Lease and signing-key Secret live there. */
+  namespace: string;
+  identity: string;
+  signingKeySecret: string;
+  leaseName: string;
+  leaseTimings: Pick<LeaderElectionOptions, 'leaseDurationMs' | 'renewDeadlineMs' | 'retryPeriodMs'>;
+  /** How often every tenant is reconciled even when nothing changed. */
+  resyncMs: number;
+  compile: (resources: TenantResources) => Promise<CompiledTenant>;
+  log: Logger;
+  metrics: OperatorMetrics;
+  now?: () => Date;
+}
+
+type AnyResource = TenantResource & KubernetesObject;
+
+export class Operator {
+  private readonly options: OperatorOptions;
+  private readonly core: CoreV1Api;
+  private readonly custom: CustomObjectsApi;
+  private readonly objects: KubernetesObjectApi;
+  private readonly namespaces: ResilientInformer<V1Namespace>;
+  private readonly resources: Map<ResourceKind, ResilientInformer<AnyResource>>;
+  private readonly bundles: ResilientInformer<V1ConfigMap>;
+  private readonly queue: WorkQueue;
+  private readonly elector: LeaderElector;
+  /** Each namespace's tenant as last seen, to enqueue the old tenant when it changes. */
+  private readonly tenantOfNs = new Map<string, string>();
+  /** The last problems reported per resource, so an Event goes out once per new problem. */
+  private readonly reported = new Map<string, string>();
+  private keyring: Keyring | undefined;
+  /** The last bundle each tenant distributed, kept in force while the tenant is invalid. */
+  private readonly lastGood = new Map<string, { revision: string; payload: ConfigMapData }>();
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private started = false;
+
+  constructor(options: OperatorOptions) {
+    this.options = options;
+    const kc = options.kubeConfig;
+    this.core = kc.makeApiClient(CoreApi);
+    this.custom = kc.makeApiClient(CustomApi);
+    this.objects = KubernetesObjectApi.makeApiClient(kc);
+    const onError = (name: string, error: unknown, retryInMs: number): void => {
+      options.metrics.informerRestarts.inc({ informer: name });
+      options.log.warn({ informer: name, error: describeError(error), retryInMs }, 'watch failed; restarting');
+    };
+    this.namespaces = new ResilientInformer<V1Namespace>(kc, '/api/v1/namespaces', () => this.core.listNamespace(), { name: 'namespaces', onError });
+    this.resources = new Map(
+      KINDS.map((kind) => [
+        kind,
+        new ResilientInformer<AnyResource>(
+          kc,
+          `/apis/${GROUP}/${VERSION}/${PLURALS[kind]}`,
+          async () => (await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS[kind] })) as KubernetesListObject<AnyResource>,
+          { name: PLURALS[kind], onError },
+        ),
+      ]),
+    );
+    const selector = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
+    this.bundles = new ResilientInformer<V1ConfigMap>(
+      kc,
+      '/api/v1/configmaps',
+      () => this.core.listConfigMapForAllNamespaces({ labelSelector: selector }),
+      { name: 'bundle-configmaps', onError },
+      selector,
+    );
+    this.queue = new WorkQueue(
+      (tenant) => this.reconcileTenant(tenant),
+      (tenant, error, failures) => {
+        options.metrics.reconcileTotal.inc({ kind: 'tenant', result: 'error' });
+        options.log.error({ tenant, error: describeError(error), failures }, 'reconcile failed; retrying with backoff');
+      },
+    );
+    this.elector = new LeaderElector(
+      kc.makeApiClient(CoordinationV1Api),
+      { namespace: options.namespace, name: options.leaseName, identity: options.identity, ...options.leaseTimings },
+      {
+        onStartedLeading: () => { this.startLeading(); },
+        onStoppedLeading: () => { this.stopLeading(); },
+        onNewLeader: (holder) => { options.log.info({ leader: holder }, 'leader is now %s', holder); },
+        onError: (error) => { options.log.warn({ error: describeError(error) }, 'leader election failed; retrying'); },
+      },
+    );
+    this.wireHandlers();
+  }
+
+  get isLeader(): boolean {
+    return this.elector.isLeader;
+  }
+
+  get ready(): boolean {
+    return this.started && this.namespaces.hasSynced && this.bundles.hasSynced && [...this.resources.values()].every((i) => i.hasSynced);
+  }
+
+  get queueDepth(): number {
+    return this.queue.depth;
+  }
+
+  /** Waits until every queued reconcile has run (tests and the demo use it). */
+  async idle(): Promise<void> {
+    await this.queue.idle();
+  }
+
+  async start(): Promise<void> {
+    this.keyring = await ensureKeyring(this.core, this.options.namespace, this.options.signingKeySecret);
+    await Promise.all([this.namespaces.start(), this.bundles.start(), ...[...this.resources.values()].map((i) => i.start())]);
+    this.started = true;
+    this.elector.start();
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    this.queue.stop();
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    await this.elector.stop();
+    await Promise.all([this.namespaces.stop(), this.bundles.stop(), ...[...this.resources.values()].map((i) => i.stop())]);
+  }
+
+  private startLeading(): void {
+    this.options.metrics.isLeader.set(1);
+    this.options.log.info({ identity: this.options.identity }, 'became leader; reconciling');
+    this.queue.start();
+    this.enqueueAll();
+    this.resyncTimer = setInterval(() => { this.enqueueAll(); }, this.options.resyncMs);
+    this.resyncTimer.unref();
+  }
+
+  private stopLeading(): void {
+    this.options.metrics.isLeader.set(0);
+    this.options.log.info({ identity: this.options.identity }, 'lost leadership; reconciling stops');
+    this.queue.stop();
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+  }
+
+  private enqueue(tenant: string): void {
+    if (!this.elector.isLeader) return;
+    this.queue.add(tenant);
+    this.options.metrics.queueDepth.set(this.queue.depth);
+  }
+
+  private enqueueAll(): void {
+    const tenants = new Set<string>();
+    for (const ns of this.namespaces.list()) tenants.add(tenantOfNamespace(view(ns)));
+    for (const cm of this.bundles.list()) {
+      const tenant = cm.metadata?.labels?.[TENANT_LABEL];
+      if (tenant) tenants.add(tenant);
+    }
+    for (const tenant of tenants) this.enqueue(tenant);
+  }
+
+  private tenantOfNamespaceName(namespace: string): string {
+    const ns = this.namespaces.get(namespace);
+    return ns ? tenantOfNamespace(view(ns)) : namespace;
+  }
+
+  private wireHandlers(): void {
+    this.namespaces.onChange((ns, verb) => {
+      const name = ns.metadata?.name ?? '';
+      const tenant = tenantOfNamespace(view(ns));
+      const previous = this.tenantOfNs.get(name);
+      if (previous !== undefined && previous !== tenant) this.enqueue(previous);
+      if (verb === 'delete') this.tenantOfNs.delete(name);
+      else this.tenantOfNs.set(name, tenant);
+      this.enqueue(tenant);
+    });
+    for (const informer of this.resources.values()) {
+      informer.onChange((object) => { this.enqueue(this.tenantOfNamespaceName(object.metadata?.namespace ?? '')); });
+    }
+    // A bundle edited or deleted by hand is put back; one in a namespace that left is pruned.
+    this.bundles.onChange((cm) => {
+      const tenant = cm.metadata?.labels?.[TENANT_LABEL];
+      if (tenant) this.enqueue(tenant);
+      this.enqueue(this.tenantOfNamespaceName(cm.metadata?.namespace ?? ''));
+    });
+  }
+
+  // ---- reconcile -------------------------------------------------------
+
+  private async reconcileTenant(tenant: string): Promise<undefined> {
+    const started = performance.now();
+    const log = this.options.log.child({ tenant });
+    const members = this.memberNamespaces(tenant);
+    const refs = this.resourcesOf(members);
+    const existing = this.existingBundles(tenant);
+
+    let result: 'success' | 'invalid' = 'success';
+    if (members.length > 0) {
+      const inForce = this.inForce(existing);
+      const outcome = await this.compileAndDistribute(tenant, members, refs, inForce, existing, log);
+      if (!outcome.ok) result = 'invalid';
+      await this.writeStatuses(tenant, refs, outcome, inForce, log);
+    }
+    await this.prune(tenant, members, existing, log);
+    this.options.metrics.reconcileTotal.inc({ kind: 'tenant', result });
+    this.options.metrics.reconcileDuration.observe({ kind: 'tenant' }, (performance.now() - started) / 1000);
+    this.options.metrics.queueDepth.set(this.queue.depth);
+    return undefined;
+  }
+
+  private memberNamespaces(tenant: string): string[] {
+    const holding = new Set<string>();
+    for (const informer of this.resources.values()) for (const object of informer.list()) holding.add(object.metadata?.namespace ?? '');
+    return this.namespaces
+      .list()
+      .filter((ns) => ns.status?.phase !== 'Terminating' || holding.has(ns.metadata?.name ?? ''))
+      .map(view)
+      .filter((ns) => tenantOfNamespace(ns) === tenant && takesBundle(ns, holding.has(ns.name)))
+      .map((ns) => ns.name)
+      .sort();
+  }
+
+  private resourcesOf(namespaces: readonly string[]): { kind: ResourceKind; object: AnyResource }[] {
+    const refs: { kind: ResourceKind; object: AnyResource }[] = [];
+    for (const kind of KINDS) {
+      for (const ns of namespaces) {
+        const objects = this.resources.get(kind)?.list(ns) ?? [];
+        for (const object of [...objects].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''))) refs.push({ kind, object });
+      }
+    }
+    return refs;
+  }
+
+  /** The tenant's bundle ConfigMaps, by namespace. */
+  private existingBundles(tenant: string): Map<string, V1ConfigMap> {
+    const found = new Map<string, V1ConfigMap>();
+    for (const cm of this.bundles.list()) {
+      if (cm.metadata?.name === BUNDLE_CONFIGMAP && cm.metadata.labels?.[TENANT_LABEL] === tenant && cm.metadata.namespace) found.set(cm.metadata.namespace, cm);
+    }
+    return found;
+  }
+
+  /** The newest revision written for the tenant and the generations it holds. */
+  private inForce(existing: ReadonlyMap<string, V1ConfigMap>): InForce {
+    let best: InForce = { revision: undefined, generations: {} };
+    let bestSequence = -1n;
+    for (const cm of existing.values()) {
+      const manifest = readManifest(cm);
+      if (!manifest) continue;
+      const sequence = parseRevision(manifest.revision).sequence;
+      if (sequence > bestSequence) {
+        bestSequence = sequence;
+        best = { revision: manifest.revision, generations: manifest.generations };
+      }
+    }
+    return best;
+  }
+
+  private validate(refs: readonly { kind: ResourceKind; object: AnyResource }[]): Map<string, ResourceProblem[]> {
+    const problems = new Map<string, ResourceProblem[]>();
+    for (const { kind, object } of refs) {
+      const key = resourceKey(kind, object.metadata?.namespace ?? '', object.metadata?.name ?? '');
+      const errors = validateResource(kind, object as unknown as Record<string, unknown>, key);
+      if (errors.length > 0) problems.set(key, errors.map(problemOf));
+    }
+    return problems;
+  }
+
+  private async compileAndDistribute(
+    tenant: string,
+    members: readonly string[],
+    refs: readonly { kind: ResourceKind; object: AnyResource }[],
+    inForce: InForce,
+    existing: ReadonlyMap<string, V1ConfigMap>,
+    log: Logger,
+  ): Promise<CompileOutcome> {
+    const invalid = this.validate(refs);
+    if (invalid.size > 0) {
+      await this.keepLastGood(tenant, members, existing, log);
+      return { ok: false, problems: invalid, tenantProblems: [] };
+    }
+    const compileStarted = performance.now();
+    const compiled = await this.compile(tenant, refs, log);
+    if (!('wasm' in compiled)) {
+      await this.keepLastGood(tenant, members, existing, log);
+      return compiled;
+    }
+    this.options.metrics.compileSeconds.set({ tenant }, (performance.now() - compileStarted) / 1000);
+    const revision = await this.distribute(tenant, members, refs, compiled, inForce, existing, log);
+    const ruleCounts = new Map<string, number>();
+    for (const { kind, object } of refs) {
+      if (kind === 'ToolPolicy') ruleCounts.set(keyOf(kind, object), (object as ToolPolicy).spec.rules?.length ?? 0);
+    }
+    return { ok: true, revision, ruleCounts };
+  }
+
+  /** The compiled tenant, or the compiler's problems placed on the resources they concern. */
+  private async compile(
+    tenant: string,
+    refs: readonly { kind: ResourceKind; object: AnyResource }[],
+    log: Logger,
+  ): Promise<CompiledTenant | Extract<CompileOutcome, { ok: false }>> {
+    try {
+      return await this.options.compile(toTenantResources(tenant, refs));
+    } catch (error) {
+      if (!(error instanceof CompileErrors) && !(error instanceof CompileError)) throw error;
+      const errors = error instanceof CompileErrors ? error.errors : [error];
+      const problems = new Map<string, ResourceProblem[]>();
+      const tenantProblems: ResourceProblem[] = [];
+      for (const e of errors) {
+        if (e.location.resource === undefined) tenantProblems.push(problemOf(e));
+        else problems.set(e.location.resource, [...(problems.get(e.location.resource) ?? []), problemOf(e)]);
+      }
+      if (tenantProblems.length > 0) log.error({ problems: tenantProblems }, 'tenant does not compile');
+      return { ok: false, problems, tenantProblems };
+    }
+  }
+
+  /** Signs the bundle and writes it, and the trust keys, where they differ. Returns the revision. */
+  private async distribute(
+    tenant: string,
+    members: readonly string[],
+    refs: readonly { kind: ResourceKind; object: AnyResource }[],
+    compiled: CompiledTenant,
+    inForce: InForce,
+    existing: ReadonlyMap<string, V1ConfigMap>,
+    log: Logger,
+  ): Promise<string> {
+    const keyring = this.keyring;
+    if (!keyring) throw new Error('signing keys are not loaded');
+    const generations = Object.fromEntries(refs.map(({ kind, object }) => [keyOf(kind, object), object.metadata?.generation ?? 0]));
+    const manifestBase = {
+      roots: ['portcullis'],
+      metadata: { tenant, [GENERATIONS_KEY]: generations, sourceDigest: compiled.revision },
+      wasm: compiled.entrypoints.map((entrypoint) => ({ entrypoint, module: '/policy.wasm' })),
+    };
+    const digest = bundleContentDigest({ manifest: manifestBase, wasm: compiled.wasm, data: compiled.data });
+    const revision = nextRevision(inForce.revision, digest);
+    const signed = await signBundle({ manifest: { ...manifestBase, revision }, wasm: compiled.wasm, data: compiled.data }, keyring.active);
+    const payload = toConfigMapData(signed);
+    this.options.metrics.bundleBytes.set({ tenant }, configMapBytes(payload));
+    this.options.metrics.bundleRevision.set({ tenant }, Number(parseRevision(revision).sequence));
+    await this.writeBundles(tenant, members, existing, revision, payload, log);
+    this.lastGood.set(tenant, { revision, payload });
+    const jwks = JSON.stringify(await toJwks(keyring.publicKeys));
+    for (const namespace of members) {
+      const cached = this.bundles.get(TRUST_CONFIGMAP, namespace);
+      if (cached?.metadata?.labels?.[TENANT_LABEL] === tenant && cached.data?.['jwks.json'] === jwks) continue;
+      await this.apply(trustConfigMap(namespace, tenant, jwks));
+    }
+    return revision;
+  }
+
+  private async writeBundles(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, revision: string, payload: ConfigMapData, log: Logger): Promise<void> {
+    for (const namespace of members) {
+      const current = existing.get(namespace);
+      if (current && sameData(current, payload)) continue;
+      await this.apply(bundleConfigMap(namespace, tenant, revision, payload));
+      log.info({ namespace, revision }, 'bundle written');
+    }
+  }
+
+  /**
+   * While the tenant is invalid, every member namespace keeps (or gets back) the
+   * last good bundle: the one this process wrote, else the newest existing one
+   * that verifies against the operator's keys.
+   */
+  private async keepLastGood(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
+    let good = this.lastGood.get(tenant);
+    if (!good) {
+      const candidates = [...existing.values()].sort((a, b) => compareSequence(readManifest(b)?.revision, readManifest(a)?.revision));
+      for (const cm of candidates) {
+        const payload = { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} };
+        const revision = await this.verifiedRevision(tenant, payload);
+        if (revision !== undefined) {
+          good = { revision, payload };
+          break;
+        }
+      }
+    }
+    if (!good) return;
+    this.lastGood.set(tenant, good);
+    await this.writeBundles(tenant, members, existing, good.revision, good.payload, log);
+  }
+
+  private async verifiedRevision(tenant: string, payload: ConfigMapData): Promise<string | undefined> {
+    if (!this.keyring) return undefined;
+    try {
+      const bundle = await verifyBundle(fromConfigMapData(payload), { publicKeys: this.keyring.publicKeys, tenant });
+      return bundle.manifest.revision;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async apply(object: KubernetesObject): Promise<void> {
+    await this.objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  }
+
+  private async writeStatuses(tenant: string, refs: readonly { kind: ResourceKind; object: AnyResource }[], outcome: CompileOutcome, inForce: InForce, log: Logger): Promise<void> {
+    const now = this.options.now?.() ?? new Date();
+    const resourceRefs: ResourceRef[] = refs.map(({ kind, object }) => ({
+      kind,
+      namespace: object.metadata?.namespace ?? '',
+      name: object.metadata?.name ?? '',
+      generation: object.metadata?.generation ?? 0,
+      status: object.status,
+    }));
+    const updates = planStatuses(resourceRefs, tenant, outcome, inForce, now);
+    for (const [index, update] of updates.entries()) {
+      const object = refs[index]?.object;
+      if (!object) continue;
+      if (update.ref.kind === 'AgentIdentity') update.status.suspended = (object as AgentIdentity).spec.suspended ?? false;
+      if (!statusChanged(object.status, update.status)) continue;
+      try {
+        await this.custom.patchNamespacedCustomObjectStatus(
+          { group: GROUP, version: VERSION, namespace: update.ref.namespace, plural: PLURALS[update.ref.kind], name: update.ref.name, body: { status: update.status } },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        );
+      } catch (error) {
+        if ((error as { code?: number } | null)?.code === 404) continue; // deleted meanwhile
+        throw error;
+      }
+    }
+    if (!outcome.ok) await this.reportProblems(outcome, refs, log);
+    else for (const { kind, object } of refs) this.reported.delete(resourceKey(kind, object.metadata?.namespace ?? '', object.metadata?.name ?? ''));
+  }
+
+  private async reportProblems(outcome: Extract<CompileOutcome, { ok: false }>, refs: readonly { kind: ResourceKind; object: AnyResource }[], log: Logger): Promise<void> {
+    for (const { kind, object } of refs) {
+      const key = resourceKey(kind, object.metadata?.namespace ?? '', object.metadata?.name ?? '');
+      const problems = outcome.problems.get(key);
+      if (!problems) continue;
+      const message = problems.map((p) => p.message).join('; ');
+      if (this.reported.get(key) === message) continue;
+      this.reported.set(key, message);
+      log.warn({ resource: key, problems }, 'invalid resource; the last good bundle stays in force');
+      await this.event(kind, object, 'Warning', 'InvalidPolicy', message.slice(0, 1024));
+    }
+  }
+
+  private async event(kind: ResourceKind, object: AnyResource, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const namespace = object.metadata?.namespace ?? 'default';
+    const now = new Date();
+    await this.core
+      .createNamespacedEvent({
+        namespace,
+        body: {
+          metadata: { generateName: `${object.metadata?.name ?? 'portcullis'}.`, namespace },
+          involvedObject: {
+            apiVersion: `${GROUP}/${VERSION}`,
+            kind,
+            name: object.metadata?.name ?? '',
+            namespace,
+            uid: object.metadata?.uid ?? '',
+            resourceVersion: object.metadata?.resourceVersion ?? '',
+          },
+          type,
+          reason,
+          message,
+          source: { component: FIELD_MANAGER },
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      })
+      .catch((error: unknown) => { this.options.log.warn({ error: describeError(error) }, 'could not record an event'); });
+  }
+
+  /** Deletes the tenant's bundle (and trust) from namespaces that are no longer its members. */
+  private async prune(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
+    for (const namespace of existing.keys()) {
+      if (members.includes(namespace)) continue;
+      for (const name of [BUNDLE_CONFIGMAP, TRUST_CONFIGMAP]) {
+        await this.core.deleteNamespacedConfigMap({ name, namespace }).catch((error: unknown) => {
+          if ((error as { code?: number } | null)?.code !== 404) throw error;
+        });
+      }
+      log.info({ namespace }, 'bundle pruned from a namespace that left the tenant');
+    }
+  }
+}
+
+/** One line about an API or network error, without the response headers and stack. */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  const body = (error as { body?: unknown }).body;
+  let detail = error.message.split('\n')[0] ?? '';
+  if (typeof body === 'string') {
+    try {
+      detail = (JSON.parse(body) as { message?: string }).message ?? detail;
+    } catch {
+      // not a Status object: keep the message
+    }
+  }
+  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+  return `${typeof code === 'number' || typeof code === 'string' ? `${String(code)} ` : ''}${detail}${cause}`;
+}
+
+function keyOf(kind: ResourceKind, object: AnyResource): string {
+  return resourceKey(kind, object.metadata?.namespace ?? '', object.metadata?.name ?? '');
+}
+
+function view(ns: V1Namespace): { name: string; labels: Record<string, string> } {
+  return { name: ns.metadata?.name ?? '', labels: ns.metadata?.labels ?? {} };
+}
+
+function problemOf(error: CompileError): ResourceProblem {
+  const where = [error.location.rule ? `rule ${error.location.rule}` : '', error.location.field ? `field ${error.location.field}` : ''].filter(Boolean).join(', ');
+  return { code: error.code, message: where ? `${where}: ${error.detail}` : error.detail };
+}
+
+function toTenantResources(tenant: string, refs: readonly { kind: ResourceKind; object: AnyResource }[]): TenantResources {
+  const loaded = <T>(kind: ResourceKind): Loaded<T>[] =>
+    refs
+      .filter((r) => r.kind === kind)
+      .map(({ object }, document) => ({
+        namespace: object.metadata?.namespace ?? '',
+        name: object.metadata?.name ?? '',
+        resource: object as unknown as T,
+        source: { file: `cluster:${kind}`, document },
+      }));
+  return { tenant, agents: loaded<AgentIdentity>('AgentIdentity'), policies: loaded<ToolPolicy>('ToolPolicy'), egressRules: loaded<EgressRule>('EgressRule') };
+}
+
+interface StoredManifest {
+  revision: string;
+  generations: Record<string, number>;
+}
+
+function readManifest(cm: V1ConfigMap): StoredManifest | undefined {
+  try {
+    const signed = fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} });
+    const text = new TextDecoder().decode(signed.files.get(MANIFEST_FILE));
+    const manifest = JSON.parse(text) as { revision?: unknown; metadata?: { [GENERATIONS_KEY]?: unknown } };
+    if (typeof manifest.revision !== 'string') return undefined;
+    parseRevision(manifest.revision);
+    const generations = manifest.metadata?.[GENERATIONS_KEY];
+    return { revision: manifest.revision, generations: typeof generations === 'object' && generations !== null ? (generations as Record<string, number>) : {} };
+  } catch {
+    return undefined; // a bundle edited by hand: the next write replaces it
+  }
+}
+
+function compareSequence(a: string | undefined, b: string | undefined): number {
+  const sequence = (revision: string | undefined): bigint => (revision === undefined ? -1n : parseRevision(revision).sequence);
+  const [left, right] = [sequence(a), sequence(b)];
+  return left === right ? 0 : left < right ? -1 : 1;
+}
+
+function sameData(cm: V1ConfigMap, payload: ConfigMapData): boolean {
+  return JSON.stringify(sortObject(cm.data ?? {})) === JSON.stringify(sortObject(payload.data)) && JSON.stringify(sortObject(cm.binaryData ?? {})) === JSON.stringify(sortObject(payload.binaryData));
+}
+
+function sortObject(record: Record<string, string>): [string, string][] {
+  return Object.entries(record).sort(([a], [b]) => a.localeCompare(b));
+}
+
+function configMapBytes(payload: { data: Record<string, string>; binaryData: Record<string, string> }): number {
+  let total = 0;
+  for (const [k, v] of Object.entries(payload.data)) total += k.length + Buffer.byteLength(v);
+  for (const [k, v] of Object.entries(payload.binaryData)) total += k.length + v.length;
+  return total;
+}
+
+const commonLabels = (tenant: string): Record<string, string> => ({
+  [MANAGED_BY_LABEL]: MANAGED_BY,
+  'app.kubernetes.io/name': 'portcullis',
+  [TENANT_LABEL]: tenant,
+});
+
+function bundleConfigMap(namespace: string, tenant: string, revision: string, payload: { data: Record<string, string>; binaryData: Record<string, string> }): V1ConfigMap {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: {
+      name: BUNDLE_CONFIGMAP,
+      namespace,
+      labels: { ...commonLabels(tenant), 'app.kubernetes.io/component': 'bundle' },
+      annotations: { 'portcullis.dev/revision': revision },
+    },
+    data: payload.data,
+    binaryData: payload.binaryData,
+  };
+}
+
+function trustConfigMap(namespace: string, tenant: string, jwks: string): V1ConfigMap {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { name: TRUST_CONFIGMAP, namespace, labels: { ...commonLabels(tenant), 'app.kubernetes.io/component': 'trust' } },
+    data: { 'jwks.json': jwks },
+  };
+}

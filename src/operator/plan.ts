@@ -1,0 +1,129 @@
+// What a tenant reconcile should write, computed purely from what it
+// gathered: which namespaces belong to the tenant, the status of every
+// resource, and whether a new bundle goes out. I/O lives in reconciler.ts.
+
+import type { AgentIdentity, Condition, EgressRule, ToolPolicy } from '../api/index.ts';
+import type { DesiredCondition } from './conditions.ts';
+import { setConditions } from './conditions.ts';
+
+export const TENANT_LABEL = 'portcullis.dev/tenant';
+export const INJECTION_LABEL = 'portcullis.dev/injection';
+export const BUNDLE_CONFIGMAP = 'portcullis-bundle';
+export const TRUST_CONFIGMAP = 'portcullis-trust';
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+export const MANAGED_BY = 'portcullis-operator';
+
+export type ResourceKind = 'AgentIdentity' | 'ToolPolicy' | 'EgressRule';
+export type TenantResource = AgentIdentity | ToolPolicy | EgressRule;
+
+export interface NamespaceView {
+  name: string;
+  labels: Readonly<Record<string, string>>;
+}
+
+/** A namespace's tenant: its `portcullis.dev/tenant` label, else its own name. */
+export function tenantOfNamespace(ns: NamespaceView): string {
+  const label = ns.labels[TENANT_LABEL];
+  return label !== undefined && label !== '' ? label : ns.name;
+}
+
+/**
+ * Whether a namespace gets its tenant's bundle: it names a tenant, opts in to
+ * injection, or holds a Portcullis resource. Other namespaces are left alone.
+ */
+export function takesBundle(ns: NamespaceView, holdsResources: boolean): boolean {
+  return TENANT_LABEL in ns.labels || ns.labels[INJECTION_LABEL] === 'enabled' || holdsResources;
+}
+
+/** How the compiler names a resource in its errors: `Kind namespace/name`. */
+export function resourceKey(kind: ResourceKind, namespace: string, name: string): string {
+  return `${kind} ${namespace}/${name}`;
+}
+
+/** The problems of one resource, as the compiler reported them. */
+export interface ResourceProblem {
+  code: string;
+  message: string;
+}
+
+export type CompileOutcome =
+  | { ok: true; revision: string; ruleCounts: ReadonlyMap<string, number> }
+  | { ok: false; problems: ReadonlyMap<string, ResourceProblem[]>; tenantProblems: ResourceProblem[] };
+
+export interface InForce {
+  /** The revision of the bundle in force, if any. */
+  revision: string | undefined;
+  /** resourceKey → the generation that bundle holds. */
+  generations: Readonly<Record<string, number>>;
+}
+
+export interface ResourceRef {
+  kind: ResourceKind;
+  namespace: string;
+  name: string;
+  generation: number;
+  status: { conditions?: Condition[] } | undefined;
+}
+
+export interface StatusUpdate {
+  ref: ResourceRef;
+  status: Record<string, unknown>;
+}
+
+/** A CamelCase condition reason from a compiler code such as regex_error. */
+export function reasonFromCode(code: string): string {
+  return code
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean)
+    .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
+    .join('');
+}
+
+function conditionsFor(ref: ResourceRef, key: string, outcome: CompileOutcome, inForce: InForce): DesiredCondition[] {
+  if (outcome.ok) {
+    return [
+      { type: 'Compiled', status: 'True', reason: 'Compiled', message: `compiled into revision ${outcome.revision}` },
+      { type: 'Distributed', status: 'True', reason: 'BundleWritten', message: `bundle revision ${outcome.revision} written to every namespace of the tenant` },
+      { type: 'Ready', status: 'True', reason: 'InForce', message: `in force at bundle revision ${outcome.revision}` },
+    ];
+  }
+  const own = outcome.problems.get(key) ?? [];
+  const inForceNow = inForce.generations[key] === ref.generation;
+  const kept = inForce.revision === undefined ? 'no bundle is in force yet' : `revision ${inForce.revision} stays in force`;
+  if (own.length > 0) {
+    const [first] = own;
+    const message = own.map((p) => p.message).join('; ');
+    return [
+      { type: 'Compiled', status: 'False', reason: reasonFromCode(first?.code ?? 'invalid'), message },
+      { type: 'Distributed', status: 'False', reason: 'NotCompiled', message: `not distributed: ${kept}` },
+      { type: 'Ready', status: 'False', reason: reasonFromCode(first?.code ?? 'invalid'), message: `${message} (${kept})` },
+    ];
+  }
+  const blockers = [...outcome.problems.keys(), ...(outcome.tenantProblems.length > 0 ? ['the tenant'] : [])].join(', ');
+  const distributed: DesiredCondition = inForceNow
+    ? { type: 'Distributed', status: 'True', reason: 'BundleWritten', message: `this generation is in revision ${inForce.revision ?? ''}` }
+    : { type: 'Distributed', status: 'False', reason: 'TenantBlocked', message: `waiting on invalid resources of the tenant (${blockers}); ${kept}` };
+  return [
+    { type: 'Compiled', status: 'True', reason: 'Compiled', message: 'valid' },
+    distributed,
+    inForceNow
+      ? { type: 'Ready', status: 'True', reason: 'InForce', message: `in force at bundle revision ${inForce.revision ?? ''}; other resources of the tenant are invalid (${blockers})` }
+      : { type: 'Ready', status: 'False', reason: 'TenantBlocked', message: `valid, but the tenant bundle cannot be rebuilt until ${blockers} is fixed; ${kept}` },
+  ];
+}
+
+/** The status every resource of the tenant should have after this reconcile. */
+export function planStatuses(refs: readonly ResourceRef[], tenant: string, outcome: CompileOutcome, inForce: InForce, now: Date): StatusUpdate[] {
+  return refs.map((ref) => {
+    const key = resourceKey(ref.kind, ref.namespace, ref.name);
+    const conditions = setConditions(ref.status?.conditions, conditionsFor(ref, key, outcome, inForce), ref.generation, now);
+    const ready = conditions.find((c) => c.type === 'Ready')?.status === 'True';
+    const status: Record<string, unknown> = { ...ref.status, observedGeneration: ref.generation, conditions, tenant };
+    if (ref.kind !== 'AgentIdentity') {
+      const revision = outcome.ok ? outcome.revision : inForce.revision;
+      if (ready && revision !== undefined) status.bundleRevision = revision;
+    }
+    if (ref.kind === 'ToolPolicy' && outcome.ok) status.ruleCount = outcome.ruleCounts.get(key) ?? 0;
+    return { ref, status };
+  });
+}

@@ -1,0 +1,239 @@
+// The operator against the real API server: bundles, status, pruning and recovery.
+
+import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import type { V1ConfigMap } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { stringify } from 'yaml';
+import type { Bundle, BundleJwks } from '../../src/bundle/index.ts';
+import { fromConfigMapData, fromJwks, parseRevision, verifyBundle } from '../../src/bundle/index.ts';
+import { compileTenant } from '../../src/compiler/index.ts';
+import { createOperatorMetrics } from '../../src/operator/metrics.ts';
+import { Operator } from '../../src/operator/operator.ts';
+import { eventually, kubeConfigOf } from '../harness/cluster.ts';
+import { kubectl } from '../harness/control-plane.ts';
+
+const plane = inject('controlPlane');
+const kc = kubeConfigOf(plane);
+const core = kc.makeApiClient(CoreV1Api);
+const custom = kc.makeApiClient(CustomObjectsApi);
+const OPERATOR_NS = 'portcullis-system';
+const metrics = createOperatorMetrics();
+
+let operator: Operator;
+
+beforeAll(async () => {
+  process.env.TEST_ASSET_OPA ??= plane.tools.opa;
+  await kubectl(plane, ['create', 'namespace', OPERATOR_NS]);
+  operator = new Operator({
+    kubeConfig: kc,
+    namespace: OPERATOR_NS,
+    identity: 'in-process-operator',
+    signingKeySecret: 'portcullis-signing-keys',
+    leaseName: 'portcullis-operator',
+    leaseTimings: { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 500 },
+    resyncMs: 600_000,
+    compile: (resources) => compileTenant(resources, plane.tools.opa),
+    log: pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' }),
+    metrics,
+  });
+  await operator.start();
+  await eventually('the in-process operator to lead', () => (operator.isLeader ? true : undefined));
+});
+
+afterAll(async () => {
+  await operator.stop();
+});
+
+const apply = async (docs: unknown[]): Promise<void> => {
+  await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: docs.map((d) => stringify(d)).join('---\n') });
+};
+
+const namespace = (name: string, labels: Record<string, string> = {}): unknown => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
+const agent = (ns: string, name: string): unknown => ({
+  apiVersion: 'portcullis.dev/v1alpha1',
+  kind: 'AgentIdentity',
+  metadata: { name, namespace: ns },
+  spec: { serviceAccountName: name, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } },
+});
+const policy = (ns: string, name: string, rules: unknown[]): unknown => ({
+  apiVersion: 'portcullis.dev/v1alpha1',
+  kind: 'ToolPolicy',
+  metadata: { name, namespace: ns },
+  spec: { subjects: { agents: ['worker'] }, rules },
+});
+const allowRule = (name: string, max: number): unknown => ({ name, tool: 'stripe-payments', decision: 'allow', when: [{ param: 'amount', max }] });
+
+async function bundleOf(ns: string): Promise<V1ConfigMap | undefined> {
+  return core.readNamespacedConfigMap({ name: 'portcullis-bundle', namespace: ns }).catch(() => undefined);
+}
+
+async function verifiedBundle(ns: string, tenant: string): Promise<Bundle> {
+  const cm = await bundleOf(ns);
+  if (!cm) throw new Error(`no bundle in ${ns}`);
+  const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: ns });
+  const publicKeys = await fromJwks(JSON.parse(trust.data?.['jwks.json'] ?? '{}') as BundleJwks);
+  return verifyBundle(fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), { publicKeys, tenant });
+}
+
+interface Conditioned {
+  metadata: { generation: number };
+  status?: { observedGeneration?: number; bundleRevision?: string; ruleCount?: number; conditions?: { type: string; status: string; reason: string; message: string }[] };
+}
+
+async function toolPolicy(ns: string, name: string): Promise<Conditioned> {
+  return (await custom.getNamespacedCustomObject({ group: 'portcullis.dev', version: 'v1alpha1', namespace: ns, plural: 'toolpolicies', name })) as Conditioned;
+}
+
+function ready(object: Conditioned): { status: string; reason: string; message: string } | undefined {
+  return object.status?.conditions?.find((c) => c.type === 'Ready');
+}
+
+describe('the operator', () => {
+  it('writes a signed bundle to every namespace of a tenant, and the status of each resource', async () => {
+    await apply([
+      namespace('alpha-one', { 'portcullis.dev/tenant': 'alpha' }),
+      namespace('alpha-two', { 'portcullis.dev/tenant': 'alpha' }),
+      agent('alpha-one', 'worker'),
+      policy('alpha-one', 'payments', [allowRule('small', 100)]),
+    ]);
+    for (const ns of ['alpha-one', 'alpha-two']) {
+      // The namespace may first get a bundle from before the policy arrived.
+      const bundle = await eventually(`a bundle holding the policy in ${ns}`, async () => {
+        const b = await verifiedBundle(ns, 'alpha');
+        return JSON.stringify(b.data).includes('"small"') ? b : undefined;
+      });
+      expect(bundle.manifest.metadata.tenant).toBe('alpha');
+    }
+    const status = await eventually('payments to be Ready', async () => {
+      const p = await toolPolicy('alpha-one', 'payments');
+      return ready(p)?.status === 'True' ? p : undefined;
+    });
+    expect(status.status?.ruleCount).toBe(1);
+    expect(status.status?.observedGeneration).toBe(status.metadata.generation);
+    expect(status.status?.bundleRevision).toBe((await verifiedBundle('alpha-one', 'alpha')).manifest.revision);
+    const cm = await bundleOf('alpha-two');
+    expect(cm?.metadata?.labels).toMatchObject({ 'portcullis.dev/tenant': 'alpha', 'app.kubernetes.io/managed-by': 'portcullis-operator' });
+  });
+
+  it('grows the revision when a rule changes, and the new bundle holds the change', async () => {
+    const before = (await verifiedBundle('alpha-one', 'alpha')).manifest.revision;
+    await apply([policy('alpha-one', 'payments', [allowRule('small', 100), allowRule('medium', 1000)])]);
+    const after = await eventually('a new revision', async () => {
+      const b = await verifiedBundle('alpha-two', 'alpha');
+      return b.manifest.revision !== before ? b : undefined;
+    });
+    expect(parseRevision(after.manifest.revision).sequence).toBe(parseRevision(before).sequence + 1n);
+    expect(JSON.stringify(after.data)).toContain('"medium"');
+    const p = await eventually('ruleCount 2', async () => {
+      const got = await toolPolicy('alpha-one', 'payments');
+      return got.status?.ruleCount === 2 ? got : undefined;
+    });
+    expect(ready(p)?.status).toBe('True');
+  });
+
+  it('keeps the last good bundle when a policy is invalid, and says why in status and an event', async () => {
+    const goodRevision = (await verifiedBundle('alpha-one', 'alpha')).manifest.revision;
+    const good = await bundleOf('alpha-one');
+    // RE2 has no look-behind; the API server cannot know, the compiler does.
+    await apply([policy('alpha-one', 'broken', [{ name: 'lookbehind', tool: 'stripe-payments', decision: 'allow', when: [{ param: 'account', regex: '(?<=x)y' }] }])]);
+    const broken = await eventually('broken to be Ready=False', async () => {
+      const p = await toolPolicy('alpha-one', 'broken');
+      return ready(p)?.status === 'False' ? p : undefined;
+    });
+    expect(ready(broken)?.reason).toBe('RegexError');
+    expect(ready(broken)?.message).toContain('rule lookbehind');
+    expect(ready(broken)?.message).toContain(`revision ${goodRevision} stays in force`);
+    expect(broken.status?.conditions?.find((c) => c.type === 'Compiled')?.status).toBe('False');
+    // The valid policy stays Ready: its generation is in the bundle in force.
+    expect(ready(await toolPolicy('alpha-one', 'payments'))?.status).toBe('True');
+    expect((await bundleOf('alpha-one'))?.data).toEqual(good?.data);
+    expect((await bundleOf('alpha-one'))?.binaryData).toEqual(good?.binaryData);
+    const events = await eventually('a warning event', async () => {
+      const list = await core.listNamespacedEvent({ namespace: 'alpha-one', fieldSelector: 'involvedObject.name=broken' });
+      return list.items.length > 0 ? list.items : undefined;
+    });
+    expect(events[0]?.reason).toBe('InvalidPolicy');
+    expect(events[0]?.type).toBe('Warning');
+
+    // Even while the tenant is invalid, a bundle edited by hand is put back.
+    await core.patchNamespacedConfigMap({ name: 'portcullis-bundle', namespace: 'alpha-one', body: [{ op: 'replace', path: '/data/data.json', value: '{}' }] });
+    await eventually('the last good bundle to be put back', async () => ((await bundleOf('alpha-one'))?.data?.['data.json'] === good?.data?.['data.json'] ? true : undefined));
+    expect((await verifiedBundle('alpha-one', 'alpha')).manifest.revision).toBe(goodRevision);
+
+    // A valid change elsewhere in the tenant waits too, and says so.
+    await apply([policy('alpha-one', 'payments', [allowRule('small', 100)])]);
+    const blocked = await eventually('payments to be TenantBlocked', async () => {
+      const p = await toolPolicy('alpha-one', 'payments');
+      return ready(p)?.reason === 'TenantBlocked' ? p : undefined;
+    });
+    expect(ready(blocked)?.message).toContain('ToolPolicy alpha-one/broken');
+
+    await kubectl(plane, ['delete', 'toolpolicy', 'broken', '-n', 'alpha-one']);
+    const fixed = await eventually('payments Ready again', async () => {
+      const p = await toolPolicy('alpha-one', 'payments');
+      return ready(p)?.status === 'True' && p.status?.ruleCount === 1 ? p : undefined;
+    });
+    expect(fixed.status?.bundleRevision).not.toBe(goodRevision);
+  });
+
+  it('prunes the bundle from a namespace that leaves the tenant, and gives it the new tenant\'s', async () => {
+    await apply([namespace('alpha-two', { 'portcullis.dev/tenant': 'beta' })]);
+    const moved = await eventually('alpha-two to carry the beta bundle', async () => {
+      const cm = await bundleOf('alpha-two');
+      return cm?.metadata?.labels?.['portcullis.dev/tenant'] === 'beta' ? cm : undefined;
+    });
+    expect(moved.metadata?.labels?.['portcullis.dev/tenant']).toBe('beta');
+    await verifiedBundle('alpha-two', 'beta');
+    await expect(verifiedBundle('alpha-two', 'alpha')).rejects.toThrow(/tenant/);
+  });
+
+  it('prunes bundles when a namespace no longer takes one', async () => {
+    await apply([namespace('gamma'), agent('gamma', 'worker')]);
+    await eventually('a bundle in gamma', () => bundleOf('gamma'));
+    await kubectl(plane, ['delete', 'agentidentity', 'worker', '-n', 'gamma']);
+    await eventually('the gamma bundle to be pruned', async () => ((await bundleOf('gamma')) === undefined ? true : undefined));
+    const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: 'gamma' }).catch(() => undefined);
+    expect(trust).toBeUndefined();
+  });
+
+  it('puts back a bundle that was edited by hand', async () => {
+    const original = await bundleOf('alpha-one');
+    await core.patchNamespacedConfigMap(
+      { name: 'portcullis-bundle', namespace: 'alpha-one', body: [{ op: 'replace', path: '/data/data.json', value: '{"tampered":true}' }] },
+    );
+    const restored = await eventually('the bundle to be restored', async () => {
+      const cm = await bundleOf('alpha-one');
+      return cm?.data?.['data.json'] === original?.data?.['data.json'] ? cm : undefined;
+    });
+    expect(restored.data).toEqual(original?.data);
+  });
+
+  it('recovers when kube-apiserver restarts mid-run, losing nothing', async () => {
+    const before = (await verifiedBundle('alpha-one', 'alpha')).manifest.revision;
+    const response = await fetch(`${plane.controlUrl}/restart-apiserver`, { method: 'POST' });
+    expect(response.status).toBe(200);
+    await apply([policy('alpha-one', 'after-restart', [allowRule('after', 5)])]);
+    const after = await eventually('a bundle with the change made after the restart', async () => {
+      const b = await verifiedBundle('alpha-one', 'alpha');
+      return b.manifest.revision !== before && JSON.stringify(b.data).includes('"after"') ? b : undefined;
+    }, 60_000, 250);
+    expect(parseRevision(after.manifest.revision).sequence).toBeGreaterThan(parseRevision(before).sequence);
+    expect(JSON.stringify(after.data)).toContain('"small"');
+  });
+
+  it('makes 200 policies applied at once Ready with a handful of compiles, not 200', async () => {
+    const reconcilesBefore = (await metrics.reconcileTotal.get()).values.reduce((n, v) => n + v.value, 0);
+    const docs = [namespace('burst'), agent('burst', 'worker'), ...Array.from({ length: 200 }, (_, i) => policy('burst', `p-${String(i).padStart(3, '0')}`, [allowRule(`r${i}`, i + 1)]))];
+    await apply(docs);
+    await eventually('all 200 policies Ready', async () => {
+      const list = (await custom.listNamespacedCustomObject({ group: 'portcullis.dev', version: 'v1alpha1', namespace: 'burst', plural: 'toolpolicies' })) as { items: Conditioned[] };
+      const readyCount = list.items.filter((p) => ready(p)?.status === 'True' && p.status?.observedGeneration === p.metadata.generation).length;
+      return readyCount === 200 ? true : undefined;
+    }, 60_000, 250);
+    const bundle = await verifiedBundle('burst', 'burst');
+    expect((JSON.stringify(bundle.data).match(/"r\d+"/g) ?? []).length).toBe(200);
+    const reconciles = (await metrics.reconcileTotal.get()).values.reduce((n, v) => n + v.value, 0) - reconcilesBefore;
+    expect(reconciles).toBeLessThan(40);
+  }, 90_000);
+});
