@@ -1,5 +1,8 @@
 // Helpers for tests that talk to the shared control plane.
 
+import { spawn } from 'node:child_process';
+import { appendFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { ControlPlaneInfo } from './control-plane.ts';
 
@@ -24,4 +27,34 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
   }
   const last = lastError instanceof Error ? `; last error: ${lastError.message}` : '';
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
+}
+
+/**
+ * Starts a process the control plane's reaper also watches: it is recorded in
+ * the run's pid file, so it dies with the run even if the run is killed.
+ */
+export async function spawnTracked(plane: Pick<ControlPlaneInfo, 'runDir'>, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<TrackedProcess> {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  if (child.pid === undefined) throw new Error(`could not start ${command}`);
+  await appendFile(join(plane.runDir, 'pids'), `${child.pid}\n`);
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { resolve(code); }));
+  return {
+    pid: child.pid,
+    output: () => output,
+    exited,
+    kill: async (signal: NodeJS.Signals) => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+export interface TrackedProcess {
+  pid: number;
+  output: () => string;
+  exited: Promise<number | null>;
+  kill: (signal: NodeJS.Signals) => Promise<void>;
 }
