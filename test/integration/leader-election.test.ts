@@ -89,8 +89,10 @@ describe('leader election between operator processes', () => {
 
   it('lets exactly one replica reconcile', async () => {
     const name = await eventually('a leader', holder, 30_000);
-    leader = replicas.get(name) as Replica;
-    follower = [...replicas.values()].find((r) => r.identity !== name) as Replica;
+    const [elected, other] = [replicas.get(name), [...replicas.values()].find((r) => r.identity !== name)];
+    if (!elected || !other) throw new Error(`the Lease names ${name}, which is not one of the replicas`);
+    leader = elected;
+    follower = other;
     await applyPolicy(100);
     await eventually('the bundle from the leader', () => bundleHolds('max-100'), 30_000);
     expect(await metric(leader, 'portcullis_leader')).toBe(1);
