@@ -12,6 +12,18 @@ export function kubeConfigOf(plane: Pick<ControlPlaneInfo, 'kubeconfig'>): KubeC
   return kc;
 }
 
+/** A client configuration that authenticates with a bearer token (a ServiceAccount's). */
+export function kubeConfigWithToken(plane: Pick<ControlPlaneInfo, 'server' | 'caCert'>, token: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'local', server: plane.server, caData: Buffer.from(plane.caCert).toString('base64'), skipTLSVerify: false }],
+    users: [{ name: 'token', token }],
+    contexts: [{ name: 'local', cluster: 'local', user: 'token' }],
+    currentContext: 'local',
+  });
+  return kc;
+}
+
 /** Polls `check` until it returns a value other than undefined, or fails naming `what`. */
 export async function eventually<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;

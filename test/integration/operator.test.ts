@@ -10,8 +10,9 @@ import { fromConfigMapData, fromJwks, parseRevision, verifyBundle } from '../../
 import { compileTenant } from '../../src/compiler/index.ts';
 import { createOperatorMetrics } from '../../src/operator/metrics.ts';
 import { Operator } from '../../src/operator/operator.ts';
-import { eventually, kubeConfigOf } from '../harness/cluster.ts';
-import { kubectl } from '../harness/control-plane.ts';
+import { join } from 'node:path';
+import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
+import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
 const plane = inject('controlPlane');
 const kc = kubeConfigOf(plane);
@@ -23,10 +24,12 @@ const metrics = createOperatorMetrics();
 let operator: Operator;
 
 beforeAll(async () => {
-  process.env.TEST_ASSET_OPA ??= plane.tools.opa;
   await kubectl(plane, ['create', 'namespace', OPERATOR_NS]);
+  // The operator runs with exactly the permissions config/rbac grants it.
+  await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
+  const token = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', OPERATOR_NS, '--duration=2h'])).stdout.trim();
   operator = new Operator({
-    kubeConfig: kc,
+    kubeConfig: kubeConfigWithToken(plane, token),
     namespace: OPERATOR_NS,
     identity: 'in-process-operator',
     signingKeySecret: 'portcullis-signing-keys',
