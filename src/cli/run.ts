@@ -1,6 +1,7 @@
 // The portcullis command line: subcommand dispatch and error reporting. Each
 // subcommand returns its exit code; errors are printed here, once.
 import { CompileError, CompileErrors, InputError } from '../compiler/index.ts';
+import { BUNDLE_USAGE, bundleCommand } from './bundle.ts';
 import { EVAL_USAGE, evalCommand } from './eval.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
@@ -12,6 +13,7 @@ export const USAGE = `Usage: portcullis COMMAND [options]
 Commands:
   eval     decide one call against policy files (no cluster needed)
   test     run policy test cases
+  bundle   build, inspect and verify signed tenant bundles
   operator run the operator (reconciles policies into signed per-tenant bundles)
   help     show this text, or the text of a command: portcullis help eval
 
@@ -23,6 +25,7 @@ type Command = (args: string[], io: CliIo) => Promise<number>;
 const COMMANDS: Readonly<Record<string, { run: Command; usage: string }>> = {
   eval: { run: evalCommand, usage: EVAL_USAGE },
   test: { run: testCommand, usage: TEST_USAGE },
+  bundle: { run: bundleCommand, usage: BUNDLE_USAGE },
   operator: { run: (args) => operatorCommand(args), usage: OPERATOR_USAGE },
 };
 
