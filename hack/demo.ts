@@ -1,38 +1,105 @@
-// The local demo: a real control plane on loopback, the samples applied with
-// kubectl, and what users then see.
+// The local demo: a real control plane on loopback, the operator running with
+// its own RBAC, the samples applied with kubectl, the signed bundle read back
+// and verified as a sidecar does, and three agent calls decided by it: one
+// allowed, one denied, one waiting for approval.
 
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import type { BundleJwks } from '../src/bundle/index.ts';
+import { fromConfigMapData, fromJwks, verifyBundle } from '../src/bundle/index.ts';
+import type { TenantData } from '../src/compiler/index.ts';
+import { compileTenant, PolicyEvaluator } from '../src/compiler/index.ts';
+import { createOperatorMetrics } from '../src/operator/metrics.ts';
+import { Operator } from '../src/operator/operator.ts';
+import { eventually, kubeConfigOf, kubeConfigWithToken } from '../test/harness/cluster.ts';
 import { kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
 
 const { values } = parseArgs({ options: { keep: { type: 'boolean', default: false } } });
 
+const bold = (text: string): string => `\u001b[1m${text}\u001b[0m`;
 function step(title: string): void {
-  console.log(`\n\u001b[1m── ${title}\u001b[0m`);
+  console.log(`\n${bold(`── ${title}`)}`);
 }
 
 const plane = await startControlPlane({ log: (line) => { console.log(`   ${line}`); } });
+let operator: Operator | undefined;
 let stopping = false;
 const stop = async (): Promise<void> => {
   if (stopping) return;
   stopping = true;
+  await operator?.stop();
   await plane.stop();
 };
 process.once('SIGINT', () => { void stop().then(() => process.exit(130)); });
 process.once('SIGTERM', () => { void stop().then(() => process.exit(143)); });
 
+const run = async (args: string[]): Promise<void> => {
+  console.log(`$ kubectl ${args.join(' ')}`);
+  console.log((await kubectl(plane, args)).stdout.trim());
+};
+
 try {
   step(`control plane ready at ${plane.server}`);
   console.log((await kubectl(plane, ['version'])).stdout.trim());
 
-  step('kubectl apply -f config/samples/');
-  console.log((await kubectl(plane, ['apply', '--validate=strict', '-f', join(REPO_ROOT, 'config', 'samples')])).stdout.trim());
+  step('the operator, running as its ServiceAccount with config/rbac');
+  await kubectl(plane, ['create', 'namespace', 'portcullis-system']);
+  await run(['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
+  const token = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', 'portcullis-system', '--duration=24h'])).stdout.trim();
+  operator = new Operator({
+    kubeConfig: kubeConfigWithToken(plane, token),
+    namespace: 'portcullis-system',
+    identity: 'demo-operator',
+    signingKeySecret: 'portcullis-signing-keys',
+    leaseName: 'portcullis-operator',
+    leaseTimings: { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 },
+    resyncMs: 600_000,
+    compile: (resources) => compileTenant(resources, plane.tools.opa),
+    // Warnings would interleave with the demo's own output; errors still show.
+    log: pino({ level: 'error' }),
+    metrics: createOperatorMetrics(),
+  });
+  await operator.start();
+  const leading = operator;
+  await eventually('the operator to take the leader Lease', () => (leading.isLeader ? true : undefined));
+  console.log('operator started and holds the leader Lease');
 
-  step('kubectl get portcullis -A   (every Portcullis resource, by category)');
-  console.log((await kubectl(plane, ['get', 'portcullis', '-A', '-o', 'wide'])).stdout.trim());
+  step('policies as a platform team writes them');
+  await run(['apply', '--validate=strict', '-f', join(REPO_ROOT, 'config', 'samples')]);
+  await eventually('every sample to be Ready', async () => {
+    const out = (await kubectl(plane, ['get', 'portcullis', '-n', 'finance', '-o', 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}'])).stdout;
+    const states = out.split(' ').filter(Boolean);
+    return states.length === 4 && states.every((s) => s === 'True') ? true : undefined;
+  });
+  await run(['get', 'portcullis', '-n', 'finance']);
 
-  step('kubectl get toolpolicy payments -n finance -o yaml   (spec and status)');
-  console.log((await kubectl(plane, ['get', 'toolpolicy', 'payments', '-n', 'finance', '-o', 'yaml'])).stdout.trim());
+  step('the signed bundle the operator wrote for tenant finance');
+  await run(['get', 'configmap', '-n', 'finance', '-l', 'app.kubernetes.io/managed-by=portcullis-operator', '-L', 'portcullis.dev/tenant']);
+  const core = kubeConfigOf(plane).makeApiClient(CoreV1Api);
+  const cm = await core.readNamespacedConfigMap({ name: 'portcullis-bundle', namespace: 'finance' });
+  const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: 'finance' });
+  const publicKeys = await fromJwks(JSON.parse(trust.data?.['jwks.json'] ?? '{"keys":[]}') as BundleJwks);
+  const bundle = await verifyBundle(fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), { publicKeys, tenant: 'finance' });
+  console.log(`signature verified: revision ${bundle.manifest.revision}, tenant ${bundle.manifest.metadata.tenant}, policy.wasm ${bundle.wasm.byteLength} bytes`);
+
+  step('three calls of finance-agent, decided by that bundle');
+  const evaluator = await PolicyEvaluator.load({ wasm: bundle.wasm, data: bundle.data as { portcullis: TenantData }, revision: bundle.manifest.revision });
+  const base = { namespace: 'finance', agent: 'finance-agent', tool: 'stripe-payments', action: 'create_payment', time: '2026-11-23T14:00:00Z' };
+  const calls = [
+    { title: 'a small payment: allowed', input: { ...base, params: { amount: 4200, currency: 'USD', account: '1234567890' } } },
+    {
+      title: 'the same payment, asked for by planner-agent: denied',
+      input: { ...base, params: { amount: 4200, currency: 'USD', account: '1234567890' }, delegation: ['planner-agent'] },
+    },
+    { title: 'a large payment: waiting for approval', input: { ...base, params: { amount: 50000, currency: 'USD', account: '1234567890' } } },
+  ];
+  for (const call of calls) {
+    console.log(`\n${bold(call.title)}`);
+    console.log(`call:   ${JSON.stringify(call.input)}`);
+    console.log(`answer: ${JSON.stringify(evaluator.authorize(call.input))}`);
+  }
 
   step('a malformed policy is refused by the API server');
   const bad = await kubectl(plane, ['apply', '-f', '-'], {
@@ -47,6 +114,24 @@ try {
     ].join('\n'),
   });
   console.log(bad.stderr.trim());
+
+  step('a policy only the compiler can refuse: Ready=False, and the last good bundle stays in force');
+  await kubectl(plane, ['apply', '-f', '-'], {
+    input: [
+      'apiVersion: portcullis.dev/v1alpha1',
+      'kind: ToolPolicy',
+      'metadata: { name: lookbehind, namespace: finance }',
+      'spec:',
+      '  subjects: { agents: [finance-agent] }',
+      '  rules: [ { name: odd-accounts, tool: stripe-payments, decision: allow, when: [ { param: account, regex: "(?<=x)y" } ] } ]',
+    ].join('\n'),
+  });
+  await eventually('the status of the invalid policy', async () => {
+    const out = (await kubectl(plane, ['get', 'toolpolicy', 'lookbehind', '-n', 'finance', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])).stdout;
+    return out === 'False' ? true : undefined;
+  });
+  await run(['get', 'toolpolicies', '-n', 'finance', '-o', 'wide']);
+  await run(['get', 'toolpolicy', 'lookbehind', '-n', 'finance', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].message}{"\\n"}']);
 
   if (values.keep) {
     step('control plane kept running; Ctrl-C stops it');
