@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { PolicyRule, RuleCondition } from '../api/index.ts';
 import { InputError } from './errors.ts';
-import type { AuthorizationDecision, PolicyEvaluator } from './evaluate.ts';
-import { approvalKey, BUILTIN_RULES } from './evaluate.ts';
+import type { AuthorizationDecision } from './evaluate.ts';
+import { approvalKey, BUILTIN_RULES, PolicyEvaluator } from './evaluate.ts';
 import { normalizeInput } from './input.ts';
 import { agent, compiledEvaluator, egressRule, forSubjects, namespace, shadow, suspended, toolPolicy, withAttributes, withRoles } from './test-support.ts';
 
@@ -300,6 +300,26 @@ describe('limits', () => {
     { name: 'denies a call whose cost is a string', params: { cost: '1' }, spent: 0, decision: 'deny' },
   ])('budget: $name', ({ params, spent, decision }) => {
     expect(call('llm', params, { counters: { spentUSD: { llm: spent } } }).decision).toBe(decision);
+  });
+});
+
+describe('obligations the sidecar enforces', () => {
+  it('lists the call windows of callsOver conditions, rate buckets and budgets of a tool', () => {
+    const callsCase = operatorCases.findIndex((c) => c.condition.callsOver !== undefined);
+    expect(evaluator.obligations(NS, toolFor(callsCase)).calls).toEqual([{ tool: toolFor(callsCase), window: '1h' }]);
+    expect(evaluator.obligations(NS, 'limited')).toEqual({ calls: [], rate: [{ key: 'limited', rps: 3, burst: 3 }], spend: [] });
+    expect(evaluator.obligations(NS, 'llm').spend).toEqual([{ key: 'llm', dailyUSD: 20, timeZone: 'UTC', param: 'cost' }]);
+  });
+
+  it('lists nothing for a namespace or tool without limits, whatever its name', () => {
+    expect(evaluator.obligations('nowhere', 'constructor')).toEqual({ calls: [], rate: [], spend: [] });
+    expect(evaluator.obligations(NS, '__proto__')).toEqual({ calls: [], rate: [], spend: [] });
+  });
+});
+
+describe('loading', () => {
+  it('refuses data that is not a compiled tenant', async () => {
+    await expect(PolicyEvaluator.load({ wasm: new Uint8Array(), data: { portcullis: {} } as never, revision: 'r' })).rejects.toThrow(/not a compiled tenant/);
   });
 });
 

@@ -140,6 +140,7 @@ export class PolicyEvaluator {
   }
 
   static async load(artifact: PolicyArtifact, options: EvaluatorOptions = {}): Promise<PolicyEvaluator> {
+    checkTenantData(artifact.data);
     const policy = await loadPolicy(artifact.wasm);
     policy.setData(artifact.data);
     return new PolicyEvaluator(policy, artifact, options);
@@ -163,6 +164,32 @@ export class PolicyEvaluator {
         reasons: [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`],
       });
     }
+  }
+
+  /**
+   * The counters the sidecar keeps for a call to this tool (and action) of the
+   * namespace, and passes back in input.counters: call counts per callsOver
+   * window, rate-limit buckets and daily spend. After an allowed call it counts
+   * the call, takes a token and adds the cost.
+   */
+  obligations(namespace: string, tool: string, action?: string): Obligations {
+    const rules = (Object.hasOwn(this.data.rules, namespace) ? this.data.rules[namespace] : undefined) ?? {};
+    const limits = (Object.hasOwn(this.data.limits, namespace) ? this.data.limits[namespace] : undefined) ?? {};
+    const windows = new Set<string>();
+    for (const rule of (Object.hasOwn(rules, tool) ? rules[tool] : undefined) ?? []) {
+      if (rule.actions !== undefined && (action === undefined || !rule.actions.includes(action))) continue;
+      for (const c of this.conditionsOf(rule)) if (c.op === 'callsOver') windows.add(c.window);
+    }
+    const applicable = ((Object.hasOwn(limits, tool) ? limits[tool] : undefined) ?? []).filter((l) => l.action === undefined || l.action === action);
+    return {
+      calls: [...windows].sort().map((window) => ({ tool, window })),
+      rate: applicable.flatMap((l) => (l.kind === 'rate' ? [{ key: l.key, rps: l.rps ?? 0, burst: l.burst ?? 1 }] : [])),
+      spend: applicable.flatMap((l) => {
+        if (l.kind !== 'budget') return [];
+        const cost = l.costPath === undefined ? { perCall: l.costPerCall ?? 0 } : { param: l.costPath.join('.') };
+        return [{ key: l.key, dailyUSD: l.dailyUSD ?? 0, timeZone: l.zone ?? 'UTC', ...cost }];
+      }),
+    };
   }
 
   private answer(partial: Omit<AuthorizationDecision, 'revision'>): AuthorizationDecision {
@@ -273,6 +300,26 @@ export class PolicyEvaluator {
     if (failed.length > MAX_DEFAULT_REASONS) reasons.push(`and ${failed.length - MAX_DEFAULT_REASONS} more rules that did not hold`);
     return reasons;
   }
+}
+
+/** What the sidecar counts for a call; see PolicyEvaluator.obligations. */
+export interface Obligations {
+  /** counters.calls[tool][window]: calls in the sliding window. */
+  calls: { tool: string; window: string }[];
+  /** counters.rate[key]: tokens left in a bucket of burst tokens refilled at rps. */
+  rate: { key: string; rps: number; burst: number }[];
+  /** counters.spentUSD[key]: spent since local midnight in timeZone; the cost is a param or a fixed amount. */
+  spend: ({ key: string; dailyUSD: number; timeZone: string } & ({ param: string } | { perCall: number }))[];
+}
+
+const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'limits', 'egress', 'modules', 'conditions', 'zones'];
+
+/** A bundle whose data is not a compiled tenant is refused at load, not discovered call by call. */
+function checkTenantData(data: unknown): void {
+  const tenant = (data as { portcullis?: unknown } | null)?.portcullis;
+  if (tenant === null || typeof tenant !== 'object') throw new Error('data.json holds no compiled tenant under "portcullis"');
+  const missing = TENANT_FIELDS.filter((field) => !(field in tenant));
+  if (missing.length > 0) throw new Error(`data.json is not a compiled tenant: missing ${missing.join(', ')}`);
 }
 
 /** Rules and limits by namespace, policy and rule: a policy decides only for agents of its own namespace. */
