@@ -72,22 +72,25 @@ interface Match {
   enforced: boolean;
   policy?: string;
   rule?: string;
+  key?: number;
   observed?: Record<string, unknown>;
   messages?: unknown[];
 }
 
+/** What the conditions of one rule observed (see explanations in program.ts). */
 interface Evaluation {
   policy: string;
   rule: string;
   order: number;
-  matched: boolean;
+  key: number;
   conditions: { held: boolean; observed: Observed }[];
 }
 
 interface ProgramResult {
   outcome: Match;
-  peers: Match[];
-  evaluations: Evaluation[];
+  /** Keys of the matches that share a sanitize decision. */
+  peers: number[];
+  explanations: Evaluation[];
 }
 
 const MAX_DEFAULT_REASONS = 8;
@@ -96,7 +99,7 @@ const NO_THREATS: Record<Threat, string[]> = { prompt_injection: [], sql_injecti
 function isProgramResult(value: unknown): value is ProgramResult {
   if (value === null || typeof value !== 'object') return false;
   const r = value as Partial<ProgramResult>;
-  return typeof r.outcome === 'object' && Array.isArray(r.peers) && Array.isArray(r.evaluations);
+  return typeof r.outcome === 'object' && Array.isArray(r.peers) && Array.isArray(r.explanations);
 }
 
 export function approvalKey(tenant: string, call: NormalizedCall): string {
@@ -113,6 +116,7 @@ export class PolicyEvaluator {
   private readonly hooks: DecisionHooks;
   private readonly now: () => Date;
   private readonly rules = new Map<string, RuleData>();
+  private readonly rulesByKey = new Map<number, RuleData>();
   private readonly limits = new Map<string, LimitData>();
   private readonly usesThreats: boolean;
 
@@ -128,6 +132,7 @@ export class PolicyEvaluator {
       for (const rules of Object.values(byTool)) {
         for (const rule of rules) {
           this.rules.set(refKey(namespace, rule.policy, rule.rule), rule);
+          this.rulesByKey.set(rule.key, rule);
           usesThreats ||= rule.when.some((i) => this.data.conditions[i]?.op === 'threat');
         }
       }
@@ -183,11 +188,11 @@ export class PolicyEvaluator {
     const applicable = ((Object.hasOwn(limits, tool) ? limits[tool] : undefined) ?? []).filter((l) => l.action === undefined || l.action === action);
     return {
       calls: [...windows].sort().map((window) => ({ tool, window })),
-      rate: applicable.flatMap((l) => (l.kind === 'rate' ? [{ key: l.key, rps: l.rps ?? 0, burst: l.burst ?? 1 }] : [])),
+      rate: applicable.flatMap((l) => (l.kind === 'rate' ? [{ key: l.counter, rps: l.rps ?? 0, burst: l.burst ?? 1 }] : [])),
       spend: applicable.flatMap((l) => {
         if (l.kind !== 'budget') return [];
         const cost = l.costPath === undefined ? { perCall: l.costPerCall ?? 0 } : { param: l.costPath.join('.') };
-        return [{ key: l.key, dailyUSD: l.dailyUSD ?? 0, timeZone: l.zone ?? 'UTC', ...cost }];
+        return [{ key: l.counter, dailyUSD: l.dailyUSD ?? 0, timeZone: l.zone ?? 'UTC', ...cost }];
       }),
     };
   }
@@ -230,7 +235,7 @@ export class PolicyEvaluator {
       case 'suspended':
         return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.suspended, reasons: [`agent ${call.namespace}/${call.agent} is suspended`] });
       case 'default':
-        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(call, result.evaluations) });
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(call, result.explanations) });
       default:
         return this.matched(call, result);
     }
@@ -245,10 +250,10 @@ export class PolicyEvaluator {
       enforced: outcome.enforced,
       policy,
       rule,
-      reasons: this.matchReasons(call, outcome, result.evaluations),
+      reasons: this.matchReasons(call, outcome, result.explanations),
     };
     if (outcome.decision === 'sanitize') {
-      const spec = peers.flatMap((m) => (m.source === 'rule' ? (this.rules.get(refKey(call.namespace, m.policy, m.rule))?.redact ?? []) : []));
+      const spec = peers.flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
       const redacted = this.hooks.redact(call.params, dedupe(spec));
       answer.params = redacted.params;
       if (redacted.redacted.length > 0) answer.reasons = [...answer.reasons, `redacted ${redacted.redacted.join(', ')}`];
@@ -270,7 +275,7 @@ export class PolicyEvaluator {
         return [`${call.egress?.host ?? ''}:${call.egress?.port ?? 0} is allowed by ${outcome.policy ?? ''} ${outcome.rule ?? ''}`];
       default: {
         const rule = this.rules.get(key);
-        const evaluation = evaluations.find((e) => e.policy === outcome.policy && e.rule === outcome.rule);
+        const evaluation = evaluations.find((e) => e.key === outcome.key);
         if (rule === undefined || evaluation === undefined) return [];
         const held = describeConditions(this.conditionsOf(rule), evaluation, true);
         return held.length > 0 ? held : [`rule ${rule.rule} has no conditions: it covers every such call to ${call.tool ?? ''}`];

@@ -40,6 +40,8 @@ export interface RuleData {
   rule: string;
   /** Unique in the tenant; breaks ties between rules of equal precedence (lowest first). */
   order: number;
+  /** precedenceKey(decision, order): the lowest key of the matches decides. */
+  key: number;
   decision: Decision;
   /** Absent: every action. */
   actions?: string[];
@@ -54,12 +56,13 @@ export interface LimitData {
   /** The field that declares the limit, e.g. rateLimits[0]; decisions name it as the rule. */
   rule: string;
   order: number;
+  key: number;
   kind: 'rate' | 'budget';
   tool: string;
   /** Absent: every action. */
   action?: string;
   /** Counter key in input.counters: the tool, or tool/action for an action's own bucket. */
-  key: string;
+  counter: string;
   decision: 'deny' | 'approval_needed';
   rps?: number;
   burst?: number;
@@ -88,6 +91,7 @@ export interface EgressData {
   policy: string;
   rule: string;
   order: number;
+  key: number;
   /** For *.example.com: "example.com" with wildcard true (subdomains only). */
   host: string;
   wildcard: boolean;
@@ -103,6 +107,7 @@ export interface CustomModuleData {
   /** rego/NAME: decisions name it as the rule. */
   rule: string;
   order: number;
+  key: number;
 }
 
 export interface TenantData {
@@ -135,6 +140,19 @@ export interface CustomModuleSource {
 export interface TenantIr {
   data: TenantData;
   modules: CustomModuleSource[];
+}
+
+const RANK: Readonly<Record<Decision, number>> = { allow: 1, sanitize: 2, approval_needed: 3, deny: 4 };
+/** More entries than a tenant can hold (rules, limits, modules and egress allowances). */
+const ORDER_SPAN = 1_000_000_000;
+
+/**
+ * One number that sorts matches as the decision program picks them: higher
+ * precedence first (deny > approval_needed > sanitize > allow), then the lower
+ * order. Comparing numbers keeps the program's sets small and fast.
+ */
+export function precedenceKey(decision: Decision, order: number): number {
+  return (4 - RANK[decision]) * ORDER_SPAN + order;
 }
 
 /** Objects keyed by user-chosen names have no prototype, so a key like __proto__ stays a key. */
@@ -228,7 +246,7 @@ class ConditionTable {
 
 function ruleData(policy: string, rule: PolicyRule, order: number, table: ConditionTable): RuleData {
   const when = (rule.when ?? []).flatMap(normalizeCondition).map((c) => table.intern(c));
-  const out: RuleData = { policy, rule: rule.name, order, decision: rule.decision, when };
+  const out: RuleData = { policy, rule: rule.name, order, key: precedenceKey(rule.decision, order), decision: rule.decision, when };
   if (rule.actions !== undefined && rule.actions.length > 0) out.actions = [...rule.actions].sort();
   if (rule.approval !== undefined) out.approval = { ...rule.approval, approvers: [...rule.approval.approvers] };
   // The generated type of redact is not usable (see api); the schema has checked each item.
@@ -302,14 +320,17 @@ function customModule(policy: Loaded<ToolPolicy>, index: number, id: string): Cu
 function limitsOf(policy: Loaded<ToolPolicy>, nextOrder: () => number): LimitData[] {
   const spec = policy.resource.spec;
   const rates = (spec.rateLimits ?? []).map((limit, i): LimitData => {
+    const order = nextOrder();
+    const decision = limit.onExceed ?? 'deny';
     const out: LimitData = {
       policy: policy.name,
       rule: `rateLimits[${i}]`,
-      order: nextOrder(),
+      order,
+      key: precedenceKey(decision, order),
       kind: 'rate',
       tool: limit.tool,
-      key: limit.action === undefined ? limit.tool : `${limit.tool}/${limit.action}`,
-      decision: limit.onExceed ?? 'deny',
+      counter: limit.action === undefined ? limit.tool : `${limit.tool}/${limit.action}`,
+      decision,
       rps: limit.rps,
       burst: limit.burst ?? Math.max(1, Math.ceil(limit.rps)),
     };
@@ -317,14 +338,17 @@ function limitsOf(policy: Loaded<ToolPolicy>, nextOrder: () => number): LimitDat
     return out;
   });
   const budgets = (spec.budgets ?? []).map((budget, i): LimitData => {
+    const order = nextOrder();
+    const decision = budget.onExceed ?? 'deny';
     const out: LimitData = {
       policy: policy.name,
       rule: `budgets[${i}]`,
-      order: nextOrder(),
+      order,
+      key: precedenceKey(decision, order),
       kind: 'budget',
       tool: budget.tool,
-      key: budget.tool,
-      decision: budget.onExceed ?? 'deny',
+      counter: budget.tool,
+      decision,
       dailyUSD: budget.dailyUSD,
       zone: budget.timeZone ?? 'UTC',
     };
@@ -351,7 +375,8 @@ function agentData(agent: AgentIdentity): AgentData {
 function egressData(rule: Loaded<EgressRule>, nextOrder: () => number): EgressData[] {
   return rule.resource.spec.allow.map((allow, i) => {
     const wildcard = allow.host.startsWith('*.');
-    const out: EgressData = { policy: rule.name, rule: `allow[${i}]`, order: nextOrder(), host: wildcard ? allow.host.slice(2) : allow.host, wildcard };
+    const order = nextOrder();
+    const out: EgressData = { policy: rule.name, rule: `allow[${i}]`, order, key: precedenceKey('allow', order), host: wildcard ? allow.host.slice(2) : allow.host, wildcard };
     if (allow.ports !== undefined && allow.ports.length > 0) out.ports = [...allow.ports].sort((a, b) => a - b);
     return out;
   });
@@ -408,7 +433,8 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
       const id = `m${modules.length}`;
       try {
         modules.push(customModule(policy, index, id));
-        data.modules.push({ id, namespace: policy.namespace, policy: policy.name, rule: `rego/${module.name}`, order: nextOrder() });
+        const order = nextOrder();
+        data.modules.push({ id, namespace: policy.namespace, policy: policy.name, rule: `rego/${module.name}`, order, key: precedenceKey('deny', order) });
       } catch (error) {
         if (!(error instanceof CompileError)) throw error;
         errors.push(error);

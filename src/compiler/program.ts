@@ -193,30 +193,29 @@ else := false
 
 # --- rules ---------------------------------------------------------------------
 
-# Every rule of the tenant that speaks of this call: its namespace, tool and
-# action, and a policy that applies to the agent. Each condition is reported
-# with what was observed, so the core can say why a rule did or did not hold.
-evaluations contains e if {
-	some r in data.portcullis.rules[input.namespace][input.tool]
+# A rule decides when it speaks of this call (namespace, tool, action), its
+# policy applies to the agent, and every condition holds. Deciding stops at the
+# first condition that does not hold; words for why come from explanations.
+candidate(r) := p if {
 	action_ok(r)
 	p := data.portcullis.policies[input.namespace][r.policy]
 	applies(p)
-	conditions := [{"held": held(c, o), "observed": o} |
-		some i in r.when
-		c := data.portcullis.conditions[i]
-		o := observe(c)
-	]
-	failed := [1 | some x in conditions; x.held == false]
-	e := {
-		"source": "rule", "policy": r.policy, "rule": r.rule, "order": r.order, "decision": r.decision,
-		"enforced": p.enforced, "matched": count(failed) == 0, "conditions": conditions,
-	}
 }
 
-rule_matches contains m if {
-	some e in evaluations
-	e.matched
-	m := object.remove(e, ["conditions", "matched"])
+condition_holds(i) if {
+	c := data.portcullis.conditions[i]
+	holds(c, observe(c))
+}
+
+# Matches are sets of precedence keys (see precedenceKey in ir.ts): numbers
+# keep the sets cheap, and the lowest key of a pool is its decision.
+matched_rules(enforced) := {r.key |
+	some r in data.portcullis.rules[input.namespace][input.tool]
+	p := candidate(r)
+	p.enforced == enforced
+	every i in r.when {
+		condition_holds(i)
+	}
 }
 
 # --- limits: rate limits and budgets, enforced by the sidecar's counters -------
@@ -228,19 +227,19 @@ limit_action_ok(l) if l.action == input.action
 # Missing counters mean no calls so far: a full bucket, nothing spent.
 exceeded(l) := {"tokens": tokens} if {
 	l.kind == "rate"
-	tokens := object.get(input.counters.rate, l.key, l.burst)
+	tokens := object.get(input.counters.rate, l.counter, l.burst)
 	tokens < 1
 }
 
 exceeded(l) := {"spent": spent, "cost": cost} if {
 	l.kind == "budget"
-	spent := object.get(input.counters.spentUSD, l.key, 0)
+	spent := object.get(input.counters.spentUSD, l.counter, 0)
 	cost := budget_cost(l)
 	spent + cost > l.dailyUSD
 }
 
 # A call whose cost cannot be read is over budget: fail closed.
-exceeded(l) := {"spent": object.get(input.counters.spentUSD, l.key, 0), "cost": null} if {
+exceeded(l) := {"spent": object.get(input.counters.spentUSD, l.counter, 0), "cost": null} if {
 	l.kind == "budget"
 	not budget_cost(l)
 }
@@ -254,33 +253,26 @@ budget_cost(l) := o.value if {
 	o.value >= 0
 }
 
-limit_matches contains m if {
+exceeded_limits(enforced) := {l.key |
 	some l in data.portcullis.limits[input.namespace][input.tool]
 	limit_action_ok(l)
 	p := data.portcullis.policies[input.namespace][l.policy]
+	p.enforced == enforced
 	applies(p)
-	observed := exceeded(l)
-	m := {
-		"source": "limit", "policy": l.policy, "rule": l.rule, "order": l.order, "decision": l.decision,
-		"enforced": p.enforced, "observed": observed,
-	}
+	exceeded(l)
 }
 
 # --- raw Rego modules: their deny messages deny ---------------------------------
 
 custom_messages(x) := {msg | some msg in data.portcullis.custom[x.id].deny}
 
-custom_matches contains m if {
+denying_modules(enforced) := {x.key |
 	some x in data.portcullis.modules
 	x.namespace == input.namespace
 	p := data.portcullis.policies[x.namespace][x.policy]
+	p.enforced == enforced
 	applies(p)
-	messages := custom_messages(x)
-	count(messages) > 0
-	m := {
-		"source": "custom", "policy": x.policy, "rule": x.rule, "order": x.order, "decision": "deny",
-		"enforced": p.enforced, "messages": messages,
-	}
+	count(custom_messages(x)) > 0
 }
 
 custom_in_play(enforced) if {
@@ -315,47 +307,57 @@ port_ok(a) if not a.ports
 
 port_ok(a) if input.egress.port in a.ports
 
-egress_matches contains m if {
+allowing_egress(enforced) := {x.entry.key |
 	some x in egress_candidates
+	x.enforced == enforced
 	host_ok(x.entry)
 	port_ok(x.entry)
-	m := {
-		"source": "egress", "policy": x.entry.policy, "rule": x.entry.rule, "order": x.entry.order,
-		"decision": "allow", "enforced": x.enforced,
-	}
 }
 
 # --- the decision ---------------------------------------------------------------
 
-decided := rule_matches | egress_matches
-
 # Limits decide only for calls a rule decided on: a limit never turns a call no
 # rule allows into one that could be approved.
+pool(enforced) := (decided | denying_modules(enforced)) | limits_over(enforced, decided) if {
+	decided := matched_rules(enforced) | allowing_egress(enforced)
+}
+
+limits_over(enforced, decided) := exceeded_limits(enforced) if count(decided) > 0
+
+else := set()
+
 enforced_pool := pool(true)
 
 shadow_pool := pool(false)
 
-pool(enforced) := ((rules | customs) | limits) if {
-	rules := {m | some m in decided; m.enforced == enforced}
-	customs := {m | some m in custom_matches; m.enforced == enforced}
-	limits := {m | some m in limit_matches; m.enforced == enforced; count(rules) > 0}
+# The entry behind a key, with what the core needs to word its reasons.
+entry(k) := {"source": "rule", "policy": r.policy, "rule": r.rule, "key": k, "decision": r.decision} if {
+	some r in data.portcullis.rules[input.namespace][input.tool]
+	r.key == k
 }
 
-# Highest precedence first, then the lowest order (policy by namespace and name, rule as written).
-sort_key(m) := ((4 - rank[m.decision]) * 1000000000) + m.order
+entry(k) := {"source": "limit", "policy": l.policy, "rule": l.rule, "key": k, "decision": l.decision, "observed": exceeded(l)} if {
+	some l in data.portcullis.limits[input.namespace][input.tool]
+	l.key == k
+}
 
-best(matches) := w if {
-	top := min({sort_key(m) | some m in matches})
-	some w in matches
-	sort_key(w) == top
+entry(k) := {"source": "custom", "policy": x.policy, "rule": x.rule, "key": k, "decision": "deny", "messages": custom_messages(x)} if {
+	some x in data.portcullis.modules
+	x.key == k
+}
+
+entry(k) := {"source": "egress", "policy": a.policy, "rule": a.rule, "key": k, "decision": "allow"} if {
+	input.egress
+	some a in data.portcullis.egress[input.namespace]
+	a.key == k
 }
 
 # A shadow policy is in play when it has rules for this call (or egress entries,
 # or modules) for this agent: with nothing enforced deciding, its decision is
 # recorded and the call let through.
 shadow_in_play if {
-	some e in evaluations
-	e.enforced == false
+	some r in data.portcullis.rules[input.namespace][input.tool]
+	candidate(r).enforced == false
 }
 
 shadow_in_play if {
@@ -367,29 +369,50 @@ shadow_in_play if custom_in_play(false)
 
 outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
 	agent_state != "active"
-} else := object.union(best(enforced_pool), {"enforced": true}) if {
+} else := object.union(entry(min(enforced_pool)), {"enforced": true}) if {
 	count(enforced_pool) > 0
-} else := best(shadow_pool) if {
+} else := object.union(entry(min(shadow_pool)), {"enforced": false}) if {
 	count(shadow_pool) > 0
 } else := {"source": "default", "decision": "deny", "enforced": false} if {
 	shadow_in_play
 } else := {"source": "default", "decision": "deny", "enforced": true}
 
-# Every match at the winning decision of the winning mode: sanitize merges the
-# redactions of all of them, and reasons name all deny messages.
-peers contains m if {
-	outcome.source in {"rule", "limit", "custom", "egress"}
-	some m in winning_pool
-	m.decision == outcome.decision
-}
-
 winning_pool := enforced_pool if outcome.enforced
 
 winning_pool := shadow_pool if not outcome.enforced
 
+# For sanitize, the keys of every match at the winning decision of the winning
+# mode: the core merges the redactions of all of them.
+band(k) := k - (k % 1000000000)
+
+peers := [k |
+	outcome.decision == "sanitize"
+	some k in winning_pool
+	band(k) == band(outcome.key)
+]
+
+# What each condition observed and whether it held: for the deciding rule, or
+# for every rule that spoke of the call when none decided.
+explained(r) if r.key == outcome.key
+
+explained(r) if {
+	outcome.source == "default"
+	candidate(r)
+}
+
+explanations := [e |
+	some r in data.portcullis.rules[input.namespace][input.tool]
+	explained(r)
+	e := {"policy": r.policy, "rule": r.rule, "order": r.order, "key": r.key, "conditions": [{"held": held(c, o), "observed": o} |
+		some i in r.when
+		c := data.portcullis.conditions[i]
+		o := observe(c)
+	]}
+]
+
 result := {
 	"outcome": outcome,
 	"peers": peers,
-	"evaluations": evaluations,
+	"explanations": explanations,
 }
 `;
