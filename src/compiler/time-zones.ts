@@ -41,8 +41,24 @@ function isWeekday(text: string): text is Weekday {
   return (WEEKDAYS as readonly string[]).includes(text);
 }
 
+// Every call of a minute reads the same local clock: formatting with ICU costs
+// microseconds, a map lookup does not. Bounded, and cleared when full.
+const readings = new Map<string, LocalClock>();
+const READINGS_LIMIT = 4096;
+
 /** The weekday and minute of the day at `instant` in `timeZone` (DST applied as the zone's rules say). */
 export function localClock(instant: Date, timeZone: string): LocalClock {
+  const key = `${Math.floor(instant.getTime() / 60_000)} ${timeZone}`;
+  let reading = readings.get(key);
+  if (reading === undefined) {
+    reading = readLocalClock(instant, timeZone);
+    if (readings.size >= READINGS_LIMIT) readings.clear();
+    readings.set(key, reading);
+  }
+  return reading;
+}
+
+function readLocalClock(instant: Date, timeZone: string): LocalClock {
   let day: Weekday | undefined;
   let hour = Number.NaN;
   let minute = Number.NaN;
