@@ -375,3 +375,25 @@ describe('the shape of the call', () => {
     expect(() => evaluator.authorize(input)).toThrow(InputError);
   });
 });
+
+describe('failing closed', () => {
+  it('denies, naming the failure, when a detector throws', async () => {
+    const hooks = {
+      detectThreats: (): never => {
+        throw new Error('detector crashed');
+      },
+      redact: (params: unknown) => ({ params, redacted: [] }),
+    };
+    const { evaluator: broken } = await compiledEvaluator(
+      [agent(NS, 'bot'), toolPolicy(NS, 'guard', [{ name: 'allow-unless-threat', tool: 'x', decision: 'allow' }, { name: 'threats', tool: 'x', decision: 'deny', when: [{ threat: ['sql_injection'] }] }])],
+      NS,
+      { hooks },
+    );
+    expect(broken.authorize({ namespace: NS, agent: 'bot', tool: 'x' })).toMatchObject({
+      decision: 'deny',
+      enforced: true,
+      rule: BUILTIN_RULES.evaluationError,
+      reasons: ['evaluation failed: detector crashed'],
+    });
+  });
+});
