@@ -1,5 +1,7 @@
 // A signed bundle as the data of the `portcullis-bundle` ConfigMap. Pure: no Kubernetes client.
-import { BundleFileNameInvalidError, BundleTooLargeError } from './errors.ts';
+import { createHash } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { BundleDataInvalidError, BundleFileNameInvalidError, BundleTooLargeError } from './errors.ts';
 import { MANIFEST_FILE, type SignedBundle } from './bundle.ts';
 
 /** What the API server accepts in one ConfigMap's data and binaryData together. */
@@ -40,10 +42,16 @@ function tenantOf(signed: SignedBundle): string {
   }
 }
 
+/** Binary files travel gzip-compressed under NAME.gz: the policy module shrinks to about a third. */
+const COMPRESSED_SUFFIX = '.gz';
+/** A compressed file may not inflate past this: a bundle never needs more, a zip bomb does. */
+const MAX_INFLATED_BYTES = 32 * 1024 * 1024;
+
 /**
- * Splits a signed bundle into ConfigMap `data` (text files) and `binaryData` (base64), keys sorted.
- * Refuses with BundleTooLargeError, naming the tenant and every file's size, when keys plus values
- * (binary values counted as base64) exceed 1 MiB.
+ * Splits a signed bundle into ConfigMap `data` (text files) and `binaryData` (binary files,
+ * gzip-compressed, base64, under NAME.gz), keys sorted. The signature covers the files themselves,
+ * so compression is only how they travel. Refuses with BundleTooLargeError, naming the tenant and
+ * every file's size, when keys plus values (binary values counted as base64) exceed 1 MiB.
  */
 export function toConfigMapData(signed: SignedBundle): ConfigMapData {
   const data: Record<string, string> = {};
@@ -54,14 +62,20 @@ export function toConfigMapData(signed: SignedBundle): ConfigMapData {
     checkKey(name);
     const bytes = signed.files.get(name) ?? new Uint8Array();
     const text = name.endsWith('.wasm') ? undefined : asText(bytes);
-    const size = text === undefined ? Buffer.from(bytes).toString('base64').length : bytes.byteLength;
+    let key = name;
+    let size: number;
     if (text === undefined) {
-      binaryData[name] = Buffer.from(bytes).toString('base64');
+      key = `${name}${COMPRESSED_SUFFIX}`;
+      checkKey(key);
+      const encoded = gzipBase64(bytes);
+      binaryData[key] = encoded;
+      size = encoded.length;
     } else {
       data[name] = text;
+      size = bytes.byteLength;
     }
-    total += name.length + size;
-    sizes.push(`${name} ${size}`);
+    total += key.length + size;
+    sizes.push(`${key} ${size}`);
   }
   if (total > CONFIGMAP_MAX_BYTES) {
     throw new BundleTooLargeError(
@@ -71,6 +85,31 @@ export function toConfigMapData(signed: SignedBundle): ConfigMapData {
   return { data, binaryData };
 }
 
+// Every tenant's bundle carries the same policy module unless it has raw Rego:
+// compress each distinct file once.
+const compressed = new Map<string, string>();
+const COMPRESSED_CACHE_LIMIT = 8;
+
+function gzipBase64(bytes: Uint8Array): string {
+  const key = createHash('sha256').update(bytes).digest('hex');
+  let encoded = compressed.get(key);
+  if (encoded === undefined) {
+    // Level 9 and no timestamp: the same file always gives the same bytes.
+    encoded = gzipSync(bytes, { level: 9 }).toString('base64');
+    if (compressed.size >= COMPRESSED_CACHE_LIMIT) compressed.clear();
+    compressed.set(key, encoded);
+  }
+  return encoded;
+}
+
+function inflate(key: string, bytes: Buffer): Buffer {
+  try {
+    return gunzipSync(bytes, { maxOutputLength: MAX_INFLATED_BYTES });
+  } catch (error) {
+    throw new BundleDataInvalidError(`${key} is not gzip data of at most ${MAX_INFLATED_BYTES} bytes: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
 /** Reads a signed bundle back from ConfigMap data; either map may be absent, as the API omits empty ones. */
 export function fromConfigMapData(configMap: Partial<ConfigMapData>): SignedBundle {
   const files = new Map<string, Uint8Array>();
@@ -78,12 +117,15 @@ export function fromConfigMapData(configMap: Partial<ConfigMapData>): SignedBund
     checkKey(name);
     files.set(name, new TextEncoder().encode(text));
   }
-  for (const [name, base64] of Object.entries(configMap.binaryData ?? {})) {
-    checkKey(name);
+  for (const [key, base64] of Object.entries(configMap.binaryData ?? {})) {
+    checkKey(key);
+    const compressed = key.endsWith(COMPRESSED_SUFFIX);
+    const name = compressed ? key.slice(0, -COMPRESSED_SUFFIX.length) : key;
     if (files.has(name)) {
       throw new BundleFileNameInvalidError(`${name} is in both data and binaryData`);
     }
-    files.set(name, new Uint8Array(Buffer.from(base64, 'base64')));
+    const bytes = Buffer.from(base64, 'base64');
+    files.set(name, new Uint8Array(compressed ? inflate(key, bytes) : bytes));
   }
   return { files };
 }
