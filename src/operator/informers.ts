@@ -5,28 +5,57 @@
 import type { KubeConfig, KubernetesListObject, KubernetesObject, Watch } from '@kubernetes/client-node';
 import { ADD, CHANGE, DELETE, ERROR, ListWatch, UPDATE, Watch as WatchClient } from '@kubernetes/client-node';
 
-export interface ResilientInformerOptions {
+export interface ResilientInformerOptions<T> {
   name: string;
+  /** Applied to every object before it is cached, e.g. to keep only what is needed of large objects. */
+  transform?: (object: T) => T;
   onError: (name: string, error: unknown, retryInMs: number) => void;
   minBackoffMs?: number;
   maxBackoffMs?: number;
 }
 
+/** A Watch that transforms each object before the informer sees it. */
+class TransformingWatch<T extends KubernetesObject> extends WatchClient {
+  private readonly transform: (object: T) => T;
+
+  constructor(kc: KubeConfig, transform: (object: T) => T) {
+    super(kc);
+    this.transform = transform;
+  }
+
+  override watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    return super.watch(path, queryParams, (phase, object: T, watchObj) => {
+      // ERROR events carry a Status, not an object of the kind.
+      callback(phase, phase === 'ERROR' ? object : this.transform(object), watchObj);
+    }, done);
+  }
+}
+
 export class ResilientInformer<T extends KubernetesObject> {
   readonly name: string;
   private readonly informer: ListWatch<T>;
-  private readonly options: Required<ResilientInformerOptions>;
+  private readonly options: Required<Omit<ResilientInformerOptions<T>, 'transform'>>;
   private backoffMs: number;
   private stopped = false;
   private synced = false;
   private restartTimer: NodeJS.Timeout | undefined;
 
-  constructor(kc: KubeConfig, path: string, list: () => Promise<KubernetesListObject<T>>, options: ResilientInformerOptions, labelSelector?: string) {
+  constructor(kc: KubeConfig, path: string, list: () => Promise<KubernetesListObject<T>>, options: ResilientInformerOptions<T>, labelSelector?: string) {
     this.name = options.name;
-    this.options = { minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
+    const { transform, ...rest } = options;
+    this.options = { minBackoffMs: 500, maxBackoffMs: 30_000, ...rest };
     this.backoffMs = this.options.minBackoffMs;
-    const watch: Watch = new WatchClient(kc);
-    this.informer = new ListWatch<T>(path, watch, list, false, labelSelector);
+    const watch: Watch = transform ? new TransformingWatch(kc, transform) : new WatchClient(kc);
+    const listed = transform ? async (): Promise<KubernetesListObject<T>> => {
+      const result = await list();
+      return { ...result, items: result.items.map(transform) };
+    } : list;
+    this.informer = new ListWatch<T>(path, watch, listed, false, labelSelector);
     this.informer.on(ERROR, (error: unknown) => { this.restartLater(error); });
   }
 

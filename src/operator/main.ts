@@ -2,7 +2,9 @@
 
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { PooledKubeConfig } from './kubeconfig.ts';
 import { pino } from 'pino';
 import { compileTenant } from '../compiler/compile.ts';
 import { parseDuration } from '../compiler/durations.ts';
@@ -26,6 +28,7 @@ Flags:
   --renew-deadline D         how long the leader tries to renew before stepping down (default 10s)
   --retry-period D           how often candidates try to take or renew the Lease (default 2s)
   --resync D                 reconcile every tenant this often even without changes (default 10m)
+  --workers N                tenants reconciled at once (default 4)
   --signing-key-secret NAME  Secret holding the bundle signing keys (default portcullis-signing-keys)
   --rotate-signing-key       add a new active signing key to the Secret, print its id, and exit
   --log-level LEVEL          trace, debug, info, warn or error (default info)
@@ -50,7 +53,7 @@ function address(value: string): { host: string; port: number } {
 }
 
 function kubeConfigFrom(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new PooledKubeConfig();
   if (path !== undefined) kc.loadFromFile(path);
   else kc.loadFromDefault();
   if (!kc.getCurrentCluster()) throw new UsageError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster');
@@ -70,6 +73,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       'renew-deadline': { type: 'string' },
       'retry-period': { type: 'string' },
       resync: { type: 'string' },
+      workers: { type: 'string' },
       'signing-key-secret': { type: 'string' },
       'rotate-signing-key': { type: 'boolean' },
       'log-level': { type: 'string' },
@@ -100,6 +104,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
     throw new UsageError('leader election needs --lease-duration > --renew-deadline > --retry-period');
   }
   const ops = address(values['ops-address'] ?? '0.0.0.0:8080');
+  const workers = Number(values.workers ?? '4');
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError(`--workers: ${JSON.stringify(values.workers)} is not a whole number from 1 to 64`);
   const log = pino({ level, base: { component: 'operator' } });
   const metrics = createOperatorMetrics();
   const identity = values.identity ?? process.env.POD_NAME ?? hostname();
@@ -112,6 +118,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
     leaseTimings,
     resyncMs: durationFlag(values.resync, 'resync', 600_000),
     compile: (resources) => compileTenant(resources),
+    workers,
     log,
     metrics,
   });

@@ -6,6 +6,7 @@
 
 import type { CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
 import { CoordinationV1Api, CoreV1Api as CoreApi, CustomObjectsApi as CustomApi, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AgentIdentity, EgressRule, ToolPolicy } from '../api/index.ts';
 import { GROUP, VERSION } from '../api/index.ts';
@@ -52,6 +53,8 @@ export interface OperatorOptions {
   /** How often every tenant is reconciled even when nothing changed. */
   resyncMs: number;
   compile: (resources: TenantResources) => Promise<CompiledTenant>;
+  /** Tenants reconciled at once (the work is mostly waiting on the API server). */
+  workers?: number;
   log: Logger;
   metrics: OperatorMetrics;
   now?: () => Date;
@@ -74,8 +77,8 @@ export class Operator {
   /** The last problems reported per resource, so an Event goes out once per new problem. */
   private readonly reported = new Map<string, string>();
   private keyring: Keyring | undefined;
-  /** The last bundle each tenant distributed, kept in force while the tenant is invalid. */
-  private readonly lastGood = new Map<string, { revision: string; payload: ConfigMapData }>();
+  /** The last bundle each tenant distributed (revision and digest only: bundles are large), kept in force while the tenant is invalid. */
+  private readonly lastGood = new Map<string, { revision: string; digest: string }>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private started = false;
 
@@ -89,7 +92,11 @@ export class Operator {
       options.metrics.informerRestarts.inc({ informer: name });
       options.log.warn({ informer: name, error: describeError(error), retryInMs }, 'watch failed; restarting');
     };
-    this.namespaces = new ResilientInformer<V1Namespace>(kc, '/api/v1/namespaces', () => this.core.listNamespace(), { name: 'namespaces', onError });
+    this.namespaces = new ResilientInformer<V1Namespace>(kc, '/api/v1/namespaces', () => this.core.listNamespace(), {
+      name: 'namespaces',
+      onError,
+      transform: withoutManagedFields,
+    });
     this.resources = new Map(
       KINDS.map((kind) => [
         kind,
@@ -97,7 +104,7 @@ export class Operator {
           kc,
           `/apis/${GROUP}/${VERSION}/${PLURALS[kind]}`,
           async () => (await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS[kind] })) as KubernetesListObject<AnyResource>,
-          { name: PLURALS[kind], onError },
+          { name: PLURALS[kind], onError, transform: withoutManagedFields },
         ),
       ]),
     );
@@ -106,7 +113,8 @@ export class Operator {
       kc,
       '/api/v1/configmaps',
       () => this.core.listConfigMapForAllNamespaces({ labelSelector: selector }),
-      { name: 'bundle-configmaps', onError },
+      // Bundles are large (the policy module alone is hundreds of KiB): cache a summary, not the data.
+      { name: 'bundle-configmaps', onError, transform: summarizeBundle },
       selector,
     );
     this.queue = new WorkQueue(
@@ -115,6 +123,7 @@ export class Operator {
         options.metrics.reconcileTotal.inc({ kind: 'tenant', result: 'error' });
         options.log.error({ tenant, error: describeError(error), failures }, 'reconcile failed; retrying with backoff');
       },
+      { concurrency: options.workers ?? 4 },
     );
     this.elector = new LeaderElector(
       kc.makeApiClient(CoordinationV1Api),
@@ -279,7 +288,7 @@ export class Operator {
     let best: InForce = { revision: undefined, generations: {} };
     let bestSequence = -1n;
     for (const cm of existing.values()) {
-      const manifest = readManifest(cm);
+      const manifest = summaryOf(cm)?.manifest;
       if (!manifest) continue;
       const sequence = parseRevision(manifest.revision).sequence;
       if (sequence > bestSequence) {
@@ -375,7 +384,7 @@ export class Operator {
     this.options.metrics.bundleBytes.set({ tenant }, configMapBytes(payload));
     this.options.metrics.bundleRevision.set({ tenant }, Number(parseRevision(revision).sequence));
     await this.writeBundles(tenant, members, existing, revision, payload, log);
-    this.lastGood.set(tenant, { revision, payload });
+    this.lastGood.set(tenant, { revision, digest: payloadDigest(payload) });
     const jwks = JSON.stringify(await toJwks(keyring.publicKeys));
     for (const namespace of members) {
       const cached = this.bundles.get(TRUST_CONFIGMAP, namespace);
@@ -396,25 +405,24 @@ export class Operator {
 
   /**
    * While the tenant is invalid, every member namespace keeps (or gets back) the
-   * last good bundle: the one this process wrote, else the newest existing one
-   * that verifies against the operator's keys.
+   * last good bundle: the one this process last wrote, read back from a
+   * namespace that still holds it intact, else the newest existing bundle that
+   * verifies against the operator's keys.
    */
   private async keepLastGood(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
-    let good = this.lastGood.get(tenant);
-    if (!good) {
-      const candidates = [...existing.values()].sort((a, b) => compareSequence(readManifest(b)?.revision, readManifest(a)?.revision));
-      for (const cm of candidates) {
-        const payload = { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} };
-        const revision = await this.verifiedRevision(tenant, payload);
-        if (revision !== undefined) {
-          good = { revision, payload };
-          break;
-        }
-      }
+    const known = this.lastGood.get(tenant);
+    const byNewest = [...existing.values()].sort((a, b) => compareSequence(summaryOf(b)?.manifest?.revision, summaryOf(a)?.manifest?.revision));
+    const intact = known ? byNewest.filter((cm) => summaryOf(cm)?.digest === known.digest) : [];
+    for (const summary of [...intact, ...byNewest]) {
+      const cm = await this.core.readNamespacedConfigMap({ name: BUNDLE_CONFIGMAP, namespace: summary.metadata?.namespace ?? '' }).catch(() => undefined);
+      if (!cm) continue;
+      const payload = { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} };
+      const revision = await this.verifiedRevision(tenant, payload);
+      if (revision === undefined) continue;
+      this.lastGood.set(tenant, { revision, digest: payloadDigest(payload) });
+      await this.writeBundles(tenant, members, existing, revision, payload, log);
+      return;
     }
-    if (!good) return;
-    this.lastGood.set(tenant, good);
-    await this.writeBundles(tenant, members, existing, good.revision, good.payload, log);
   }
 
   private async verifiedRevision(tenant: string, payload: ConfigMapData): Promise<string | undefined> {
@@ -515,6 +523,12 @@ export class Operator {
   }
 }
 
+/** The cache drops managedFields: often larger than the object, and never read here. */
+function withoutManagedFields<T extends KubernetesObject>(object: T): T {
+  if (object.metadata?.managedFields) delete object.metadata.managedFields;
+  return object;
+}
+
 /** One line about an API or network error, without the response headers and stack. */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
@@ -565,8 +579,9 @@ interface StoredManifest {
 
 function readManifest(cm: V1ConfigMap): StoredManifest | undefined {
   try {
-    const signed = fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} });
-    const text = new TextDecoder().decode(signed.files.get(MANIFEST_FILE));
+    // Only the manifest is read here: verifying is for the sidecar and keepLastGood.
+    const text = cm.data?.[MANIFEST_FILE];
+    if (text === undefined) return undefined;
     const manifest = JSON.parse(text) as { revision?: unknown; metadata?: { [GENERATIONS_KEY]?: unknown } };
     if (typeof manifest.revision !== 'string') return undefined;
     parseRevision(manifest.revision);
@@ -584,11 +599,45 @@ function compareSequence(a: string | undefined, b: string | undefined): number {
 }
 
 function sameData(cm: V1ConfigMap, payload: ConfigMapData): boolean {
-  return JSON.stringify(sortObject(cm.data ?? {})) === JSON.stringify(sortObject(payload.data)) && JSON.stringify(sortObject(cm.binaryData ?? {})) === JSON.stringify(sortObject(payload.binaryData));
+  return summaryOf(cm)?.digest === payloadDigest(payload);
 }
 
-function sortObject(record: Record<string, string>): [string, string][] {
-  return Object.entries(record).sort(([a], [b]) => a.localeCompare(b));
+/** A digest of a ConfigMap's data and binaryData, whatever the key order. */
+function payloadDigest(payload: Partial<ConfigMapData>): string {
+  const hash = createHash('sha256');
+  for (const [section, record] of [['data', payload.data ?? {}], ['binaryData', payload.binaryData ?? {}]] as const) {
+    for (const key of Object.keys(record).sort()) hash.update(`${section}\0${key}\0${record[key] ?? ''}\0`);
+  }
+  return hash.digest('hex');
+}
+
+const SUMMARY_ANNOTATION = 'cache.portcullis.dev/summary';
+
+interface BundleSummary {
+  digest: string;
+  manifest: StoredManifest | undefined;
+}
+
+/** What the cache keeps of a bundle ConfigMap: its metadata, a digest of its data and its manifest. */
+function summarizeBundle(cm: V1ConfigMap): V1ConfigMap {
+  const summary: BundleSummary = { digest: payloadDigest({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), manifest: readManifest(cm) };
+  const trust = cm.metadata?.name === TRUST_CONFIGMAP;
+  return {
+    metadata: {
+      name: cm.metadata?.name,
+      namespace: cm.metadata?.namespace,
+      uid: cm.metadata?.uid,
+      resourceVersion: cm.metadata?.resourceVersion,
+      labels: cm.metadata?.labels,
+      annotations: { ...cm.metadata?.annotations, [SUMMARY_ANNOTATION]: JSON.stringify(summary) },
+    },
+    ...(trust ? { data: cm.data ?? {} } : {}),
+  };
+}
+
+function summaryOf(cm: V1ConfigMap): BundleSummary | undefined {
+  const text = cm.metadata?.annotations?.[SUMMARY_ANNOTATION];
+  return text === undefined ? undefined : (JSON.parse(text) as BundleSummary);
 }
 
 function configMapBytes(payload: { data: Record<string, string>; binaryData: Record<string, string> }): number {

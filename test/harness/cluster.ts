@@ -3,18 +3,19 @@
 import { spawn } from 'node:child_process';
 import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { PooledKubeConfig } from '../../src/operator/kubeconfig.ts';
 import type { ControlPlaneInfo } from './control-plane.ts';
 
 export function kubeConfigOf(plane: Pick<ControlPlaneInfo, 'kubeconfig'>): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new PooledKubeConfig();
   kc.loadFromFile(plane.kubeconfig);
   return kc;
 }
 
 /** A client configuration that authenticates with a bearer token (a ServiceAccount's). */
 export function kubeConfigWithToken(plane: Pick<ControlPlaneInfo, 'server' | 'caCert'>, token: string): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new PooledKubeConfig();
   kc.loadFromOptions({
     clusters: [{ name: 'local', server: plane.server, caData: Buffer.from(plane.caCert).toString('base64'), skipTLSVerify: false }],
     users: [{ name: 'token', token }],

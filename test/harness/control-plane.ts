@@ -101,6 +101,8 @@ interface StartOptions {
   runDir?: string;
   applyCrds?: boolean;
   log?: (line: string) => void;
+  /** Extra etcd flags, e.g. a larger --quota-backend-bytes for benchmarks. */
+  etcdArgs?: string[];
 }
 
 function sleep(ms: number): Promise<void> {
@@ -219,6 +221,7 @@ export async function startControlPlane(options: StartOptions = {}): Promise<Con
     `--initial-cluster=default=http://127.0.0.1:${etcdPeerPort}`,
     '--unsafe-no-fsync=true',
     '--log-level=warn',
+    ...(options.etcdArgs ?? []),
   ], etcdLog, pidFile);
   await waitFor('etcd', async () => (await fetch(`${etcdUrl}/health`).then((r) => r.ok).catch(() => false)), etcd, etcdLog, 30_000);
 
