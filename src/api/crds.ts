@@ -220,7 +220,8 @@ const condition = titled(
 // A string or an object: no structural type fits both, so the compiler checks it.
 const redaction = {
   description: `What sanitize redacts: a detector (${REDACTION_DETECTORS.join(', ')}) applied to every parameter, or {param: PATH} to redact one parameter whole.`,
-  tsType: `${REDACTION_DETECTORS.map((d) => `'${d}'`).join(' | ')} | { param: string }`,
+  // Parenthesized: the generator appends [] for the list.
+  tsType: `(${REDACTION_DETECTORS.map((d) => `'${d}'`).join(' | ')} | { param: string })`,
   'x-kubernetes-preserve-unknown-fields': true,
 } satisfies Schema;
 

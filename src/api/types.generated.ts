@@ -541,7 +541,7 @@ export interface PolicyRule {
    *
    * Items: What sanitize redacts: a detector (ssn, email, credit_card, phone, iban, pii) applied to every parameter, or {param: PATH} to redact one parameter whole.
    */
-  redact?: "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii" | {param: string}[];
+  redact?: ("ssn" | "email" | "credit_card" | "phone" | "iban" | "pii" | {param: string})[];
 }
 /**
  * One condition of a rule. A rule holds when all its conditions hold. A condition on a missing parameter, or on a value of the wrong type, does not hold.

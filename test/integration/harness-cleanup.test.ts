@@ -2,7 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -59,7 +59,8 @@ describe('the control-plane harness', () => {
   it('stops every process when the run itself is killed', async () => {
     const runDir = await mkdtemp(join(tmpdir(), 'portcullis-nested-'));
     const run = nestedRun('hanging.fixture.ts', runDir);
-    await waitUntil('the nested run to use its control plane', () => run.output().includes('HANGING-FIXTURE-READY'), 90_000);
+    const ready = join(runDir, 'fixture-ready');
+    await waitUntil('the nested run to use its control plane', () => access(ready).then(() => true, () => false), 90_000);
     const pids = await recordedPids(runDir);
     expect(pids).toHaveLength(2);
     expect(pids.every(isAlive)).toBe(true);
