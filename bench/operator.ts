@@ -72,8 +72,8 @@ async function applyAll(items: KubernetesObject[], concurrency = 8): Promise<voi
 
 async function startOperator(): Promise<{ process: TrackedProcess; port: number }> {
   const port = await freePort();
-  // BENCH_NODE_OPTIONS, e.g. --cpu-prof, profiles the operator process.
-  const nodeArgs = (globalThis.process.env.BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  // The heap bound config/manager/deployment.yaml sets; BENCH_NODE_OPTIONS replaces it (e.g. to add --cpu-prof).
+  const nodeArgs = (globalThis.process.env.BENCH_NODE_OPTIONS ?? '--max-old-space-size=192').split(' ').filter(Boolean);
   const process = await spawnTracked(plane, globalThis.process.execPath, [
     ...nodeArgs,
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'operator',

@@ -17,8 +17,10 @@ npm run --silent lint
 say "type check"
 npm run --silent typecheck
 results="$(mktemp -d)"
-say "unit tests"
+say "unit tests (no process, no binary)"
 npx vitest run --project unit --reporter=default --reporter=json --outputFile.json="$results/unit.json"
+say "policy tests (the real opa binary)"
+npx vitest run --project policy --reporter=default --reporter=json --outputFile.json="$results/policy.json"
 say "integration tests (real kube-apiserver and etcd)"
 npx vitest run --project integration --reporter=default --reporter=json --outputFile.json="$results/integration.json"
 # One closing line counting every test of both tiers.
@@ -31,5 +33,5 @@ node -e '
   }
   if (passed === 0) { console.error("no test ran"); process.exit(1); }
   console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
-' "$results/unit.json" "$results/integration.json"
+' "$results/unit.json" "$results/policy.json" "$results/integration.json"
 say "all checks passed in $((SECONDS - start)) s"
