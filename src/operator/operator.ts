@@ -72,6 +72,10 @@ export class Operator {
   private readonly bundles: ResilientInformer<V1ConfigMap>;
   private readonly queue: WorkQueue;
   private readonly elector: LeaderElector;
+  /** The generation of each resource (by uid) last seen. */
+  private readonly seenGenerations = new Map<string, number>();
+  /** The digest of what this process last wrote to each ConfigMap (NAMESPACE/NAME). */
+  private readonly written = new Map<string, string>();
   /** Each namespace's tenant as last seen, to enqueue the old tenant when it changes. */
   private readonly tenantOfNs = new Map<string, string>();
   /** The last problems reported per resource, so an Event goes out once per new problem. */
@@ -218,10 +222,21 @@ export class Operator {
       this.enqueue(tenant);
     });
     for (const informer of this.resources.values()) {
-      informer.onChange((object) => { this.enqueue(this.tenantOfNamespaceName(object.metadata?.namespace ?? '')); });
+      informer.onChange((object, verb) => {
+        // Status writes (ours) leave the generation alone: they need no reconcile.
+        const uid = object.metadata?.uid ?? '';
+        const generation = object.metadata?.generation ?? 0;
+        if (verb === 'delete') this.seenGenerations.delete(uid);
+        else if (this.seenGenerations.get(uid) === generation) return;
+        else this.seenGenerations.set(uid, generation);
+        this.enqueue(this.tenantOfNamespaceName(object.metadata?.namespace ?? ''));
+      });
     }
     // A bundle edited or deleted by hand is put back; one in a namespace that left is pruned.
-    this.bundles.onChange((cm) => {
+    // The echo of the operator's own write changes nothing and is let pass.
+    this.bundles.onChange((cm, verb) => {
+      const key = `${cm.metadata?.namespace ?? ''}/${cm.metadata?.name ?? ''}`;
+      if (verb !== 'delete' && this.written.get(key) === summaryOf(cm)?.digest) return;
       const tenant = cm.metadata?.labels?.[TENANT_LABEL];
       if (tenant) this.enqueue(tenant);
       this.enqueue(this.tenantOfNamespaceName(cm.metadata?.namespace ?? ''));
@@ -389,16 +404,18 @@ export class Operator {
     for (const namespace of members) {
       const cached = this.bundles.get(TRUST_CONFIGMAP, namespace);
       if (cached?.metadata?.labels?.[TENANT_LABEL] === tenant && cached.data?.['jwks.json'] === jwks) continue;
-      await this.apply(trustConfigMap(namespace, tenant, jwks));
+      const trust = trustConfigMap(namespace, tenant, jwks);
+      await this.applyTracked(trust, payloadDigest({ data: trust.data ?? {} }));
     }
     return revision;
   }
 
   private async writeBundles(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, revision: string, payload: ConfigMapData, log: Logger): Promise<void> {
+    const digest = payloadDigest(payload);
     for (const namespace of members) {
       const current = existing.get(namespace);
-      if (current && sameData(current, payload)) continue;
-      await this.apply(bundleConfigMap(namespace, tenant, revision, payload));
+      if (current && summaryOf(current)?.digest === digest) continue;
+      await this.applyTracked(bundleConfigMap(namespace, tenant, revision, payload), digest);
       log.info({ namespace, revision }, 'bundle written');
     }
   }
@@ -435,8 +452,17 @@ export class Operator {
     }
   }
 
-  private async apply(object: KubernetesObject): Promise<void> {
-    await this.objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  /** Server-side apply of a ConfigMap whose data digest is `digest`, remembered so its watch echo is let pass. */
+  private async applyTracked(object: KubernetesObject, digest: string): Promise<void> {
+    const key = `${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
+    // Before the write: the watch event may arrive before the response does.
+    this.written.set(key, digest);
+    try {
+      await this.objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+    } catch (error) {
+      this.written.delete(key);
+      throw error;
+    }
   }
 
   private async writeStatuses(tenant: string, refs: readonly { kind: ResourceKind; object: AnyResource }[], outcome: CompileOutcome, inForce: InForce, log: Logger): Promise<void> {
@@ -514,6 +540,7 @@ export class Operator {
     for (const namespace of existing.keys()) {
       if (members.includes(namespace)) continue;
       for (const name of [BUNDLE_CONFIGMAP, TRUST_CONFIGMAP]) {
+        this.written.delete(`${namespace}/${name}`);
         await this.core.deleteNamespacedConfigMap({ name, namespace }).catch((error: unknown) => {
           if ((error as { code?: number } | null)?.code !== 404) throw error;
         });
@@ -596,10 +623,6 @@ function compareSequence(a: string | undefined, b: string | undefined): number {
   const sequence = (revision: string | undefined): bigint => (revision === undefined ? -1n : parseRevision(revision).sequence);
   const [left, right] = [sequence(a), sequence(b)];
   return left === right ? 0 : left < right ? -1 : 1;
-}
-
-function sameData(cm: V1ConfigMap, payload: ConfigMapData): boolean {
-  return summaryOf(cm)?.digest === payloadDigest(payload);
 }
 
 /** A digest of a ConfigMap's data and binaryData, whatever the key order. */
