@@ -12,7 +12,7 @@ import { InputError } from './errors.ts';
 import type { ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
-import { ENTRYPOINT } from './program.ts';
+import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
 import type { Observed } from './reasons.ts';
 import { describeCondition, describeLimit, showValue } from './reasons.ts';
 import { redact } from './redact.ts';
@@ -90,16 +90,17 @@ interface ProgramResult {
   outcome: Match;
   /** Keys of the matches that share a sanitize decision. */
   peers: number[];
+  /** When no rule decided: the explanations are of the first MAX_EXPLAINED by order of the inPlay rules that spoke of the call. */
   explanations: Evaluation[];
+  inPlay: number;
 }
 
-const MAX_DEFAULT_REASONS = 8;
 const NO_THREATS: Record<Threat, string[]> = { prompt_injection: [], sql_injection: [], path_traversal: [], pii: [] };
 
 function isProgramResult(value: unknown): value is ProgramResult {
   if (value === null || typeof value !== 'object') return false;
   const r = value as Partial<ProgramResult>;
-  return typeof r.outcome === 'object' && Array.isArray(r.peers) && Array.isArray(r.explanations);
+  return typeof r.outcome === 'object' && Array.isArray(r.peers) && Array.isArray(r.explanations) && typeof r.inPlay === 'number';
 }
 
 export function approvalKey(tenant: string, call: NormalizedCall): string {
@@ -235,7 +236,7 @@ export class PolicyEvaluator {
       case 'suspended':
         return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.suspended, reasons: [`agent ${call.namespace}/${call.agent} is suspended`] });
       case 'default':
-        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(call, result.explanations) });
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(call, result) });
       default:
         return this.matched(call, result);
     }
@@ -253,7 +254,7 @@ export class PolicyEvaluator {
       reasons: this.matchReasons(call, outcome, result.explanations),
     };
     if (outcome.decision === 'sanitize') {
-      const spec = peers.flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
+      const spec = [...peers].sort((a, b) => a - b).flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
       const redacted = this.hooks.redact(call.params, dedupe(spec));
       answer.params = redacted.params;
       if (redacted.redacted.length > 0) answer.reasons = [...answer.reasons, `redacted ${redacted.redacted.join(', ')}`];
@@ -290,19 +291,19 @@ export class PolicyEvaluator {
     });
   }
 
-  private defaultReasons(call: NormalizedCall, evaluations: Evaluation[]): string[] {
+  private defaultReasons(call: NormalizedCall, result: ProgramResult): string[] {
     if (call.egress !== undefined) return [`no egress rule of namespace ${call.namespace} allows ${call.egress.host}:${call.egress.port} for agent ${call.agent}`];
-    const failed = [...evaluations].sort((a, b) => a.order - b.order);
+    const failed = [...result.explanations].sort((a, b) => a.order - b.order);
     if (failed.length === 0) {
       const action = call.action === undefined ? '' : ` action ${call.action}`;
       return [`no rule for agent ${call.agent} covers tool ${call.tool ?? ''}${action} (deny by default)`];
     }
-    const reasons = failed.slice(0, MAX_DEFAULT_REASONS).map((e) => {
+    const reasons = failed.slice(0, MAX_EXPLAINED).map((e) => {
       const rule = this.rules.get(refKey(call.namespace, e.policy, e.rule));
       const why = rule === undefined ? [] : describeConditions(this.conditionsOf(rule), e, false);
       return `${e.policy}/${e.rule}: ${why.join('; ')}`;
     });
-    if (failed.length > MAX_DEFAULT_REASONS) reasons.push(`and ${failed.length - MAX_DEFAULT_REASONS} more rules that did not hold`);
+    if (result.inPlay > MAX_EXPLAINED) reasons.push(`and ${result.inPlay - MAX_EXPLAINED} more rules that did not hold`);
     return reasons;
   }
 }
@@ -317,7 +318,7 @@ export interface Obligations {
   spend: ({ key: string; dailyUSD: number; timeZone: string } & ({ param: string } | { perCall: number }))[];
 }
 
-const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'limits', 'egress', 'modules', 'conditions', 'zones'];
+const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones'];
 
 /** A bundle whose data is not a compiled tenant is refused at load, not discovered call by call. */
 function checkTenantData(data: unknown): void {

@@ -47,6 +47,8 @@ export interface RuleData {
   actions?: string[];
   /** Indexes into TenantData.conditions: rules of a tenant share most conditions, so each is stored once. */
   when: number[];
+  /** when in the order the program checks it: cheap conditions first, regexes last (see conditionCost). */
+  check: number[];
   approval?: { approvers: string[]; ttl?: string };
   redact?: RedactSpec[];
 }
@@ -117,6 +119,14 @@ export interface TenantData {
   egressPolicies: Record<string, Record<string, SubjectData>>;
   /** namespace → tool → rules, in order. */
   rules: Record<string, Record<string, RuleData[]>>;
+  /**
+   * namespace → tool → action → positions in rules[namespace][tool] of the rules
+   * a call with that action may match, lowest precedence key first: the rules
+   * listing the action and those listing none. Under "" (no action name can be
+   * empty): the rules listing none, for calls without an action or with one no
+   * rule lists. The program tries them in this order and stops at the first match.
+   */
+  index: Record<string, Record<string, Record<string, number[]>>>;
   limits: Record<string, Record<string, LimitData[]>>;
   egress: Record<string, EgressData[]>;
   modules: CustomModuleData[];
@@ -244,12 +254,24 @@ class ConditionTable {
   }
 }
 
+/**
+ * What checking a condition costs in the WASM: a regex is compiled on each
+ * evaluation (OPA's runtime keeps compiled patterns only for one evaluation),
+ * so regexes go last and a rule that fails on a cheaper condition never pays it.
+ */
+function conditionCost(condition: ConditionData | undefined): number {
+  return condition?.op === 'regex' ? 1 : 0;
+}
+
 function ruleData(policy: string, rule: PolicyRule, order: number, table: ConditionTable): RuleData {
   const when = (rule.when ?? []).flatMap(normalizeCondition).map((c) => table.intern(c));
-  const out: RuleData = { policy, rule: rule.name, order, key: precedenceKey(rule.decision, order), decision: rule.decision, when };
+  // Array.prototype.sort is stable: conditions of equal cost keep their written order.
+  const check = [...when].sort((a, b) => conditionCost(table.conditions[a]) - conditionCost(table.conditions[b]));
+  const out: RuleData = { policy, rule: rule.name, order, key: precedenceKey(rule.decision, order), decision: rule.decision, when, check };
   if (rule.actions !== undefined && rule.actions.length > 0) out.actions = [...rule.actions].sort();
   if (rule.approval !== undefined) out.approval = { ...rule.approval, approvers: [...rule.approval.approvers] };
-  const redact: RedactSpec[] | undefined = rule.redact;
+  // The generated type of redact is not usable (see api); the schema has checked each item.
+  const redact = rule.redact as unknown as RedactSpec[] | undefined;
   if (redact !== undefined) out.redact = [...redact];
   return out;
 }
@@ -385,6 +407,24 @@ function subjectData(spec: { subjects: { agents?: string[]; roles?: string[] }; 
   return { enforced: spec.mode !== 'shadow', agents: set(spec.subjects.agents), roles: set(spec.subjects.roles) };
 }
 
+/** Rules a call may match, by namespace, tool and action: see TenantData.index. */
+function candidateIndex(rules: TenantData['rules']): TenantData['index'] {
+  const index = record<Record<string, Record<string, number[]>>>();
+  for (const [namespace, byTool] of Object.entries(rules)) {
+    for (const [tool, list] of Object.entries(byTool)) {
+      const byKey = list.map((rule, position) => ({ rule, position })).sort((a, b) => a.rule.key - b.rule.key);
+      const actions = new Set(list.flatMap((rule) => rule.actions ?? []));
+      const byAction = record<number[]>();
+      byAction[''] = byKey.filter((c) => c.rule.actions === undefined).map((c) => c.position);
+      for (const action of [...actions].sort()) {
+        byAction[action] = byKey.filter((c) => c.rule.actions === undefined || c.rule.actions.includes(action)).map((c) => c.position);
+      }
+      nested(index, namespace)[tool] = byAction;
+    }
+  }
+  return index;
+}
+
 /**
  * Normalizes a tenant's resources (already validated one by one) into the data
  * the decision program reads, checking what only the tenant as a whole can tell:
@@ -406,6 +446,7 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
     policies: record(),
     egressPolicies: record(),
     rules: record(),
+    index: record(),
     limits: record(),
     egress: record(),
     modules: [],
@@ -445,6 +486,7 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
     data.egress[rule.namespace] = [...(data.egress[rule.namespace] ?? []), ...egressData(rule, nextOrder)];
   }
   data.conditions = table.conditions;
+  data.index = candidateIndex(data.rules);
   for (const c of table.conditions) if (c.op === 'time') zones.add(c.zone);
   data.zones = [...zones].sort();
   if (errors.length > 0) throw new CompileErrors(errors);

@@ -9,6 +9,13 @@ export const ENTRYPOINT = 'portcullis/authz/result';
 /** File name of the program inside the bundle. */
 export const PROGRAM_FILE = 'portcullis/authz.rego';
 
+/** Candidates the program tries one by one before it tries the rest together (see first_rule). */
+const LADDER_STEPS = 32;
+const LADDER = Array.from({ length: LADDER_STEPS }, (_, j) => `\tk := step(enforced, ${j})`).join('\n} else := k if {\n');
+
+/** When no rule decided: how many rules (the first by order) the program explains. */
+export const MAX_EXPLAINED = 8;
+
 export const PROGRAM = String.raw`# Portcullis decision program (OPA v1 syntax), the same for every data.portcullis.
 #
 # It holds no rule of its own: every rule, limit and egress allowance of the
@@ -42,9 +49,18 @@ applies(p) if {
 	p.roles[role]
 }
 
-action_ok(r) if not r.actions
+# The rules a call may match, lowest precedence key first (index in ir.ts):
+# positions in tool_rules of the rules for the call's action, or of the rules
+# that list no action when the call names none or one no rule lists.
+tool_rules := data.portcullis.rules[input.namespace][input.tool]
 
-action_ok(r) if input.action in r.actions
+default candidates := []
+
+candidates := c if {
+	c := data.portcullis.index[input.namespace][input.tool][input.action]
+} else := c if {
+	c := data.portcullis.index[input.namespace][input.tool][""]
+}
 
 # --- observing what a condition speaks of ------------------------------------
 
@@ -193,11 +209,10 @@ else := false
 
 # --- rules ---------------------------------------------------------------------
 
-# A rule decides when it speaks of this call (namespace, tool, action), its
-# policy applies to the agent, and every condition holds. Deciding stops at the
-# first condition that does not hold; words for why come from explanations.
-candidate(r) := p if {
-	action_ok(r)
+# A rule decides when it speaks of this call (namespace, tool, action: it is a
+# candidate), its policy applies to the agent, and every condition holds,
+# checked cheap ones first (RuleData.check). Words for why come from explanations.
+in_play(r) := p if {
 	p := data.portcullis.policies[input.namespace][r.policy]
 	applies(p)
 }
@@ -207,16 +222,38 @@ condition_holds(i) if {
 	holds(c, observe(c))
 }
 
-# Matches are sets of precedence keys (see precedenceKey in ir.ts): numbers
-# keep the sets cheap, and the lowest key of a pool is its decision.
-matched_rules(enforced) := {r.key |
-	some r in data.portcullis.rules[input.namespace][input.tool]
-	p := candidate(r)
-	p.enforced == enforced
-	every i in r.when {
+decides(r, enforced) if {
+	in_play(r).enforced == enforced
+	every i in r.check {
 		condition_holds(i)
 	}
 }
+
+step(enforced, j) := r.key if {
+	r := tool_rules[candidates[j]]
+	decides(r, enforced)
+}
+
+# The lowest precedence key of the rules that decide: candidates come sorted by
+# key, so the first that decides is it, and the rules after it are not tried.
+# Each rung of the else chain tries one candidate; past the last rung, the rest
+# are tried together.
+first_rule(enforced) := k if {
+${LADDER}
+} else := min(rest) if {
+	rest := {r.key |
+		some j, i in candidates
+		j >= ${LADDER_STEPS}
+		r := tool_rules[i]
+		decides(r, enforced)
+	}
+	count(rest) > 0
+}
+
+# The lowest key is all the pool needs of the rules: the decision is its minimum.
+matched_rules(enforced) := {k} if {
+	k := first_rule(enforced)
+} else := set()
 
 # --- limits: rate limits and budgets, enforced by the sidecar's counters -------
 
@@ -332,7 +369,8 @@ shadow_pool := pool(false)
 
 # The entry behind a key, with what the core needs to word its reasons.
 entry(k) := {"source": "rule", "policy": r.policy, "rule": r.rule, "key": k, "decision": r.decision} if {
-	some r in data.portcullis.rules[input.namespace][input.tool]
+	some i in candidates
+	r := tool_rules[i]
 	r.key == k
 }
 
@@ -356,8 +394,8 @@ entry(k) := {"source": "egress", "policy": a.policy, "rule": a.rule, "key": k, "
 # or modules) for this agent: with nothing enforced deciding, its decision is
 # recorded and the call let through.
 shadow_in_play if {
-	some r in data.portcullis.rules[input.namespace][input.tool]
-	candidate(r).enforced == false
+	some i in candidates
+	in_play(tool_rules[i]).enforced == false
 }
 
 shadow_in_play if {
@@ -377,32 +415,42 @@ outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
 	shadow_in_play
 } else := {"source": "default", "decision": "deny", "enforced": true}
 
-winning_pool := enforced_pool if outcome.enforced
-
-winning_pool := shadow_pool if not outcome.enforced
-
-# For sanitize, the keys of every match at the winning decision of the winning
-# mode: the core merges the redactions of all of them.
-band(k) := k - (k % 1000000000)
-
-peers := [k |
+# For sanitize, the keys of every rule that decides at the winning decision of
+# the winning mode (only rules sanitize): the core merges their redactions.
+peers := [r.key |
 	outcome.decision == "sanitize"
-	some k in winning_pool
-	band(k) == band(outcome.key)
+	some i in candidates
+	r := tool_rules[i]
+	r.decision == "sanitize"
+	decides(r, outcome.enforced)
 ]
 
-# What each condition observed and whether it held: for the deciding rule, or
-# for every rule that spoke of the call when none decided.
-explained(r) if r.key == outcome.key
-
-explained(r) if {
+# What each condition observed and whether it held: for the deciding rule, or,
+# when none decided, for the first rules (by order) that spoke of the call.
+# in_play_count tells the core how many spoke of it in all.
+in_play_rules := [r |
 	outcome.source == "default"
-	candidate(r)
-}
+	some i in candidates
+	r := tool_rules[i]
+	in_play(r)
+]
+
+in_play_count := count(in_play_rules)
+
+explained_rules := [r |
+	some r in in_play_rules
+	r.order <= cut
+] if {
+	in_play_count > 0
+	cut := sort([x.order | some x in in_play_rules])[min([${MAX_EXPLAINED} - 1, in_play_count - 1])]
+} else := [r |
+	some i in candidates
+	r := tool_rules[i]
+	r.key == outcome.key
+]
 
 explanations := [e |
-	some r in data.portcullis.rules[input.namespace][input.tool]
-	explained(r)
+	some r in explained_rules
 	e := {"policy": r.policy, "rule": r.rule, "order": r.order, "key": r.key, "conditions": [{"held": held(c, o), "observed": o} |
 		some i in r.when
 		c := data.portcullis.conditions[i]
@@ -414,5 +462,6 @@ result := {
 	"outcome": outcome,
 	"peers": peers,
 	"explanations": explanations,
+	"inPlay": in_play_count,
 }
-`;
+`
