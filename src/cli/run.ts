@@ -7,6 +7,7 @@ import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import { TEST_USAGE, testCommand } from './test-cases.ts';
 import { OPERATOR_USAGE, operatorCommand, UsageError as OperatorUsageError } from '../operator/main.ts';
+import { SIDECAR_USAGE, sidecarCommand } from '../sidecar/main.ts';
 
 export const USAGE = `Usage: portcullis COMMAND [options]
 
@@ -15,6 +16,7 @@ Commands:
   test     run policy test cases
   bundle   build, inspect and verify signed tenant bundles
   operator run the operator (reconciles policies into signed per-tenant bundles)
+  sidecar  run the authorization sidecar of an agent pod (Envoy ext_authz and /v1/authorize)
   help     show this text, or the text of a command: portcullis help eval
 
 Run portcullis COMMAND --help for the options of a command.
@@ -27,6 +29,7 @@ const COMMANDS: Readonly<Record<string, { run: Command; usage: string }>> = {
   test: { run: testCommand, usage: TEST_USAGE },
   bundle: { run: bundleCommand, usage: BUNDLE_USAGE },
   operator: { run: (args) => operatorCommand(args), usage: OPERATOR_USAGE },
+  sidecar: { run: (args) => sidecarCommand(args), usage: SIDECAR_USAGE },
 };
 
 function isParseArgsError(error: unknown): error is Error {

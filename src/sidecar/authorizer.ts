@@ -11,6 +11,8 @@ import type { SidecarMetrics } from './metrics.ts';
 /** Rules the sidecar names when it decides without the policy. They hold a colon, which no rule name can. */
 export const SIDECAR_RULES = {
   noBundle: 'portcullis:no-bundle',
+  /** A proxied request the sidecar cannot read whole and unambiguously (envoy-check.ts). */
+  uninspectable: 'portcullis:uninspectable-request',
   evaluationError: BUILTIN_RULES.evaluationError,
 } as const;
 
@@ -72,18 +74,32 @@ export class Authorizer {
   authorize(request: Record<string, unknown>, transport: Transport): SidecarDecision {
     const started = process.hrtime.bigint();
     const decision = { ...this.decide(callOf(request, this.options.identity)), decisionId: this.newId() };
-    const { metrics } = this.options;
-    metrics.decisionDuration.observe({ transport }, Number(process.hrtime.bigint() - started) / 1e9);
     const egress = request.egress as { host?: unknown } | undefined;
     const tool = typeof request.tool === 'string' ? request.tool : typeof egress?.host === 'string' ? `egress:${egress.host}` : '';
-    metrics.decisions.inc({
-      decision: decision.decision,
-      enforced: String(decision.enforced),
-      policy: decision.policy ?? '',
-      rule: decision.rule,
-      tool,
-    });
+    this.record(decision, tool, transport, started);
     return decision;
+  }
+
+  /** Denies a request that could not be turned into a call, as a decision like any other. */
+  refuse(reason: string, transport: Transport): SidecarDecision {
+    const started = process.hrtime.bigint();
+    const decision: SidecarDecision = {
+      decision: 'deny',
+      enforced: true,
+      policy: null,
+      rule: SIDECAR_RULES.uninspectable,
+      revision: this.options.policy()?.revision ?? '',
+      reasons: [reason],
+      decisionId: this.newId(),
+    };
+    this.record(decision, '', transport, started);
+    return decision;
+  }
+
+  private record(decision: SidecarDecision, tool: string, transport: Transport, started: bigint): void {
+    const { metrics } = this.options;
+    metrics.decisionDuration.observe({ transport }, Number(process.hrtime.bigint() - started) / 1e9);
+    metrics.decisions.inc({ decision: decision.decision, enforced: String(decision.enforced), policy: decision.policy ?? '', rule: decision.rule, tool });
   }
 
   private decide(call: Record<string, unknown>): AuthorizationDecision {

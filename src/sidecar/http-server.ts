@@ -1,0 +1,124 @@
+// The sidecar's HTTP listener: POST /v1/authorize (the DESIGN.md contract, for
+// SDKs), /healthz, /readyz and /metrics. A thin adapter over the Authorizer:
+// it reads, parses strictly, calls authorize and writes the answer.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
+import type { Registry } from 'prom-client';
+import { InputError } from '../compiler/index.ts';
+import type { Authorizer } from './authorizer.ts';
+import { parseStrictJson, StrictJsonError } from './strict-json.ts';
+
+export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
+/** Calls are small JSON documents; anything larger is refused before it is parsed. */
+export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
+
+export interface HttpServerOptions {
+  authorizer: Authorizer;
+  registry: Registry;
+  maxBodyBytes?: number;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  readonly field: string | undefined;
+
+  constructor(status: number, message: string, field?: string) {
+    super(message);
+    this.status = status;
+    this.field = field;
+  }
+}
+
+function send(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  response.writeHead(status, {
+    'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
+  response.end(text);
+}
+
+async function readBody(request: IncomingMessage, limit: number): Promise<string> {
+  const declared = Number(request.headers['content-length'] ?? '0');
+  if (declared > limit) throw new HttpError(413, `the body is over the limit of ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    const buffer = chunk as Buffer;
+    size += buffer.byteLength;
+    if (size > limit) throw new HttpError(413, `the body is over the limit of ${limit} bytes`);
+    chunks.push(buffer);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new HttpError(400, 'the body is not UTF-8');
+  }
+}
+
+function isJsonContentType(value: string | undefined): boolean {
+  const type = (value ?? '').split(';')[0]?.trim().toLowerCase();
+  return type === 'application/json';
+}
+
+async function authorizeCall(request: IncomingMessage, response: ServerResponse, options: HttpServerOptions): Promise<void> {
+  if (!isJsonContentType(request.headers['content-type'])) throw new HttpError(415, 'the call must be sent as application/json');
+  const text = await readBody(request, options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+  let call: unknown;
+  try {
+    call = parseStrictJson(text);
+  } catch (error) {
+    if (error instanceof StrictJsonError) throw new HttpError(400, `the body is not strict JSON: ${error.message}`);
+    throw error;
+  }
+  if (call === null || typeof call !== 'object' || Array.isArray(call)) throw new HttpError(400, 'the call must be a JSON object');
+  try {
+    const decision = options.authorizer.authorize(call as Record<string, unknown>, 'http');
+    send(response, 200, decision, { [DECISION_ID_HEADER]: decision.decisionId });
+  } catch (error) {
+    if (error instanceof InputError) throw new HttpError(400, error.message, error.field);
+    throw error;
+  }
+}
+
+async function route(request: IncomingMessage, response: ServerResponse, options: HttpServerOptions): Promise<void> {
+  const path = (request.url ?? '/').split('?')[0];
+  const method = request.method ?? 'GET';
+  const expected = path === '/v1/authorize' ? 'POST' : 'GET';
+  if (!['/v1/authorize', '/healthz', '/readyz', '/metrics'].includes(path ?? '')) throw new HttpError(404, `no route ${path ?? ''}`);
+  if (method !== expected) {
+    response.setHeader('allow', expected);
+    throw new HttpError(405, `${path ?? ''} takes ${expected}`);
+  }
+  switch (path) {
+    case '/v1/authorize':
+      return authorizeCall(request, response, options);
+    case '/healthz':
+      send(response, 200, 'ok\n');
+      return;
+    case '/readyz':
+      if (options.authorizer.ready) send(response, 200, 'ok\n');
+      else send(response, 503, 'no valid policy bundle is loaded yet\n');
+      return;
+    default:
+      send(response, 200, await options.registry.metrics(), { 'content-type': options.registry.contentType });
+  }
+}
+
+export function createHttpServer(options: HttpServerOptions): Server {
+  return createServer((request, response) => {
+    route(request, response, options).catch((error: unknown) => {
+      if (response.headersSent) {
+        response.destroy();
+        return;
+      }
+      if (error instanceof HttpError) {
+        send(response, error.status, { error: error.message, ...(error.field === undefined ? {} : { field: error.field }) });
+        return;
+      }
+      // Never a stack trace on the wire; the decision path has already failed closed.
+      send(response, 500, { error: 'internal error' });
+    });
+  });
+}

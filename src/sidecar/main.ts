@@ -1,0 +1,114 @@
+// `portcullis sidecar`: flags, wiring and graceful shutdown.
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { UsageError } from '../cli/io.ts';
+import { PooledKubeConfig } from '../operator/kubeconfig.ts';
+import { Sidecar } from './sidecar.ts';
+import type { ToolTable } from './tools.ts';
+import { parseToolTable, ToolTableError } from './tools.ts';
+
+export const SIDECAR_USAGE = `Usage: portcullis sidecar [flags]
+
+Decides every tool call of one agent: loads the tenant's signed bundle from
+the ConfigMap portcullis-bundle of its namespace (verified against
+portcullis-trust; a bad bundle is refused and the last good one kept) and
+answers Envoy ext_authz v3 over gRPC and POST /v1/authorize over HTTP.
+
+Until agent tokens are verified, the agent is the one named here: the
+agent, namespace, user, delegation, time and counters of a call are never
+taken from the caller (they are set or dropped by the sidecar).
+
+Flags:
+  --agent NAME             the agent this sidecar answers for (default: $PORTCULLIS_AGENT)
+  --namespace NS           the agent's namespace (default: $POD_NAMESPACE)
+  --tenant NAME            the tenant whose bundle to accept (default: $PORTCULLIS_TENANT, else the namespace)
+  --tools FILE             tool declarations (ToolPolicy spec.tools, YAML or JSON list) that map proxied
+                           requests to tool and action; without it every proxied request is an egress check
+  --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181)
+  --grpc-address HOST:PORT Envoy ext_authz v3 gRPC (default 127.0.0.1:9191)
+  --kubeconfig PATH        kubeconfig to use (default: in-cluster, else $KUBECONFIG / ~/.kube/config)
+  --log-level LEVEL        trace, debug, info, warn or error (default info)
+`;
+
+function address(value: string, flag: string): { host: string; port: number } {
+  const match = /^(.*):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not HOST:PORT`);
+  return { host: match[1] === '' ? '0.0.0.0' : (match[1] ?? '0.0.0.0'), port };
+}
+
+function kubeConfigFrom(path: string | undefined): KubeConfig {
+  const kc = new PooledKubeConfig();
+  if (path !== undefined) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  if (!kc.getCurrentCluster()) throw new UsageError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster');
+  return kc;
+}
+
+function required(value: string | undefined, flag: string, env: string): string {
+  if (value === undefined || value === '') throw new UsageError(`--${flag} (or $${env}) is required`);
+  return value;
+}
+
+async function toolTableFrom(path: string | undefined): Promise<ToolTable> {
+  if (path === undefined) return { routes: [] };
+  try {
+    return parseToolTable(await readFile(path, 'utf8'));
+  } catch (error) {
+    if (error instanceof ToolTableError) throw new UsageError(`--tools ${path}: ${error.message}`);
+    throw error;
+  }
+}
+
+export async function sidecarCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      agent: { type: 'string' },
+      namespace: { type: 'string' },
+      tenant: { type: 'string' },
+      tools: { type: 'string' },
+      'http-address': { type: 'string' },
+      'grpc-address': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(SIDECAR_USAGE);
+    return 0;
+  }
+  const levels = ['trace', 'debug', 'info', 'warn', 'error'];
+  const level = values['log-level'] ?? 'info';
+  if (!levels.includes(level)) throw new UsageError(`--log-level: ${JSON.stringify(level)} is not one of ${levels.join(', ')}`);
+  const agent = required(values.agent ?? process.env.PORTCULLIS_AGENT, 'agent', 'PORTCULLIS_AGENT');
+  const namespace = required(values.namespace ?? process.env.POD_NAMESPACE, 'namespace', 'POD_NAMESPACE');
+  const tenant = values.tenant ?? process.env.PORTCULLIS_TENANT ?? namespace;
+  const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } });
+  const sidecar = new Sidecar({
+    kubeConfig: kubeConfigFrom(values.kubeconfig),
+    identity: { namespace, agent },
+    tenant,
+    tools: await toolTableFrom(values.tools),
+    http: address(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
+    grpc: address(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
+    log,
+  });
+  await sidecar.start();
+  log.info({ ports: sidecar.boundPorts }, 'sidecar started');
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string): void => {
+      log.info({ signal }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', () => { shutdown('SIGTERM'); });
+    process.once('SIGINT', () => { shutdown('SIGINT'); });
+  });
+  await sidecar.stop();
+  log.flush();
+  return 0;
+}
