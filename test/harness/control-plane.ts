@@ -27,6 +27,8 @@ export interface Tools {
   etcd: string;
   kubectl: string;
   opa: string;
+  /** An Envoy ext_authz client from go-control-plane's generated types (hack/tools/extauthz-client). */
+  extauthzClient: string;
 }
 
 const TOOL_ENV = {
@@ -34,6 +36,7 @@ const TOOL_ENV = {
   etcd: 'TEST_ASSET_ETCD',
   kubectl: 'TEST_ASSET_KUBECTL',
   opa: 'TEST_ASSET_OPA',
+  extauthzClient: 'TEST_ASSET_EXTAUTHZ_CLIENT',
 } as const;
 
 /**
@@ -60,7 +63,7 @@ export async function findTools(): Promise<Tools> {
     if (!path) throw new Error(`${TOOL_ENV[key]} is not set and hack/build-tools.sh did not print it`);
     return path;
   };
-  return { kubeApiserver: pick('kubeApiserver'), etcd: pick('etcd'), kubectl: pick('kubectl'), opa: pick('opa') };
+  return { kubeApiserver: pick('kubeApiserver'), etcd: pick('etcd'), kubectl: pick('kubectl'), opa: pick('opa'), extauthzClient: pick('extauthzClient') };
 }
 
 export async function freePort(): Promise<number> {
