@@ -34,7 +34,7 @@ import {
   TRUST_CONFIGMAP,
 } from './plan.ts';
 import type { Keyring } from './signing-keys.ts';
-import { ensureKeyring } from './signing-keys.ts';
+import { ensureKeyring, readKeyring } from './signing-keys.ts';
 import { WorkQueue } from './workqueue.ts';
 
 export const FIELD_MANAGER = 'portcullis-operator';
@@ -53,6 +53,8 @@ export interface OperatorOptions {
   /** How often every tenant is reconciled even when nothing changed. */
   resyncMs: number;
   compile: (resources: TenantResources) => Promise<CompiledTenant>;
+  /** How often the signing keys are read again from their Secret (default 15 s). */
+  keyringRefreshMs?: number;
   /** Tenants reconciled at once (the work is mostly waiting on the API server). */
   workers?: number;
   log: Logger;
@@ -81,9 +83,11 @@ export class Operator {
   /** The last problems reported per resource, so an Event goes out once per new problem. */
   private readonly reported = new Map<string, string>();
   private keyring: Keyring | undefined;
+  private keyringReadAt = 0;
   /** The last bundle each tenant distributed (revision and digest only: bundles are large), kept in force while the tenant is invalid. */
   private readonly lastGood = new Map<string, { revision: string; digest: string }>();
   private resyncTimer: NodeJS.Timeout | undefined;
+  private keyringTimer: NodeJS.Timeout | undefined;
   private started = false;
 
   constructor(options: OperatorOptions) {
@@ -161,6 +165,7 @@ export class Operator {
 
   async start(): Promise<void> {
     this.keyring = await ensureKeyring(this.core, this.options.namespace, this.options.signingKeySecret);
+    this.keyringReadAt = Date.now();
     await Promise.all([this.namespaces.start(), this.bundles.start(), ...[...this.resources.values()].map((i) => i.start())]);
     this.started = true;
     this.elector.start();
@@ -170,6 +175,7 @@ export class Operator {
     this.started = false;
     this.queue.stop();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.keyringTimer) clearInterval(this.keyringTimer);
     await this.elector.stop();
     await Promise.all([this.namespaces.stop(), this.bundles.stop(), ...[...this.resources.values()].map((i) => i.stop())]);
   }
@@ -181,6 +187,13 @@ export class Operator {
     this.enqueueAll();
     this.resyncTimer = setInterval(() => { this.enqueueAll(); }, this.options.resyncMs);
     this.resyncTimer.unref();
+    // A rotated keyring is noticed even when no resource changes.
+    this.keyringTimer = setInterval(() => {
+      this.currentKeyring(this.options.log).catch((error: unknown) => {
+        this.options.log.warn({ error: describeError(error) }, 'could not read the signing keys; keeping the ones loaded');
+      });
+    }, this.options.keyringRefreshMs ?? 15_000);
+    this.keyringTimer.unref();
   }
 
   private stopLeading(): void {
@@ -188,6 +201,7 @@ export class Operator {
     this.options.log.info({ identity: this.options.identity }, 'lost leadership; reconciling stops');
     this.queue.stop();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.keyringTimer) clearInterval(this.keyringTimer);
   }
 
   private enqueue(tenant: string): void {
@@ -384,8 +398,7 @@ export class Operator {
     existing: ReadonlyMap<string, V1ConfigMap>,
     log: Logger,
   ): Promise<string> {
-    const keyring = this.keyring;
-    if (!keyring) throw new Error('signing keys are not loaded');
+    const keyring = await this.currentKeyring(log);
     const generations = Object.fromEntries(refs.map(({ kind, object }) => [keyOf(kind, object), object.metadata?.generation ?? 0]));
     const manifestBase = {
       roots: ['portcullis'],
@@ -398,8 +411,7 @@ export class Operator {
     const payload = toConfigMapData(signed);
     this.options.metrics.bundleBytes.set({ tenant }, configMapBytes(payload));
     this.options.metrics.bundleRevision.set({ tenant }, Number(parseRevision(revision).sequence));
-    await this.writeBundles(tenant, members, existing, revision, payload, log);
-    this.lastGood.set(tenant, { revision, digest: payloadDigest(payload) });
+    // Trust first: a sidecar must know the key before it sees a bundle signed with it.
     const jwks = JSON.stringify(await toJwks(keyring.publicKeys));
     for (const namespace of members) {
       const cached = this.bundles.get(TRUST_CONFIGMAP, namespace);
@@ -407,6 +419,8 @@ export class Operator {
       const trust = trustConfigMap(namespace, tenant, jwks);
       await this.applyTracked(trust, payloadDigest({ data: trust.data ?? {} }));
     }
+    await this.writeBundles(tenant, members, existing, revision, payload, log);
+    this.lastGood.set(tenant, { revision, digest: payloadDigest(payload) });
     return revision;
   }
 
@@ -450,6 +464,25 @@ export class Operator {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * The keyring, read again from its Secret at most every keyringRefreshMs: a
+   * rotation reaches every replica without a restart. A new keyring re-signs
+   * every tenant, so all bundles soon carry the new key.
+   */
+  private async currentKeyring(log: Logger): Promise<Keyring> {
+    const known = this.keyring;
+    if (!known) throw new Error('signing keys are not loaded');
+    if (Date.now() - this.keyringReadAt < (this.options.keyringRefreshMs ?? 15_000)) return known;
+    const fresh = await readKeyring(this.core, this.options.namespace, this.options.signingKeySecret, known);
+    this.keyringReadAt = Date.now();
+    if (fresh !== known) {
+      this.keyring = fresh;
+      log.info({ activeKey: fresh.active.keyId, keys: [...fresh.publicKeys.keys()] }, 'signing keys changed; re-signing every tenant');
+      this.enqueueAll();
+    }
+    return fresh;
   }
 
   /** Server-side apply of a ConfigMap whose data digest is `digest`, remembered so its watch echo is let pass. */

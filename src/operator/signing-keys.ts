@@ -23,6 +23,8 @@ export interface StoredKeyring {
 export interface Keyring {
   active: SigningKey;
   publicKeys: Map<string, BundleKey>;
+  /** The Secret's resourceVersion the keyring was read from. */
+  resourceVersion: string;
 }
 
 function apiCode(error: unknown): number | undefined {
@@ -45,7 +47,7 @@ export function parseKeyring(secret: V1Secret, where: string): StoredKeyring {
   return ring as StoredKeyring;
 }
 
-export async function loadKeyring(stored: StoredKeyring): Promise<Keyring> {
+export async function loadKeyring(stored: StoredKeyring, resourceVersion = ''): Promise<Keyring> {
   const publicKeys = new Map<string, BundleKey>();
   let active: SigningKey | undefined;
   for (const key of stored.keys) {
@@ -54,7 +56,7 @@ export async function loadKeyring(stored: StoredKeyring): Promise<Keyring> {
     if (pair.keyId === stored.active) active = { privateKey: pair.privateKey, keyId: pair.keyId };
   }
   if (!active) throw new Error(`the active signing key ${stored.active} is not in the keyring`);
-  return { active, publicKeys };
+  return { active, publicKeys, resourceVersion };
 }
 
 async function newStoredKey(now: Date): Promise<StoredKeyring['keys'][number]> {
@@ -76,9 +78,8 @@ function secretBody(namespace: string, name: string, ring: StoredKeyring, resour
 
 /** Reads the keyring, creating it with one new key when the Secret does not exist. */
 export async function ensureKeyring(core: CoreV1Api, namespace: string, name: string): Promise<Keyring> {
-  const where = `Secret ${namespace}/${name}`;
   try {
-    return await loadKeyring(parseKeyring(await core.readNamespacedSecret({ name, namespace }), where));
+    return await readKeyring(core, namespace, name);
   } catch (error) {
     if (apiCode(error) !== 404) throw error;
   }
@@ -88,7 +89,15 @@ export async function ensureKeyring(core: CoreV1Api, namespace: string, name: st
   } catch (error) {
     if (apiCode(error) !== 409) throw error;
   }
-  return loadKeyring(parseKeyring(await core.readNamespacedSecret({ name, namespace }), where));
+  return readKeyring(core, namespace, name);
+}
+
+/** Reads the keyring; returns `known` itself when the Secret has not changed since. */
+export async function readKeyring(core: CoreV1Api, namespace: string, name: string, known?: Keyring): Promise<Keyring> {
+  const secret = await core.readNamespacedSecret({ name, namespace });
+  const resourceVersion = secret.metadata?.resourceVersion ?? '';
+  if (known?.resourceVersion === resourceVersion) return known;
+  return loadKeyring(parseKeyring(secret, `Secret ${namespace}/${name}`), resourceVersion);
 }
 
 /** Adds a new key and makes it active, keeping the old ones for verification. */

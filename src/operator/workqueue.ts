@@ -14,7 +14,7 @@ export interface WorkQueueOptions {
 }
 
 export const DEFAULT_WORKQUEUE_OPTIONS: WorkQueueOptions = {
-  coalesceMs: 100,
+  coalesceMs: 50,
   baseBackoffMs: 50,
   maxBackoffMs: 60_000,
   concurrency: 2,

@@ -10,6 +10,7 @@ import { fromConfigMapData, fromJwks, parseRevision, verifyBundle } from '../../
 import { compileTenant } from '../../src/compiler/index.ts';
 import { createOperatorMetrics } from '../../src/operator/metrics.ts';
 import { Operator } from '../../src/operator/operator.ts';
+import { rotateKeyring } from '../../src/operator/signing-keys.ts';
 import { join } from 'node:path';
 import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
 import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
@@ -38,6 +39,7 @@ beforeAll(async () => {
     resyncMs: 600_000,
     compile: (resources) => compileTenant(resources, plane.tools.opa),
     log: pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' }),
+    keyringRefreshMs: 500,
     metrics,
   });
   await operator.start();
@@ -69,6 +71,13 @@ const allowRule = (name: string, max: number): unknown => ({ name, tool: 'stripe
 
 async function bundleOf(ns: string): Promise<V1ConfigMap | undefined> {
   return core.readNamespacedConfigMap({ name: 'portcullis-bundle', namespace: ns }).catch(() => undefined);
+}
+
+/** The key id in a bundle ConfigMap's signature header. */
+function signatureKeyId(cm: V1ConfigMap | undefined): string {
+  const jws = (JSON.parse(cm?.data?.['.signatures.json'] ?? '{"signatures":[]}') as { signatures: string[] }).signatures[0] ?? '';
+  const header = JSON.parse(Buffer.from(jws.split('.')[0] ?? '', 'base64url').toString('utf8')) as { kid?: string };
+  return header.kid ?? '';
 }
 
 async function verifiedBundle(ns: string, tenant: string): Promise<Bundle> {
@@ -210,6 +219,25 @@ describe('the operator', () => {
       return cm?.data?.['data.json'] === original?.data?.['data.json'] ? cm : undefined;
     });
     expect(restored.data).toEqual(original?.data);
+  });
+
+  it('rotates the signing key with an overlap: new key published first, old bundles still verify', async () => {
+    const before = await bundleOf('alpha-one');
+    const oldKid = signatureKeyId(before);
+    const newKid = await rotateKeyring(core, OPERATOR_NS, 'portcullis-signing-keys');
+    expect(newKid).not.toBe(oldKid);
+    const resigned = await eventually('the bundle to be signed with the new key', async () => {
+      const cm = await bundleOf('alpha-one');
+      return signatureKeyId(cm) === newKid ? cm : undefined;
+    });
+    // The content did not change, so neither did the revision.
+    expect(resigned.metadata?.annotations?.['portcullis.dev/revision']).toBe(before?.metadata?.annotations?.['portcullis.dev/revision']);
+    const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: 'alpha-one' });
+    const publicKeys = await fromJwks(JSON.parse(trust.data?.['jwks.json'] ?? '{}') as BundleJwks);
+    expect([...publicKeys.keys()].sort()).toEqual([oldKid, newKid].sort());
+    // A sidecar still holding the bundle signed with the old key can verify it.
+    await expect(verifyBundle(fromConfigMapData({ data: before?.data ?? {}, binaryData: before?.binaryData ?? {} }), { publicKeys, tenant: 'alpha' })).resolves.toBeDefined();
+    await verifiedBundle('alpha-one', 'alpha');
   });
 
   it('recovers when kube-apiserver restarts mid-run, losing nothing', async () => {
