@@ -9,11 +9,12 @@ import { loadPolicy } from '@open-policy-agent/opa-wasm';
 import { canonicalJson, sha256Hex } from './canonical.ts';
 import { detectThreats } from './detectors.ts';
 import { InputError } from './errors.ts';
-import type { ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat } from './ir.ts';
+import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
 import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
-import type { Observed } from './reasons.ts';
+import type { Signals } from './observe.ts';
+import { observe } from './observe.ts';
 import { describeCondition, describeLimit, showValue } from './reasons.ts';
 import { redact } from './redact.ts';
 import { localClock } from './time-zones.ts';
@@ -77,13 +78,10 @@ interface Match {
   messages?: unknown[];
 }
 
-/** What the conditions of one rule observed (see explanations in program.ts). */
+/** Whether each condition of a rule held, in written order (see explanations in program.ts). */
 interface Evaluation {
-  policy: string;
-  rule: string;
-  order: number;
   key: number;
-  conditions: { held: boolean; observed: Observed }[];
+  held: boolean[];
 }
 
 interface ProgramResult {
@@ -206,7 +204,7 @@ export class PolicyEvaluator {
     return out;
   }
 
-  private signals(call: NormalizedCall): { clock: Record<string, unknown>; threats: Record<Threat, string[]> } {
+  private signals(call: NormalizedCall): Signals {
     const instant = new Date(call.time.toUpperCase());
     const clock: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
     for (const zone of this.data.zones) clock[zone] = localClock(instant, zone);
@@ -214,15 +212,17 @@ export class PolicyEvaluator {
     return { clock, threats };
   }
 
-  private evaluate(call: NormalizedCall): ProgramResult {
-    const results: unknown = this.policy.evaluate({ ...call, signals: this.signals(call) }, ENTRYPOINT);
+  private evaluate(call: NormalizedCall, signals: Signals): ProgramResult {
+    const results: unknown = this.policy.evaluate({ ...call, signals }, ENTRYPOINT);
     const first: unknown = Array.isArray(results) ? (results[0] as { result?: unknown } | undefined)?.result : undefined;
     if (!isProgramResult(first)) throw new Error('the policy returned no decision');
     return first;
   }
 
   private decide(call: NormalizedCall): AuthorizationDecision {
-    const result = this.evaluate(call);
+    const signals = this.signals(call);
+    const result = this.evaluate(call, signals);
+    const words: Words = { call, signals, agent: this.agentOf(call) };
     const { outcome } = result;
     const base = { decision: outcome.decision, enforced: outcome.enforced };
     switch (outcome.source) {
@@ -236,13 +236,19 @@ export class PolicyEvaluator {
       case 'suspended':
         return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.suspended, reasons: [`agent ${call.namespace}/${call.agent} is suspended`] });
       case 'default':
-        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(call, result) });
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(words, result) });
       default:
-        return this.matched(call, result);
+        return this.matched(words, result);
     }
   }
 
-  private matched(call: NormalizedCall, result: ProgramResult): AuthorizationDecision {
+  private agentOf(call: NormalizedCall): AgentData | undefined {
+    const agents = Object.hasOwn(this.data.agents, call.namespace) ? this.data.agents[call.namespace] : undefined;
+    return agents !== undefined && Object.hasOwn(agents, call.agent) ? agents[call.agent] : undefined;
+  }
+
+  private matched(words: Words, result: ProgramResult): AuthorizationDecision {
+    const { call } = words;
     const { outcome, peers } = result;
     const policy = outcome.policy ?? null;
     const rule = outcome.rule ?? BUILTIN_RULES.defaultDeny;
@@ -251,7 +257,7 @@ export class PolicyEvaluator {
       enforced: outcome.enforced,
       policy,
       rule,
-      reasons: this.matchReasons(call, outcome, result.explanations),
+      reasons: this.matchReasons(words, outcome),
     };
     if (outcome.decision === 'sanitize') {
       const spec = [...peers].sort((a, b) => a - b).flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
@@ -263,7 +269,8 @@ export class PolicyEvaluator {
     return this.answer(answer);
   }
 
-  private matchReasons(call: NormalizedCall, outcome: Match, evaluations: Evaluation[]): string[] {
+  private matchReasons(words: Words, outcome: Match): string[] {
+    const { call } = words;
     const key = refKey(call.namespace, outcome.policy, outcome.rule);
     switch (outcome.source) {
       case 'custom':
@@ -276,9 +283,9 @@ export class PolicyEvaluator {
         return [`${call.egress?.host ?? ''}:${call.egress?.port ?? 0} is allowed by ${outcome.policy ?? ''} ${outcome.rule ?? ''}`];
       default: {
         const rule = this.rules.get(key);
-        const evaluation = evaluations.find((e) => e.key === outcome.key);
-        if (rule === undefined || evaluation === undefined) return [];
-        const held = describeConditions(this.conditionsOf(rule), evaluation, true);
+        if (rule === undefined) return [];
+        // The rule decided: every one of its conditions held.
+        const held = describeConditions(this.conditionsOf(rule), rule.when.map(() => true), true, words);
         return held.length > 0 ? held : [`rule ${rule.rule} has no conditions: it covers every such call to ${call.tool ?? ''}`];
       }
     }
@@ -291,17 +298,21 @@ export class PolicyEvaluator {
     });
   }
 
-  private defaultReasons(call: NormalizedCall, result: ProgramResult): string[] {
+  private defaultReasons(words: Words, result: ProgramResult): string[] {
+    const { call } = words;
     if (call.egress !== undefined) return [`no egress rule of namespace ${call.namespace} allows ${call.egress.host}:${call.egress.port} for agent ${call.agent}`];
-    const failed = [...result.explanations].sort((a, b) => a.order - b.order);
+    const failed = result.explanations.flatMap((e) => {
+      const rule = this.rulesByKey.get(e.key);
+      return rule === undefined ? [] : [{ rule, held: e.held }];
+    });
+    failed.sort((a, b) => a.rule.order - b.rule.order);
     if (failed.length === 0) {
       const action = call.action === undefined ? '' : ` action ${call.action}`;
       return [`no rule for agent ${call.agent} covers tool ${call.tool ?? ''}${action} (deny by default)`];
     }
-    const reasons = failed.slice(0, MAX_EXPLAINED).map((e) => {
-      const rule = this.rules.get(refKey(call.namespace, e.policy, e.rule));
-      const why = rule === undefined ? [] : describeConditions(this.conditionsOf(rule), e, false);
-      return `${e.policy}/${e.rule}: ${why.join('; ')}`;
+    const reasons = failed.slice(0, MAX_EXPLAINED).map(({ rule, held }) => {
+      const why = describeConditions(this.conditionsOf(rule), held, false, words);
+      return `${rule.policy}/${rule.rule}: ${why.join('; ')}`;
     });
     if (result.inPlay > MAX_EXPLAINED) reasons.push(`and ${result.inPlay - MAX_EXPLAINED} more rules that did not hold`);
     return reasons;
@@ -333,11 +344,16 @@ function refKey(namespace: string, policy: string | undefined, rule: string | un
   return `${namespace}\n${policy ?? ''}\n${rule ?? ''}`;
 }
 
-function describeConditions(when: ConditionData[], evaluation: Evaluation, held: boolean): string[] {
-  return when.flatMap((c, i) => {
-    const result = evaluation.conditions[i];
-    return result?.held === held ? [describeCondition(c, result.observed, held)] : [];
-  });
+/** What the reasons of a call are worded from: the call, the signals the WASM saw, the calling agent. */
+interface Words {
+  call: NormalizedCall;
+  signals: Signals;
+  agent: AgentData | undefined;
+}
+
+/** The conditions whose held flag is the one asked for, in words. */
+function describeConditions(when: ConditionData[], flags: boolean[], held: boolean, words: Words): string[] {
+  return when.flatMap((c, i) => (flags[i] === held ? [describeCondition(c, observe(c, words.call, words.signals, words.agent), held)] : []));
 }
 
 function dedupe(spec: RedactSpec[]): RedactSpec[] {

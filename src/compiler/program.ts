@@ -13,6 +13,10 @@ export const PROGRAM_FILE = 'portcullis/authz.rego';
 const LADDER_STEPS = 32;
 const LADDER = Array.from({ length: LADDER_STEPS }, (_, j) => `\tk := step(enforced, ${j})`).join('\n} else := k if {\n');
 
+/** Conditions of a rule the program checks one by one before it checks the rest together (see fails). */
+const CHECK_STEPS = 8;
+const CHECKS = Array.from({ length: CHECK_STEPS }, (_, j) => `\tnot holds_at(r, ${j})`).join('\n} else := true if {\n');
+
 /** When no rule decided: how many rules (the first by order) the program explains. */
 export const MAX_EXPLAINED = 8;
 
@@ -224,9 +228,21 @@ condition_holds(i) if {
 
 decides(r, enforced) if {
 	in_play(r).enforced == enforced
-	every i in r.check {
-		condition_holds(i)
-	}
+	not fails(r)
+}
+
+# A rule fails at its first condition that does not hold: the else chain checks
+# them in order and stops there (every, compiled to WASM, checks them all).
+holds_at(r, j) if not r.check[j]
+
+holds_at(r, j) if condition_holds(r.check[j])
+
+fails(r) := true if {
+${CHECKS}
+} else := true if {
+	some j, i in r.check
+	j >= ${CHECK_STEPS}
+	not condition_holds(i)
 }
 
 step(enforced, j) := r.key if {
@@ -425,9 +441,9 @@ peers := [r.key |
 	decides(r, outcome.enforced)
 ]
 
-# What each condition observed and whether it held: for the deciding rule, or,
-# when none decided, for the first rules (by order) that spoke of the call.
-# in_play_count tells the core how many spoke of it in all.
+# When no rule decided: whether each condition held, for the first rules (by
+# order) that spoke of the call; in_play_count tells the core how many spoke of
+# it in all. (A rule that decided held every condition: the core needs no more.)
 in_play_rules := [r |
 	outcome.source == "default"
 	some i in candidates
@@ -443,19 +459,13 @@ explained_rules := [r |
 ] if {
 	in_play_count > 0
 	cut := sort([x.order | some x in in_play_rules])[min([${MAX_EXPLAINED} - 1, in_play_count - 1])]
-} else := [r |
-	some i in candidates
-	r := tool_rules[i]
-	r.key == outcome.key
-]
+} else := []
 
-explanations := [e |
+explanations := [{"key": r.key, "held": [held(c, observe(c)) |
+	some i in r.when
+	c := data.portcullis.conditions[i]
+]} |
 	some r in explained_rules
-	e := {"policy": r.policy, "rule": r.rule, "order": r.order, "key": r.key, "conditions": [{"held": held(c, o), "observed": o} |
-		some i in r.when
-		c := data.portcullis.conditions[i]
-		o := observe(c)
-	]}
 ]
 
 result := {
