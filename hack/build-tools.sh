@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the binaries the tests run against — kube-apiserver, kubectl, etcd,
-# opa and extauthz-client (an Envoy ext_authz client from go-control-plane's
-# generated types, hack/tools/extauthz-client) — from source through the Go module proxy, at the versions pinned in
+# opa, and two programs on go-control-plane's generated Envoy types
+# (hack/tools/extauthz-client, hack/tools/envoy-check) — from source through
+# the Go module proxy, at the versions pinned in
 # hack/versions.env, into a cache keyed by version. A second run finds them and
 # builds nothing. Prints, as its last line, nothing: callers read the paths with
 # `hack/build-tools.sh --print-env`.
@@ -11,7 +12,7 @@
 #   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA,
 #   TEST_ASSET_EXTAUTHZ_CLIENT  (explicit paths)
 #
-# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa extauthz-client
+# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa extauthz-client envoy-check
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,11 +28,11 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=true ;;
-    kube-apiserver|kubectl|etcd|opa|extauthz-client) wanted+=("$arg") ;;
-    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa extauthz-client)" ;;
+    kube-apiserver|kubectl|etcd|opa|extauthz-client|envoy-check) wanted+=("$arg") ;;
+    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa extauthz-client envoy-check)" ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa extauthz-client)
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa extauthz-client envoy-check)
 
 require_go() {
   command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set TEST_ASSET_* / KUBEBUILDER_ASSETS to existing binaries"
@@ -116,18 +117,29 @@ build_opa() {
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
-build_extauthz_client() {
-  local dest="$cache/extauthz-client-$GO_CONTROL_PLANE_VERSION"
-  if [ -x "$dest/extauthz-client" ]; then return; fi
-  require_go extauthz-client
-  log "building extauthz-client with go-control-plane $GO_CONTROL_PLANE_VERSION (cold: about 1-2 min)"
+# Go programs built on go-control-plane's generated Envoy types, one folder
+# each under hack/tools/: extauthz-client (sends ext_authz Check requests as
+# Envoy does) and envoy-check (validates bootstraps against Envoy's types).
+# A tool's own source is part of its cache key: an edit to it rebuilds it.
+envoy_tool_dir() {
+  local source_hash
+  source_hash="$(cat "$here/tools/$1/main.go" "$here/tools/$1/go.mod" | sha256sum | cut -c1-12)"
+  echo "$cache/$1-$GO_CONTROL_PLANE_VERSION-$source_hash"
+}
+
+build_envoy_tool() {
+  local tool="$1"
+  local dest; dest="$(envoy_tool_dir "$tool")"
+  if [ -x "$dest/$tool" ]; then return; fi
+  require_go "$tool"
+  log "building $tool with go-control-plane $GO_CONTROL_PLANE_VERSION (cold: about 1-2 min)"
   local work; work="$(mktemp -d)"
-  cp "$here/tools/extauthz-client/main.go" "$here/tools/extauthz-client/go.mod" "$here/tools/extauthz-client/go.sum" "$work/"
+  cp "$here/tools/$tool/main.go" "$here/tools/$tool/go.mod" "$here/tools/$tool/go.sum" "$work/"
   # The version in versions.env wins over the one go.mod was committed with.
   (cd "$work" && go mod edit -require="github.com/envoyproxy/go-control-plane/envoy@$GO_CONTROL_PLANE_VERSION" && go mod tidy) \
     || die "resolving github.com/envoyproxy/go-control-plane/envoy $GO_CONTROL_PLANE_VERSION failed"
   mkdir -p "$dest.tmp"
-  with_progress extauthz-client env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest.tmp/extauthz-client" .
+  with_progress "$tool" env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest.tmp/$tool" .
   rm -rf "$dest" "$work"; mv "$dest.tmp" "$dest"
 }
 
@@ -140,6 +152,7 @@ path_of() {
     etcd) explicit="${TEST_ASSET_ETCD:-}" ;;
     opa) explicit="${TEST_ASSET_OPA:-}" ;;
     extauthz-client) explicit="${TEST_ASSET_EXTAUTHZ_CLIENT:-}" ;;
+    envoy-check) explicit="${TEST_ASSET_ENVOY_CHECK:-}" ;;
   esac
   if [ -n "$explicit" ]; then echo "$explicit"; return; fi
   if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$1" ]; then echo "$KUBEBUILDER_ASSETS/$1"; return; fi
@@ -147,7 +160,7 @@ path_of() {
     kube-apiserver|kubectl) echo "$cache/kubernetes-$KUBERNETES_VERSION/$1" ;;
     etcd) echo "$cache/etcd-$ETCD_VERSION/etcd" ;;
     opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
-    extauthz-client) echo "$cache/extauthz-client-$GO_CONTROL_PLANE_VERSION/extauthz-client" ;;
+    extauthz-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
   esac
 }
 
@@ -158,20 +171,21 @@ env_name() {
     etcd) echo TEST_ASSET_ETCD ;;
     opa) echo TEST_ASSET_OPA ;;
     extauthz-client) echo TEST_ASSET_EXTAUTHZ_CLIENT ;;
+    envoy-check) echo TEST_ASSET_ENVOY_CHECK ;;
   esac
 }
 
 for tool in "${wanted[@]}"; do
   path="$(path_of "$tool")"
   if [ -x "$path" ]; then continue; fi
-  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_EXTAUTHZ_CLIENT='' path_of "$tool")" ]; then
+  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_ENVOY_CHECK='' path_of "$tool")" ]; then
     die "$(env_name "$tool") or KUBEBUILDER_ASSETS names $path, which is not an executable file"
   fi
   case "$tool" in
     kube-apiserver|kubectl) build_kubernetes ;;
     etcd) build_etcd ;;
     opa) build_opa ;;
-    extauthz-client) build_extauthz_client ;;
+    extauthz-client|envoy-check) build_envoy_tool "$tool" ;;
   esac
   [ -x "$path" ] || die "$tool was built but $path is missing"
 done

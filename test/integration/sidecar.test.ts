@@ -216,6 +216,23 @@ describe('the sidecar', () => {
     expect(malformed.status).toBe(400);
   });
 
+  it('reports the round-trip time of Check and /v1/authorize (figures, not a pass mark)', async () => {
+    const file = join(plane.runDir, 'sidecar-check-timing.json');
+    await writeFile(file, JSON.stringify(paymentRequest(JSON.stringify(payment(4200)))));
+    const { stdout, stderr } = await execFileAsync(plane.tools.extauthzClient, ['-addr', grpcAddress, '-request', file, '-repeat', '2000']);
+    expect(headerOf((JSON.parse(stdout) as CheckResponse).ok_response?.headers, 'x-portcullis-decision')).toBe('allow');
+    const times: number[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const started = performance.now();
+      expect((await authorize(paymentCall(4200))).body.decision).toBe('allow');
+      times.push(performance.now() - started);
+    }
+    times.sort((a, b) => a - b);
+    const at = (q: number): string => (times[Math.floor(q * (times.length - 1))] ?? 0).toFixed(3);
+    console.info(`sidecar: Check over gRPC, one connection: ${stderr.trim()}`);
+    console.info(`sidecar: /v1/authorize over HTTP/1.1 keep-alive (fetch): checks=1000 p50=${at(0.5)}ms p99=${at(0.99)}ms`);
+  });
+
   it('answers from a changed rule soon after the change is applied', async () => {
     const before = (await authorize(paymentCall(4200))).body;
     const applied = Date.now();

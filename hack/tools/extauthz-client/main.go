@@ -3,7 +3,11 @@
 // filter does, and prints the CheckResponse as protojson. The tests use it to
 // prove the sidecar's wire format against Envoy's own definitions.
 //
-// Usage: extauthz-client -addr HOST:PORT [-request FILE|-]
+// Usage: extauthz-client -addr HOST:PORT [-request FILE|-] [-repeat N]
+//
+// With -repeat N it sends the request N times over one connection and prints,
+// to stderr, the p50, p99 and max round-trip times (the response printed is
+// the last one).
 //
 // The request file is JSON:
 //
@@ -22,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -117,7 +122,8 @@ func socket(address string, port uint32) *core.Address {
 func run() error {
 	addr := flag.String("addr", "", "the ext_authz server, HOST:PORT")
 	file := flag.String("request", "-", "the request description (JSON), or - for stdin")
-	timeout := flag.Duration("timeout", 5*time.Second, "deadline of the Check call")
+	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each Check call")
+	repeat := flag.Int("repeat", 1, "send the request this many times and print round-trip times to stderr")
 	flag.Parse()
 	if *addr == "" {
 		return fmt.Errorf("-addr is required")
@@ -135,11 +141,23 @@ func run() error {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	response, err := auth.NewAuthorizationClient(conn).Check(ctx, check)
-	if err != nil {
-		return fmt.Errorf("Check failed: %w", err)
+	client := auth.NewAuthorizationClient(conn)
+	var response *auth.CheckResponse
+	times := make([]time.Duration, 0, *repeat)
+	for i := 0; i < *repeat; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		started := time.Now()
+		response, err = client.Check(ctx, check)
+		times = append(times, time.Since(started))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("Check failed: %w", err)
+		}
+	}
+	if *repeat > 1 {
+		sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
+		at := func(q float64) time.Duration { return times[int(q*float64(len(times)-1))] }
+		fmt.Fprintf(os.Stderr, "checks=%d p50=%s p99=%s max=%s\n", len(times), at(0.5), at(0.99), times[len(times)-1])
 	}
 	if err := response.Validate(); err != nil {
 		return fmt.Errorf("the CheckResponse does not validate: %w", err)

@@ -1,0 +1,83 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AuthorizationDecision } from '../compiler/index.ts';
+import { normalizeInput } from '../compiler/index.ts';
+import { Authorizer } from './authorizer.ts';
+import type { LoadedPolicy } from './bundle-verdict.ts';
+import { createHttpServer } from './http-server.ts';
+import { createSidecarMetrics } from './metrics.ts';
+
+/** A policy that checks the call's shape as the real one does and allows it. */
+const allowAll: LoadedPolicy = {
+  revision: '1-aaaaaaaaaaaaaaaa',
+  tenant: 'finance',
+  authorize: (input): AuthorizationDecision => {
+    normalizeInput(input, () => new Date());
+    return { decision: 'allow', enforced: true, policy: 'p', rule: 'r', revision: '1-aaaaaaaaaaaaaaaa', reasons: [] };
+  },
+};
+
+let server: Server | undefined;
+
+async function serve(policy: LoadedPolicy | undefined, maxBodyBytes?: number): Promise<string> {
+  const metrics = createSidecarMetrics();
+  const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, policy: () => policy, metrics });
+  server = createHttpServer({ authorizer, registry: metrics.registry, ...(maxBodyBytes === undefined ? {} : { maxBodyBytes }) });
+  const listening = server;
+  await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(listening.address() as AddressInfo).port}`;
+}
+
+afterEach(async () => {
+  const closing = server;
+  server = undefined;
+  if (closing !== undefined) await new Promise((resolve) => closing.close(resolve));
+});
+
+const post = (base: string, body: string, contentType = 'application/json'): Promise<Response> =>
+  fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': contentType }, body });
+
+describe('the sidecar HTTP listener', () => {
+  it('answers a call with the decision, its id in the body and a header', async () => {
+    const base = await serve(allowAll);
+    const response = await post(base, '{"tool": "stripe-payments", "params": {"amount": 1}}');
+    const body = (await response.json()) as { decision: string; decisionId: string };
+    expect(response.status).toBe(200);
+    expect(body.decision).toBe('allow');
+    expect(response.headers.get('x-portcullis-decision-id')).toBe(body.decisionId);
+  });
+
+  it.each([
+    ['a duplicate key', '{"tool": "a", "tool": "b"}', 400, /duplicate key "tool"/],
+    ['a body that is not JSON', '{"tool": ', 400, /not strict JSON/],
+    ['a JSON array', '[]', 400, /must be a JSON object/],
+    ['a field of the wrong shape, naming it', '{"tool": "t", "params": "amount=5"}', 400, /params/],
+  ])('answers 400 with a clear message for %s', async (_name, body, status, message) => {
+    const base = await serve(allowAll);
+    const response = await post(base, body);
+    expect(response.status).toBe(status);
+    expect(((await response.json()) as { error: string }).error).toMatch(message);
+  });
+
+  it('refuses a body over the limit with 413 and another content type with 415', async () => {
+    const base = await serve(allowAll, 64);
+    expect((await post(base, JSON.stringify({ tool: 't', params: { pad: 'x'.repeat(100) } }))).status).toBe(413);
+    expect((await post(base, '{}', 'text/plain')).status).toBe(415);
+  });
+
+  it('is live at once but ready only with a policy, and denies calls until then', async () => {
+    const base = await serve(undefined);
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(503);
+    expect(await (await post(base, '{"tool": "t"}')).json()).toMatchObject({ decision: 'deny', rule: 'portcullis:no-bundle' });
+  });
+
+  it('serves the decision metrics and refuses unknown routes and methods', async () => {
+    const base = await serve(allowAll);
+    await post(base, '{"tool": "stripe-payments"}');
+    expect(await (await fetch(`${base}/metrics`)).text()).toContain('portcullis_decisions_total{decision="allow",enforced="true",policy="p",rule="r",tool="stripe-payments"} 1');
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+    expect((await fetch(`${base}/v1/authorize`)).status).toBe(405);
+  });
+});
