@@ -10,7 +10,7 @@
 # Binaries that already exist are used instead of building:
 #   KUBEBUILDER_ASSETS=DIR          (envtest's convention: DIR/kube-apiserver, DIR/etcd, DIR/kubectl)
 #   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA,
-#   TEST_ASSET_EXTAUTHZ_CLIENT  (explicit paths)
+#   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_ENVOY_CHECK  (explicit paths)
 #
 # Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa extauthz-client envoy-check
 set -euo pipefail

@@ -1,6 +1,7 @@
-// Certificates for a local control plane: a CA, the API server's serving
-// certificate, an admin client certificate and the service-account signing key.
-// @peculiar/x509 over WebCrypto does the X.509 work.
+// X.509 for Portcullis: a CA and the certificates it issues (the webhook's
+// serving certificate; in tests, the API server's and an admin's), and the
+// service-account signing key of the test control plane. @peculiar/x509 over
+// WebCrypto does the X.509 work.
 
 // @peculiar/x509 resolves its ASN.1 handlers through tsyringe, which needs the
 // Reflect metadata API before it loads.
@@ -32,21 +33,33 @@ function serial(): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-function validity(days: number): { notBefore: Date; notAfter: Date } {
-  const notBefore = new Date(Date.now() - 60_000);
+function validity(days: number, now: Date): { notBefore: Date; notAfter: Date } {
+  // A minute of slack for clocks that are a little behind.
+  const notBefore = new Date(now.getTime() - 60_000);
   return { notBefore, notAfter: new Date(notBefore.getTime() + days * 86_400_000) };
 }
 
-export interface CertificateAuthority extends Pem {
-  issue(options: { commonName: string; organizations?: string[]; dnsNames?: string[]; ips?: string[]; usage: 'server' | 'client' }): Promise<Pem>;
+export interface IssueOptions {
+  commonName: string;
+  organizations?: string[];
+  dnsNames?: string[];
+  ips?: string[];
+  usage: 'server' | 'client';
+  /** Days of validity (default 30). */
+  days?: number;
 }
 
-export async function createCertificateAuthority(commonName: string): Promise<CertificateAuthority> {
+export interface CertificateAuthority extends Pem {
+  issue(options: IssueOptions): Promise<Pem>;
+}
+
+export async function createCertificateAuthority(commonName: string, options: { days?: number; now?: Date } = {}): Promise<CertificateAuthority> {
+  const now = options.now ?? new Date();
   const keys = await webcrypto.subtle.generateKey(EC_P256, true, ['sign', 'verify']);
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: `CN=${commonName}`,
-    ...validity(365),
+    ...validity(options.days ?? 365, now),
     keys,
     signingAlgorithm: SIGNING,
     extensions: [
@@ -55,11 +68,28 @@ export async function createCertificateAuthority(commonName: string): Promise<Ce
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  const caPem = { cert: caCert.toString('pem'), key: await privateKeyPem(keys.privateKey) };
+  return signerOf(caCert, keys.privateKey, now);
+}
 
+/** A CA loaded back from its PEM certificate and PKCS#8 key (e.g. from a Secret). */
+export async function loadCertificateAuthority(pem: Pem, now: Date = new Date()): Promise<CertificateAuthority> {
+  const caCert = new x509.X509Certificate(pem.cert);
+  const der = x509.PemConverter.decode(pem.key)[0];
+  if (der === undefined) throw new Error('the CA key is not PEM');
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', der, EC_P256, true, ['sign']);
+  return signerOf(caCert, privateKey, now);
+}
+
+/** When a PEM certificate stops being valid. */
+export function certificateNotAfter(certPem: string): Date {
+  return new x509.X509Certificate(certPem).notAfter;
+}
+
+async function signerOf(caCert: x509.X509Certificate, caKey: CryptoKey, now: Date): Promise<CertificateAuthority> {
+  const caPem = { cert: caCert.toString('pem'), key: await privateKeyPem(caKey) };
   return {
     ...caPem,
-    async issue({ commonName: cn, organizations = [], dnsNames = [], ips = [], usage }): Promise<Pem> {
+    async issue({ commonName: cn, organizations = [], dnsNames = [], ips = [], usage, days = 30 }): Promise<Pem> {
       const leafKeys = await webcrypto.subtle.generateKey(EC_P256, true, ['sign', 'verify']);
       const subject = [`CN=${cn}`, ...organizations.map((o) => `O=${o}`)].join(', ');
       const names = [
@@ -70,9 +100,9 @@ export async function createCertificateAuthority(commonName: string): Promise<Ce
         serialNumber: serial(),
         subject,
         issuer: caCert.subject,
-        ...validity(30),
+        ...validity(days, now),
         publicKey: leafKeys.publicKey,
-        signingKey: keys.privateKey,
+        signingKey: caKey,
         signingAlgorithm: SIGNING,
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),

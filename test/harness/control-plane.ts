@@ -16,8 +16,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { createCertificateAuthority, createServiceAccountSigningKey } from './certs.ts';
-import type { Pem } from './certs.ts';
+import { createCertificateAuthority, createServiceAccountSigningKey } from '../../src/webhook/certs.ts';
+import type { Pem } from '../../src/webhook/certs.ts';
 
 const execFileAsync = promisify(execFile);
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');

@@ -1,0 +1,174 @@
+// The Envoy bootstrap injected next to every agent: an HTTP forward proxy on
+// loopback that the agent's HTTP_PROXY / HTTPS_PROXY point at. Plain HTTP
+// requests are inspected to the parameter (ext_authz with the body, then
+// ext_proc for sanitize), CONNECT tunnels are authorized by host and port, and
+// anything the authz sidecar does not allow never leaves the pod. Pure: the
+// output is protojson for envoy.config.bootstrap.v3.Bootstrap, checked against
+// go-control-plane's types by hack/tools/envoy-check.
+
+export const PORTS = {
+  /** Envoy's admin interface, on loopback only. */
+  envoyAdmin: 15000,
+  /** The forward proxy the agent's HTTP_PROXY points at. */
+  proxy: 15001,
+  /** The authz sidecar's gRPC server (ext_authz and ext_proc). */
+  authzGrpc: 15010,
+  /** The authz sidecar's HTTP server (/v1/authorize, /readyz, /metrics). */
+  authzHttp: 15020,
+} as const;
+
+export interface BootstrapOptions {
+  /** Largest request body sent to ext_authz for inspection; a larger one is denied, never truncated. */
+  maxRequestBytes: number;
+  /** How long Envoy waits for a decision before failing closed. */
+  authzTimeoutMs: number;
+  /** Upstream request timeout. */
+  requestTimeoutMs: number;
+  /** Names the node in Envoy's logs (the pod). */
+  nodeId: string;
+}
+
+export const DEFAULT_BOOTSTRAP_OPTIONS: BootstrapOptions = {
+  maxRequestBytes: 1024 * 1024,
+  authzTimeoutMs: 500,
+  requestTimeoutMs: 60_000,
+  nodeId: 'portcullis-agent',
+};
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(3).replace(/\.?0+$/, '')}s`;
+
+const loopback = (port: number): Record<string, unknown> => ({ socket_address: { address: '127.0.0.1', port_value: port } });
+
+// The forward proxy's DNS cache: the filter and the cluster must name the same one.
+const DNS_CACHE = { name: 'portcullis_dns', dns_lookup_family: 'V4_PREFERRED', max_hosts: 1024 };
+
+function authzService(timeoutMs: number): Record<string, unknown> {
+  return { envoy_grpc: { cluster_name: 'portcullis_authz' }, timeout: seconds(timeoutMs) };
+}
+
+function httpFilters(options: BootstrapOptions): Record<string, unknown>[] {
+  return [
+    {
+      name: 'envoy.filters.http.ext_authz',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz',
+        transport_api_version: 'V3',
+        grpc_service: authzService(options.authzTimeoutMs),
+        // Fail closed: no answer is a deny.
+        failure_mode_allow: false,
+        status_on_error: { code: 'Forbidden' },
+        with_request_body: { max_request_bytes: options.maxRequestBytes, allow_partial_message: false, pack_as_bytes: true },
+        clear_route_cache: false,
+      },
+    },
+    {
+      name: 'envoy.filters.http.ext_proc',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
+        grpc_service: authzService(options.authzTimeoutMs),
+        failure_mode_allow: false,
+        // Bodies of calls decided `sanitize` are rewritten; headers go along to find the decision.
+        processing_mode: {
+          request_header_mode: 'SEND',
+          request_body_mode: 'BUFFERED',
+          request_trailer_mode: 'SKIP',
+          response_header_mode: 'SEND',
+          response_body_mode: 'BUFFERED',
+          response_trailer_mode: 'SKIP',
+        },
+        message_timeout: seconds(options.authzTimeoutMs),
+      },
+    },
+    {
+      name: 'envoy.filters.http.dynamic_forward_proxy',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig',
+        dns_cache_config: DNS_CACHE,
+      },
+    },
+    { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+  ];
+}
+
+function connectionManager(options: BootstrapOptions): Record<string, unknown> {
+  return {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    stat_prefix: 'portcullis_outbound',
+    codec_type: 'AUTO',
+    request_timeout: seconds(options.requestTimeoutMs),
+    stream_idle_timeout: '300s',
+    // CONNECT arrives as HTTP/1.1 upgrade; the route below tunnels it once ext_authz allowed the host.
+    upgrade_configs: [{ upgrade_type: 'CONNECT' }],
+    access_log: [
+      {
+        name: 'envoy.access_loggers.stdout',
+        typed_config: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog' },
+      },
+    ],
+    route_config: {
+      name: 'portcullis_outbound',
+      virtual_hosts: [
+        {
+          name: 'any_destination',
+          domains: ['*'],
+          routes: [
+            {
+              match: { connect_matcher: {} },
+              route: { cluster: 'portcullis_forward', upgrade_configs: [{ upgrade_type: 'CONNECT', connect_config: {} }], timeout: '0s' },
+            },
+            { match: { prefix: '/' }, route: { cluster: 'portcullis_forward', timeout: seconds(options.requestTimeoutMs) } },
+          ],
+        },
+      ],
+    },
+    http_filters: httpFilters(options),
+  };
+}
+
+export function envoyBootstrap(overrides: Partial<BootstrapOptions> = {}): Record<string, unknown> {
+  const options = { ...DEFAULT_BOOTSTRAP_OPTIONS, ...overrides };
+  return {
+    node: { id: options.nodeId, cluster: 'portcullis' },
+    admin: { address: loopback(PORTS.envoyAdmin) },
+    static_resources: {
+      listeners: [
+        {
+          name: 'portcullis_outbound',
+          address: loopback(PORTS.proxy),
+          filter_chains: [
+            { filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: connectionManager(options) }] },
+          ],
+        },
+      ],
+      clusters: [
+        {
+          name: 'portcullis_authz',
+          type: 'STATIC',
+          connect_timeout: '1s',
+          typed_extension_protocol_options: {
+            'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+              '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+              explicit_http_config: { http2_protocol_options: {} },
+            },
+          },
+          load_assignment: {
+            cluster_name: 'portcullis_authz',
+            endpoints: [{ lb_endpoints: [{ endpoint: { address: loopback(PORTS.authzGrpc) } }] }],
+          },
+        },
+        {
+          name: 'portcullis_forward',
+          connect_timeout: '5s',
+          lb_policy: 'CLUSTER_PROVIDED',
+          cluster_type: {
+            name: 'envoy.clusters.dynamic_forward_proxy',
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig',
+              dns_cache_config: DNS_CACHE,
+            },
+          },
+        },
+      ],
+    },
+  };
+}
