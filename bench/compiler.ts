@@ -52,6 +52,21 @@ const call = {
   time: '2026-11-23T15:00:00Z',
 };
 
+/** The same call with a currency no rule allows: a default deny, whose reasons explain the first 8 rules. */
+const denied = { ...call, params: { ...call.params, currency: 'GBP' } };
+
+/** Sorted latencies in microseconds of `count` calls, after a warm-up. */
+function latencies(evaluator: PolicyEvaluator, input: unknown, count: number): number[] {
+  for (let i = 0; i < 2000; i++) evaluator.authorize(input);
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t = process.hrtime.bigint();
+    evaluator.authorize(input);
+    samples.push(Number(process.hrtime.bigint() - t) / 1000);
+  }
+  return samples.sort((a, b) => a - b);
+}
+
 async function opaBenchNsPerOp(rego: string, dataJson: string, input: unknown): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-bench-'));
   try {
@@ -81,14 +96,8 @@ for (const size of SIZES) {
   const opaBuildMs = performance.now() - start;
   const compiled = await compileTenant(resourcesOfTenant);
   const evaluator = await PolicyEvaluator.load(compiled);
-  for (let i = 0; i < 2000; i++) evaluator.authorize(call);
-  const samples: number[] = [];
-  for (let i = 0; i < 5000; i++) {
-    const t = process.hrtime.bigint();
-    evaluator.authorize(call);
-    samples.push(Number(process.hrtime.bigint() - t) / 1000);
-  }
-  samples.sort((a, b) => a - b);
+  const samples = latencies(evaluator, call, 5000);
+  const deniedSamples = latencies(evaluator, denied, 2000);
   // opa bench gets the input as the core hands it to the WASM, clock and signals included.
   const wasmInput = {
     ...call,
@@ -109,6 +118,8 @@ for (const size of SIZES) {
     figure(`${size} rules: bundle in a ConfigMap (wasm base64 + data.json)`, configMapBytes / 1024, 'KiB', at1000 ? { text: '<= 1024 KiB', met: configMapBytes <= 1024 * 1024 } : undefined),
     figure(`${size} rules: authorize p50 (20 rules per tool at 1,000)`, p50, 'us', undefined, { name: 'opa bench (Go)', value: goUs }),
     figure(`${size} rules: authorize p99`, p99, 'us', at1000 ? { text: '<= 50 us', met: p99 <= 50 } : undefined),
+    figure(`${size} rules: authorize p50, default deny (reasons from 8 rules)`, percentile(deniedSamples, 50), 'us'),
+    figure(`${size} rules: authorize p99, default deny`, percentile(deniedSamples, 99), 'us'),
   );
 }
 await report('compiler', figures);
