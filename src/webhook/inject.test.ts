@@ -1,0 +1,201 @@
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import { applyPatch } from 'fast-json-patch';
+import type { Operation } from 'fast-json-patch';
+import { describe, expect, it } from 'vitest';
+import { mutate, parseAdmissionReview } from './admission.ts';
+import { createCertificateAuthority } from './certs.ts';
+import { injectorConfiguration, requireInjectionPolicy } from './configurations.ts';
+import type { envoyBootstrap } from './envoy-bootstrap.ts';
+import { PORTS } from './envoy-bootstrap.ts';
+import type { InjectionConfig } from './inject.ts';
+import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, isInjected, TOKEN_VOLUME } from './inject.ts';
+import { needsRenewal } from './serving-certs.ts';
+
+const config: InjectionConfig = {
+  sidecarImage: 'ghcr.io/portcullis-dev/portcullis:0.1.0',
+  envoyImage: 'envoyproxy/envoy:v1.36.0',
+  version: '0.1.0',
+  nativeSidecars: true,
+  tokenServiceUrl: 'http://portcullis-operator.portcullis-system.svc:8443',
+};
+
+type PodModifier = (pod: V1Pod) => void;
+
+function pod(name: string, ...modifiers: PodModifier[]): V1Pod {
+  const built: V1Pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'finance', annotations: { 'portcullis.dev/inject': 'true' } },
+    spec: { serviceAccountName: 'finance-agent', containers: [{ name: 'agent', image: 'agent:1', env: [{ name: 'MODEL', value: 'gpt' }] }] },
+  };
+  for (const modify of modifiers) modify(built);
+  return built;
+}
+
+const withEnv = (name: string, value: string): PodModifier => (p) => {
+  p.spec?.containers[0]?.env?.push({ name, value });
+};
+const withInitContainer: PodModifier = (p) => {
+  if (p.spec) p.spec.initContainers = [{ name: 'migrate', image: 'migrate:1' }];
+};
+const annotated = (value: string): PodModifier => (p) => {
+  if (p.metadata) p.metadata.annotations = { 'portcullis.dev/inject': value };
+};
+
+const envOf = (container: V1Container | undefined): Record<string, string | undefined> =>
+  Object.fromEntries((container?.env ?? []).map((e) => [e.name, e.value]));
+
+describe('inject', () => {
+  it('adds the authz sidecar and Envoy as native sidecars, first, with probes, limits and a restricted security context', () => {
+    const injected = inject(pod('a', withInitContainer), config);
+    const init = injected.spec?.initContainers ?? [];
+    expect(init.map((c) => c.name)).toEqual([AUTHZ_CONTAINER, ENVOY_CONTAINER, 'migrate']);
+    for (const sidecar of init.slice(0, 2)) {
+      expect(sidecar.restartPolicy).toBe('Always');
+      expect(sidecar.startupProbe).toBeDefined();
+      expect(sidecar.readinessProbe).toBeDefined();
+      expect(sidecar.resources?.limits?.memory).toBeDefined();
+      expect(sidecar.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+        capabilities: { drop: ['ALL'] },
+      });
+    }
+    expect(injected.spec?.containers.map((c) => c.name)).toEqual(['agent']);
+  });
+
+  it('points every application container, and the init containers that run after the proxy, at Envoy', () => {
+    const injected = inject(pod('a', withInitContainer, withEnv('HTTPS_PROXY', 'http://evil:1')), config);
+    const proxy = `http://127.0.0.1:${PORTS.proxy}`;
+    const agentEnv = envOf(injected.spec?.containers[0]);
+    expect(agentEnv).toMatchObject({ HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: 'localhost,127.0.0.1,::1', MODEL: 'gpt' });
+    expect(injected.spec?.containers[0]?.env?.filter((e) => e.name === 'HTTPS_PROXY')).toHaveLength(1);
+    expect(envOf(injected.spec?.initContainers?.[2]).HTTP_PROXY).toBe(proxy);
+  });
+
+  it('mounts a projected token with the portcullis audience for the token exchange', () => {
+    const injected = inject(pod('a'), config);
+    const volume = injected.spec?.volumes?.find((v) => v.name === TOKEN_VOLUME);
+    expect(volume?.projected?.sources?.[0]?.serviceAccountToken).toMatchObject({ audience: 'portcullis', path: 'token' });
+    expect(injected.spec?.initContainers?.[0]?.volumeMounts?.[0]).toMatchObject({ name: TOKEN_VOLUME, readOnly: true });
+  });
+
+  it('records what it injected and by which version', () => {
+    const injected = inject(pod('a'), config);
+    expect(JSON.parse(injected.metadata?.annotations?.[INJECTED_ANNOTATION] ?? '{}')).toEqual({
+      version: '0.1.0',
+      containers: [AUTHZ_CONTAINER, ENVOY_CONTAINER],
+      native: true,
+    });
+  });
+
+  it('changes nothing when injected again, and leaves its input alone', () => {
+    const original = pod('a', withInitContainer);
+    const copy = structuredClone(original);
+    const once = inject(original, config);
+    expect(original).toEqual(copy);
+    expect(isInjected(once)).toBe(true);
+    expect(inject(once, config)).toEqual(once);
+    expect(inject(structuredClone(once), { ...config, version: '9.9.9' })).toEqual(once);
+  });
+
+  it('falls back to plain containers, leaving init containers alone, where native sidecars are not supported', () => {
+    const injected = inject(pod('a', withInitContainer), { ...config, nativeSidecars: false });
+    expect(injected.spec?.containers.map((c) => c.name)).toEqual([AUTHZ_CONTAINER, ENVOY_CONTAINER, 'agent']);
+    expect(injected.spec?.initContainers?.map((c) => c.name)).toEqual(['migrate']);
+    expect(envOf(injected.spec?.initContainers?.[0]).HTTP_PROXY).toBeUndefined();
+    expect(injected.spec?.containers[0]?.restartPolicy).toBeUndefined();
+  });
+
+  it('gives Envoy a bootstrap that fails closed and inspects bodies', () => {
+    const injected = inject(pod('a'), config);
+    const args = injected.spec?.initContainers?.[1]?.args ?? [];
+    const bootstrap = JSON.parse(args[args.indexOf('--config-yaml') + 1] ?? '{}') as ReturnType<typeof envoyBootstrap>;
+    const text = JSON.stringify(bootstrap);
+    expect(text).toContain('"failure_mode_allow":false');
+    expect(text).toContain('"pack_as_bytes":true');
+    expect(text).toContain(`"port_value":${PORTS.proxy}`);
+    expect(JSON.stringify(bootstrap.admin)).toContain('127.0.0.1');
+  });
+});
+
+function review(object: unknown, overrides: Record<string, unknown> = {}): unknown {
+  return {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: { uid: 'u-1', kind: { group: '', version: 'v1', kind: 'Pod' }, operation: 'CREATE', namespace: 'finance', object, ...overrides },
+  };
+}
+
+describe('mutate', () => {
+  const excluded = ['kube-system', 'kube-node-lease', 'portcullis-system'];
+
+  it('answers with a JSON patch that turns the pod into the injected pod', () => {
+    const original = pod('a');
+    const outcome = mutate(parseAdmissionReview(review(original)), config, excluded);
+    expect(outcome.reason).toBe('injected');
+    const { response } = outcome.review;
+    expect(response).toMatchObject({ uid: 'u-1', allowed: true, patchType: 'JSONPatch' });
+    const patch = JSON.parse(Buffer.from(response.patch ?? '', 'base64').toString('utf8')) as Operation[];
+    const patched = applyPatch(structuredClone(original), patch).newDocument;
+    expect(patched).toEqual(inject(original, config));
+  });
+
+  it.each([
+    { name: 'a pod in an excluded namespace passes unchanged', request: review(pod('a'), { namespace: 'kube-system' }), reason: 'namespace kube-system is never injected' },
+    { name: 'a pod that opts out passes unchanged', request: review(pod('a', annotated('false'))), reason: 'the pod opts out (portcullis.dev/inject: "false")' },
+    { name: 'an injected pod passes unchanged', request: review(inject(pod('a'), config)), reason: 'already injected' },
+    { name: 'an update passes unchanged', request: review(pod('a'), { operation: 'UPDATE' }), reason: 'only pod creation is mutated, not UPDATE' },
+    { name: 'another kind passes unchanged', request: review({}, { kind: { group: 'apps', version: 'v1', kind: 'Deployment' } }), reason: 'not a pod' },
+  ])('$name', ({ request, reason }) => {
+    const outcome = mutate(parseAdmissionReview(request), config, excluded);
+    expect(outcome.reason).toBe(reason);
+    expect(outcome.review.response.allowed).toBe(true);
+    expect(outcome.review.response.patch).toBeUndefined();
+  });
+
+  it.each([
+    { name: 'a body that is not an AdmissionReview', body: { kind: 'Pod' }, message: 'not an admission.k8s.io/v1 AdmissionReview' },
+    { name: 'a review without a request', body: { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' }, message: 'has no request' },
+    { name: 'a request without a uid', body: { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { kind: { kind: 'Pod' }, operation: 'CREATE' } }, message: 'request.uid is missing' },
+  ])('refuses $name', ({ body, message }) => {
+    expect(() => parseAdmissionReview(body)).toThrow(message);
+  });
+});
+
+describe('admission objects', () => {
+  it('route opted-in namespaces and annotated pods to the injector, failing open, never in excluded namespaces', () => {
+    const config = injectorConfiguration({ clientConfig: { url: 'https://127.0.0.1:9443/inject' }, caBundle: 'PEM', excludedNamespaces: ['kube-system'] });
+    const webhooks = config.webhooks as Record<string, unknown>[];
+    expect(webhooks.map((w) => w.name)).toEqual(['namespace.inject.portcullis.dev', 'pod.inject.portcullis.dev']);
+    for (const webhook of webhooks) {
+      expect(webhook).toMatchObject({ failurePolicy: 'Ignore', sideEffects: 'None', timeoutSeconds: 3, reinvocationPolicy: 'IfNeeded' });
+      expect(JSON.stringify(webhook.namespaceSelector)).toContain('"NotIn","values":["kube-system"]');
+      expect(webhook.clientConfig).toEqual({ url: 'https://127.0.0.1:9443/inject', caBundle: Buffer.from('PEM').toString('base64') });
+    }
+  });
+
+  it('in cert-manager mode carry no caBundle and ask cainjector for one', () => {
+    const config = injectorConfiguration({ clientConfig: { url: 'https://x/inject' }, certManagerCertificate: 'portcullis-system/webhook', excludedNamespaces: [] });
+    expect(JSON.stringify(config)).not.toContain('caBundle');
+    expect(config.metadata).toMatchObject({ annotations: { 'cert-manager.io/inject-ca-from': 'portcullis-system/webhook' } });
+  });
+
+  it('refuse opted-in pods without the sidecar, failing closed', () => {
+    const [policy, binding] = requireInjectionPolicy(['kube-system']);
+    expect(policy).toMatchObject({ kind: 'ValidatingAdmissionPolicy', spec: { failurePolicy: 'Fail' } });
+    expect(binding).toMatchObject({ kind: 'ValidatingAdmissionPolicyBinding', spec: { validationActions: ['Deny'] } });
+  });
+});
+
+describe('serving certificates', () => {
+  it('are renewed once less than a third of their life is left', async () => {
+    const now = new Date('2026-11-23T00:00:00Z');
+    const ca = await createCertificateAuthority('test-ca', { now });
+    const serving = await ca.issue({ commonName: 'webhook', dnsNames: ['localhost'], usage: 'server', days: 90 });
+    expect(needsRenewal(serving.cert, now)).toBe(false);
+    expect(needsRenewal(serving.cert, new Date('2027-01-20T00:00:00Z'))).toBe(false);
+    expect(needsRenewal(serving.cert, new Date('2027-01-23T00:00:00Z'))).toBe(true);
+  });
+});

@@ -1,0 +1,143 @@
+// What injection does to a pod, as a pure function: the authz sidecar and
+// Envoy join it (as native sidecars where the server supports them), the
+// application containers are pointed at Envoy, and the projected token the
+// sidecar exchanges for its agent identity is mounted. Injecting an injected
+// pod changes nothing.
+
+import type { V1Container, V1EnvVar, V1Pod, V1SecurityContext, V1Volume } from '@kubernetes/client-node';
+import { envoyBootstrap, PORTS } from './envoy-bootstrap.ts';
+
+export const INJECT_ANNOTATION = 'portcullis.dev/inject';
+export const INJECTION_LABEL = 'portcullis.dev/injection';
+export const INJECTED_ANNOTATION = 'portcullis.dev/injected';
+export const AUTHZ_CONTAINER = 'portcullis-authz';
+export const ENVOY_CONTAINER = 'portcullis-envoy';
+export const TOKEN_VOLUME = 'portcullis-token';
+export const TOKEN_AUDIENCE = 'portcullis';
+export const TOKEN_MOUNT = '/var/run/secrets/portcullis.dev';
+
+export interface InjectionConfig {
+  /** The Portcullis image (runs `portcullis sidecar`). */
+  sidecarImage: string;
+  envoyImage: string;
+  /** Recorded in the injected annotation. */
+  version: string;
+  /** Native sidecars (init containers with restartPolicy Always) need Kubernetes 1.29 or later. */
+  nativeSidecars: boolean;
+  /** Where the sidecar exchanges its ServiceAccount token for an agent token. */
+  tokenServiceUrl: string;
+}
+
+export interface InjectedRecord {
+  version: string;
+  containers: string[];
+  native: boolean;
+}
+
+const RESTRICTED: V1SecurityContext = {
+  runAsNonRoot: true,
+  runAsUser: 65532,
+  runAsGroup: 65532,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  privileged: false,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
+
+const PROXY_URL = `http://127.0.0.1:${PORTS.proxy}`;
+// Loopback never goes through the proxy: the sidecars themselves live there.
+const NO_PROXY = 'localhost,127.0.0.1,::1';
+
+/** Whether the pod already carries what injection adds. */
+export function isInjected(pod: V1Pod): boolean {
+  const names = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name);
+  return names.includes(AUTHZ_CONTAINER) || pod.metadata?.annotations?.[INJECTED_ANNOTATION] !== undefined;
+}
+
+function authzContainer(config: InjectionConfig): V1Container {
+  const probe = { httpGet: { path: '/readyz', port: PORTS.authzHttp } };
+  return {
+    name: AUTHZ_CONTAINER,
+    image: config.sidecarImage,
+    args: ['sidecar', `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`, `--http-address=0.0.0.0:${PORTS.authzHttp}`, `--token-service=${config.tokenServiceUrl}`],
+    env: [
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      { name: 'PORTCULLIS_SERVICE_ACCOUNT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
+      { name: 'PORTCULLIS_TOKEN_FILE', value: `${TOKEN_MOUNT}/token` },
+      { name: 'NODE_OPTIONS', value: '--max-old-space-size=48' },
+    ],
+    ports: [{ name: 'authz-http', containerPort: PORTS.authzHttp }],
+    startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 60 },
+    readinessProbe: { ...probe, periodSeconds: 5 },
+    resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '128Mi' } },
+    securityContext: RESTRICTED,
+    volumeMounts: [{ name: TOKEN_VOLUME, mountPath: TOKEN_MOUNT, readOnly: true }],
+  };
+}
+
+function envoyContainer(config: InjectionConfig, podName: string): V1Container {
+  // The admin interface is on loopback, out of the kubelet's reach: probe the proxy port.
+  const probe = { tcpSocket: { port: PORTS.proxy } };
+  return {
+    name: ENVOY_CONTAINER,
+    image: config.envoyImage,
+    args: ['--config-yaml', JSON.stringify(envoyBootstrap({ nodeId: podName })), '--log-level', 'warn'],
+    startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 60 },
+    readinessProbe: { ...probe, periodSeconds: 5 },
+    resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+    securityContext: RESTRICTED,
+  };
+}
+
+function tokenVolume(): V1Volume {
+  return {
+    name: TOKEN_VOLUME,
+    projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: 3600, path: 'token' } }] },
+  };
+}
+
+/** The container's env with the proxy variables set to Envoy (both spellings, as tools differ). */
+function withProxyEnv(env: readonly V1EnvVar[] | undefined): V1EnvVar[] {
+  const proxied: Record<string, string> = {
+    HTTP_PROXY: PROXY_URL,
+    HTTPS_PROXY: PROXY_URL,
+    NO_PROXY,
+    http_proxy: PROXY_URL,
+    https_proxy: PROXY_URL,
+    no_proxy: NO_PROXY,
+  };
+  const kept = (env ?? []).filter((e) => !(e.name in proxied));
+  return [...kept, ...Object.entries(proxied).map(([name, value]) => ({ name, value }))];
+}
+
+/** The pod with Portcullis injected; the input is not changed. */
+export function inject(original: V1Pod, config: InjectionConfig): V1Pod {
+  if (isInjected(original)) return original;
+  const pod = structuredClone(original);
+  const spec = pod.spec ?? { containers: [] };
+  pod.spec = spec;
+  const podName = pod.metadata?.name ?? pod.metadata?.generateName ?? 'agent';
+  const sidecars = [authzContainer(config), envoyContainer(config, podName)];
+
+  spec.containers = spec.containers.map((c) => ({ ...c, env: withProxyEnv(c.env) }));
+  spec.initContainers ??= [];
+  if (config.nativeSidecars) {
+    // First, so they are up before the application's own init containers run, which go through them too.
+    spec.initContainers = [
+      ...sidecars.map((c) => ({ ...c, restartPolicy: 'Always' })),
+      ...spec.initContainers.map((c) => ({ ...c, env: withProxyEnv(c.env) })),
+    ];
+  } else {
+    // Without native sidecars the application's init containers run before the proxy exists.
+    spec.containers = [...sidecars, ...spec.containers];
+  }
+  if (spec.initContainers.length === 0) delete spec.initContainers;
+  spec.volumes = [...(spec.volumes ?? []).filter((v) => v.name !== TOKEN_VOLUME), tokenVolume()];
+
+  const record: InjectedRecord = { version: config.version, containers: sidecars.map((c) => c.name), native: config.nativeSidecars };
+  pod.metadata ??= {};
+  pod.metadata.annotations = { ...pod.metadata.annotations, [INJECTED_ANNOTATION]: JSON.stringify(record) };
+  return pod;
+}
