@@ -84,8 +84,20 @@ interface Evaluation {
   held: boolean[];
 }
 
+/** The program's answer: the deciding entry's key (the core knows the entry), or a source that is no entry. */
+interface ProgramOutcome {
+  source?: Source;
+  decision?: Decision;
+  key?: number;
+  enforced: boolean;
+  /** What a limit saw, or a module's messages (see detail in program.ts). */
+  detail?: { observed?: Record<string, unknown>; messages?: unknown[] };
+}
+
+type Entry = Required<Pick<Match, 'source' | 'decision' | 'policy' | 'rule'>>;
+
 interface ProgramResult {
-  outcome: Match;
+  outcome: ProgramOutcome;
   /** Keys of the matches that share a sanitize decision. */
   peers: number[];
   /** When no rule decided: the explanations are of the first MAX_EXPLAINED by order of the inPlay rules that spoke of the call. */
@@ -117,6 +129,8 @@ export class PolicyEvaluator {
   private readonly rules = new Map<string, RuleData>();
   private readonly rulesByKey = new Map<number, RuleData>();
   private readonly limits = new Map<string, LimitData>();
+  /** Every rule, limit, module and egress allowance of the tenant by precedence key (unique in a tenant). */
+  private readonly entries = new Map<number, Entry>();
   private readonly usesThreats: boolean;
 
   private constructor(policy: LoadedPolicy, artifact: PolicyArtifact, options: EvaluatorOptions) {
@@ -141,6 +155,28 @@ export class PolicyEvaluator {
     }
     // Raw modules may read the signals too, so a tenant with modules always computes them.
     this.usesThreats = usesThreats || this.data.modules.length > 0;
+    this.indexEntries();
+  }
+
+  private indexEntries(): void {
+    const add = (key: number, source: Source, decision: Decision, policy: string, rule: string): void => {
+      this.entries.set(key, { source, decision, policy, rule });
+    };
+    for (const rule of this.rulesByKey.values()) add(rule.key, 'rule', rule.decision, rule.policy, rule.rule);
+    for (const limit of this.limits.values()) add(limit.key, 'limit', limit.decision, limit.policy, limit.rule);
+    for (const module of this.data.modules) add(module.key, 'custom', 'deny', module.policy, module.rule);
+    for (const allowances of Object.values(this.data.egress)) for (const a of allowances) add(a.key, 'egress', 'allow', a.policy, a.rule);
+  }
+
+  /** The entry behind the program's outcome, with what it saw. */
+  private resolve(outcome: ProgramOutcome): Match {
+    if (outcome.key === undefined) return { source: outcome.source ?? 'default', decision: outcome.decision ?? 'deny', enforced: outcome.enforced };
+    const entry = this.entries.get(outcome.key);
+    if (entry === undefined) throw new Error(`the policy decided with key ${outcome.key}, which no entry of the tenant has`);
+    const match: Match = { ...entry, key: outcome.key, enforced: outcome.enforced };
+    if (outcome.detail?.observed !== undefined) match.observed = outcome.detail.observed;
+    if (outcome.detail?.messages !== undefined) match.messages = outcome.detail.messages;
+    return match;
   }
 
   static async load(artifact: PolicyArtifact, options: EvaluatorOptions = {}): Promise<PolicyEvaluator> {
@@ -223,7 +259,7 @@ export class PolicyEvaluator {
     const signals = this.signals(call);
     const result = this.evaluate(call, signals);
     const words: Words = { call, signals, agent: this.agentOf(call) };
-    const { outcome } = result;
+    const outcome = this.resolve(result.outcome);
     const base = { decision: outcome.decision, enforced: outcome.enforced };
     switch (outcome.source) {
       case 'unknown':
@@ -238,7 +274,7 @@ export class PolicyEvaluator {
       case 'default':
         return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(words, result) });
       default:
-        return this.matched(words, result);
+        return this.matched(words, outcome, result.peers);
     }
   }
 
@@ -247,9 +283,8 @@ export class PolicyEvaluator {
     return agents !== undefined && Object.hasOwn(agents, call.agent) ? agents[call.agent] : undefined;
   }
 
-  private matched(words: Words, result: ProgramResult): AuthorizationDecision {
+  private matched(words: Words, outcome: Match, peers: number[]): AuthorizationDecision {
     const { call } = words;
-    const { outcome, peers } = result;
     const policy = outcome.policy ?? null;
     const rule = outcome.rule ?? BUILTIN_RULES.defaultDeny;
     const answer: Omit<AuthorizationDecision, 'revision'> = {

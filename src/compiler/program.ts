@@ -3,6 +3,8 @@
 // bundle small (a thousand rules are a few hundred KiB of JSON, the WASM stays
 // the same) and compilation fast, since opa build does not see the rules.
 
+import { precedenceKey } from './ir.ts';
+
 /** Entrypoint of the compiled WASM, as opa build -e takes it. */
 export const ENTRYPOINT = 'portcullis/authz/result';
 
@@ -16,6 +18,10 @@ const LADDER = Array.from({ length: LADDER_STEPS }, (_, j) => `\tk := step(enfor
 /** Conditions of a rule the program checks one by one before it checks the rest together (see fails). */
 const CHECK_STEPS = 8;
 const CHECKS = Array.from({ length: CHECK_STEPS }, (_, j) => `\tnot holds_at(r, ${j})`).join('\n} else := true if {\n');
+
+/** The precedence keys of sanitize entries: from the first to the first allow. */
+const SANITIZE_FROM = precedenceKey('sanitize', 0);
+const SANITIZE_TO = precedenceKey('allow', 0);
 
 /** When no rule decided: how many rules (the first by order) the program explains. */
 export const MAX_EXPLAINED = 8;
@@ -383,28 +389,15 @@ enforced_pool := pool(true)
 
 shadow_pool := pool(false)
 
-# The entry behind a key, with what the core needs to word its reasons.
-entry(k) := {"source": "rule", "policy": r.policy, "rule": r.rule, "key": k, "decision": r.decision} if {
-	some i in candidates
-	r := tool_rules[i]
-	r.key == k
-}
-
-entry(k) := {"source": "limit", "policy": l.policy, "rule": l.rule, "key": k, "decision": l.decision, "observed": exceeded(l)} if {
+# What the core needs besides the deciding key (it knows every entry by its key):
+# the counters a limit saw, the messages of a raw module.
+detail(k) := {"observed": exceeded(l)} if {
 	some l in data.portcullis.limits[input.namespace][input.tool]
 	l.key == k
-}
-
-entry(k) := {"source": "custom", "policy": x.policy, "rule": x.rule, "key": k, "decision": "deny", "messages": custom_messages(x)} if {
+} else := {"messages": custom_messages(x)} if {
 	some x in data.portcullis.modules
 	x.key == k
-}
-
-entry(k) := {"source": "egress", "policy": a.policy, "rule": a.rule, "key": k, "decision": "allow"} if {
-	input.egress
-	some a in data.portcullis.egress[input.namespace]
-	a.key == k
-}
+} else := {}
 
 # A shadow policy is in play when it has rules for this call (or egress entries,
 # or modules) for this agent: with nothing enforced deciding, its decision is
@@ -423,18 +416,22 @@ shadow_in_play if custom_in_play(false)
 
 outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
 	agent_state != "active"
-} else := object.union(entry(min(enforced_pool)), {"enforced": true}) if {
+} else := {"key": k, "enforced": true, "detail": detail(k)} if {
 	count(enforced_pool) > 0
-} else := object.union(entry(min(shadow_pool)), {"enforced": false}) if {
+	k := min(enforced_pool)
+} else := {"key": k, "enforced": false, "detail": detail(k)} if {
 	count(shadow_pool) > 0
+	k := min(shadow_pool)
 } else := {"source": "default", "decision": "deny", "enforced": false} if {
 	shadow_in_play
 } else := {"source": "default", "decision": "deny", "enforced": true}
 
-# For sanitize, the keys of every rule that decides at the winning decision of
-# the winning mode (only rules sanitize): the core merges their redactions.
+# For sanitize (keys of the sanitize band, see precedenceKey in ir.ts), the keys
+# of every rule that decides at the winning decision of the winning mode (only
+# rules sanitize): the core merges their redactions.
 peers := [r.key |
-	outcome.decision == "sanitize"
+	outcome.key >= ${SANITIZE_FROM}
+	outcome.key < ${SANITIZE_TO}
 	some i in candidates
 	r := tool_rules[i]
 	r.decision == "sanitize"
