@@ -270,8 +270,7 @@ function ruleData(policy: string, rule: PolicyRule, order: number, table: Condit
   const out: RuleData = { policy, rule: rule.name, order, key: precedenceKey(rule.decision, order), decision: rule.decision, when, check };
   if (rule.actions !== undefined && rule.actions.length > 0) out.actions = [...rule.actions].sort();
   if (rule.approval !== undefined) out.approval = { ...rule.approval, approvers: [...rule.approval.approvers] };
-  // The generated type of redact is not usable (see api); the schema has checked each item.
-  const redact = rule.redact as unknown as RedactSpec[] | undefined;
+  const redact: RedactSpec[] | undefined = rule.redact;
   if (redact !== undefined) out.redact = [...redact];
   return out;
 }
