@@ -1,0 +1,24 @@
+// Agent identity: agent tokens (mint, verify, delegation, one-time use), the token signing
+// keyring, and the operator's token service (POST /v1/token, JWKS, discovery).
+export * from './errors.ts';
+export { JWKS_MAX_AGE_S, rotateTokenKeyring, TOKEN_KEYS_SECRET } from './keyring.ts';
+export type { RotateOptions } from './keyring.ts';
+export { ReplayCache } from './replay-cache.ts';
+export type { ReplayVerdict } from './replay-cache.ts';
+export { startTokenService } from './server.ts';
+export type { RunningTokenService, TokenServiceServerOptions } from './server.ts';
+export { AGENT_TOKEN_AUDIENCE, SERVICE_ACCOUNT_TOKEN_AUDIENCE, TokenService } from './token-service.ts';
+export type { AgentDirectory, AgentRecord, ReviewToken, ServiceAccountReview, TokenExchangeRequest, TokenExchangeResponse } from './token-service.ts';
+export {
+  AGENT_TOKEN_ALGORITHM,
+  agentSubject,
+  DEFAULT_CLOCK_SKEW_S,
+  DEFAULT_MAX_DELEGATION_DEPTH,
+  DEFAULT_TOKEN_TTL_MS,
+  delegationChain,
+  MAX_TOKEN_TTL_MS,
+  mintAgentToken,
+  parseAgentSubject,
+  verifyAgentToken,
+} from './tokens.ts';
+export type { Actor, AgentTokenClaims, MintRequest, VerifiedAgentToken, VerifyOptions } from './tokens.ts';

@@ -1,0 +1,92 @@
+// Starts the token service as the operator runs it: on every replica (not only the leader), over
+// plain HTTP for now — TLS comes with the webhook's serving certificates.
+
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CoreV1Api } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { tokenServiceHandler } from './http.ts';
+import type { TokenKeyring } from './keyring.ts';
+import { ensureTokenKeyring, readTokenKeyring, TOKEN_KEYS_SECRET } from './keyring.ts';
+import { InformerAgentDirectory, LastIssuedRecorder, tokenReviewer } from './kubernetes.ts';
+import { TokenService } from './token-service.ts';
+
+export interface TokenServiceServerOptions {
+  kubeConfig: KubeConfig;
+  /** The operator's namespace: the token keys Secret lives there. */
+  namespace: string;
+  host: string;
+  port: number;
+  log: Logger;
+  /** The `iss` of agent tokens (default: the operator Service's in-cluster address). */
+  issuer?: string;
+  keySecret?: string;
+  /** How often the keys are read again from their Secret (default 15 s). */
+  keyringRefreshMs?: number;
+  rateLimit?: { perSecond: number; burst: number };
+  /** The shortest time between two `lastTokenIssued` writes of one agent (default 30 s). */
+  statusIntervalMs?: number;
+}
+
+export interface RunningTokenService {
+  service: TokenService;
+  server: Server;
+  /** The base URL it listens on. */
+  url: string;
+  stop: () => Promise<void>;
+}
+
+export async function startTokenService(options: TokenServiceServerOptions): Promise<RunningTokenService> {
+  const { kubeConfig, namespace, log } = options;
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const secret = options.keySecret ?? TOKEN_KEYS_SECRET;
+  let keyring: TokenKeyring = await ensureTokenKeyring(core, namespace, secret);
+  const refresh = setInterval(() => {
+    readTokenKeyring(core, namespace, secret, keyring)
+      .then((next) => {
+        if (next !== keyring) log.info({ keys: next.stored.keys.map((k) => ({ kid: k.keyId, activatesAt: k.activatesAt })) }, 'token signing keys changed');
+        keyring = next;
+      })
+      .catch((error: unknown) => {
+        log.warn({ error: error instanceof Error ? error.message.split('\n')[0] : String(error) }, 'could not read the token signing keys; keeping the ones loaded');
+      });
+  }, options.keyringRefreshMs ?? 15_000);
+  refresh.unref();
+
+  const agents = new InformerAgentDirectory(kubeConfig, log);
+  await agents.start();
+  const recorder = new LastIssuedRecorder(kubeConfig, log, options.statusIntervalMs);
+  const service = new TokenService({
+    issuer: options.issuer ?? `http://portcullis-operator.${namespace}.svc:${String(options.port)}`,
+    reviewToken: tokenReviewer(kubeConfig),
+    agents,
+    keyring: () => keyring,
+    rateLimit: options.rateLimit ?? { perSecond: 5, burst: 20 },
+    onIssued: (agent, at) => { recorder.record(agent, at); },
+  });
+  const server = createServer(tokenServiceHandler(service, log));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, options.host, () => { resolve(); });
+    });
+  } catch (error) {
+    clearInterval(refresh);
+    await agents.stop();
+    throw error;
+  }
+  const { port } = server.address() as AddressInfo;
+  const host = options.host === '0.0.0.0' || options.host === '' ? '127.0.0.1' : options.host;
+  return {
+    service,
+    server,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${String(port)}`,
+    stop: async () => {
+      clearInterval(refresh);
+      await new Promise<void>((resolve) => { server.close(() => { resolve(); }); server.closeAllConnections(); });
+      await agents.stop();
+    },
+  };
+}

@@ -1,0 +1,226 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fromJwks } from '../bundle/index.ts';
+import { IdentityError, TokenReviewUnavailableError } from './errors.ts';
+import { tokenServiceHandler } from './http.ts';
+import type { TokenKeyring } from './keyring.ts';
+import { loadTokenKeyring, newTokenKey } from './keyring.ts';
+import { agentRecordOf } from './kubernetes.ts';
+import type { AgentRecord, ServiceAccountReview, TokenExchangeRequest, TokenServiceOptions } from './token-service.ts';
+import { TokenService } from './token-service.ts';
+import { mintAgentToken, verifyAgentToken } from './tokens.ts';
+
+const NOW = new Date('2026-11-23T14:00:00Z');
+const ISSUER = 'https://portcullis-operator.portcullis-system.svc';
+const keyring: TokenKeyring = await loadTokenKeyring({ keys: [{ ...(await newTokenKey(NOW)), activatesAt: NOW.toISOString() }] });
+
+const agentRecord = (name: string, overrides: Partial<AgentRecord> = {}): AgentRecord => ({
+  namespace: 'finance',
+  name,
+  tenant: 'finance',
+  serviceAccountName: name,
+  roles: ['payments'],
+  scopes: ['payments:write'],
+  suspended: false,
+  ...overrides,
+});
+
+/** A ServiceAccount token as the fake TokenReview knows it: its user, pod and iat. */
+const saToken = (namespace: string, serviceAccount: string, issuedAt = NOW, pod = `${serviceAccount}-pod`): string =>
+  ['h', Buffer.from(JSON.stringify({ iat: issuedAt.getTime() / 1000, sa: `${namespace}:${serviceAccount}`, pod })).toString('base64url'), 's'].join('.');
+
+const reviewOf = (token: string): ServiceAccountReview => {
+  if (token === 'expired') return { authenticated: false, error: '[invalid bearer token, token has been invalidated]' };
+  if (token === 'api-down') throw new TokenReviewUnavailableError('the TokenReview failed: connect ECONNREFUSED');
+  if (token === 'a-person') return { authenticated: true, username: 'alice@example.com', audiences: ['portcullis'] };
+  if (token === 'wrong-audience') return { authenticated: true, username: 'system:serviceaccount:finance:finance-agent', audiences: ['vault'] };
+  const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sa: string; pod: string };
+  return { authenticated: true, username: `system:serviceaccount:${claims.sa}`, audiences: ['portcullis'], extra: { 'authentication.kubernetes.io/pod-name': [claims.pod] } };
+};
+
+const directory = (records: AgentRecord[]): TokenServiceOptions['agents'] => ({
+  boundTo: (namespace, serviceAccount) => records.filter((r) => r.namespace === namespace && r.serviceAccountName === serviceAccount),
+  get: (namespace, name) => records.find((r) => r.namespace === namespace && r.name === name),
+});
+
+const defaultAgents = [
+  agentRecord('finance-agent', { tokenTTLMs: 5 * 60_000 }),
+  agentRecord('planner-agent', { roles: ['planning'], scopes: [] }),
+  agentRecord('paused-agent', { suspended: true }),
+  agentRecord('revoked-agent', { revokedBefore: new Date(NOW.getTime() - 60_000) }),
+  agentRecord('twin-a', { serviceAccountName: 'shared' }),
+  agentRecord('twin-b', { serviceAccountName: 'shared' }),
+  agentRecord('retail-agent', { namespace: 'retail', tenant: 'retail' }),
+];
+
+const service = (overrides: Partial<TokenServiceOptions> = {}, issued: string[] = []): TokenService =>
+  new TokenService({
+    issuer: ISSUER,
+    reviewToken: (token) => Promise.resolve().then(() => reviewOf(token)),
+    agents: directory(defaultAgents),
+    keyring: () => keyring,
+    now: () => NOW,
+    onIssued: (agent) => { issued.push(agent.name); },
+    ...overrides,
+  });
+
+const verify = (token: string, tenant = 'finance'): ReturnType<typeof verifyAgentToken> =>
+  verifyAgentToken(token, { issuer: ISSUER, audience: 'portcullis-agent', keys: keyring.publicKeys, tenant, now: NOW });
+
+describe('token exchange', () => {
+  it("exchanges a pod's ServiceAccount token for its agent's token, with the pod, roles, scopes and the agent's TTL", async () => {
+    const issued: string[] = [];
+    const { response, claims } = await service({}, issued).exchange({ serviceAccountToken: saToken('finance', 'finance-agent') });
+    expect(response).toMatchObject({ token_type: 'Bearer', expires_in: 300, issued_token_type: 'urn:ietf:params:oauth:token-type:jwt' });
+    const verified = await verify(response.access_token);
+    expect(verified.claims).toEqual(claims);
+    expect(claims).toMatchObject({ sub: 'agent:finance:finance-agent', tenant: 'finance', pod: 'finance-agent-pod', roles: ['payments'], scopes: ['payments:write'] });
+    expect(issued).toEqual(['finance-agent']);
+  });
+
+  it('picks the named agent when several share the ServiceAccount', async () => {
+    const { claims } = await service().exchange({ serviceAccountToken: saToken('finance', 'shared'), agent: 'twin-b' });
+    expect(claims.agent_id).toBe('twin-b');
+  });
+
+  const refusals: [string, TokenExchangeRequest, string, number][] = [
+    ['a ServiceAccount token the TokenReview does not authenticate is refused', { serviceAccountToken: 'expired' }, 'service_account_unauthenticated', 401],
+    ['a TokenReview that fails refuses the request as unavailable', { serviceAccountToken: 'api-down' }, 'token_review_unavailable', 503],
+    ['a ServiceAccount token for another audience is refused', { serviceAccountToken: 'wrong-audience' }, 'service_account_unauthenticated', 401],
+    ['a token of a user that is not a ServiceAccount is refused', { serviceAccountToken: 'a-person' }, 'not_a_service_account', 403],
+    ["a token for another ServiceAccount than the agent's is refused", { serviceAccountToken: saToken('finance', 'planner-agent'), agent: 'finance-agent' }, 'service_account_mismatch', 403],
+    ['a ServiceAccount no AgentIdentity binds is refused as an unknown agent', { serviceAccountToken: saToken('finance', 'default') }, 'agent_unknown', 404],
+    ['an agent of another namespace cannot be named', { serviceAccountToken: saToken('finance', 'finance-agent'), agent: 'retail-agent' }, 'agent_unknown', 404],
+    ['a ServiceAccount bound to two agents without naming one is refused as ambiguous', { serviceAccountToken: saToken('finance', 'shared') }, 'agent_ambiguous', 409],
+    ['a suspended agent is refused', { serviceAccountToken: saToken('finance', 'paused-agent') }, 'agent_suspended', 403],
+    ['a ServiceAccount token issued before revokedBefore is refused', { serviceAccountToken: saToken('finance', 'revoked-agent', new Date(NOW.getTime() - 120_000)) }, 'agent_revoked', 403],
+  ];
+
+  it.each(refusals)('%s', async (_name, request, code, status) => {
+    const issued: string[] = [];
+    const error = await service({}, issued).exchange(request).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(IdentityError);
+    expect(error).toMatchObject({ code, status });
+    expect(issued).toEqual([]);
+  });
+
+  it('accepts a ServiceAccount token issued after revokedBefore', async () => {
+    const { claims } = await service().exchange({ serviceAccountToken: saToken('finance', 'revoked-agent') });
+    expect(claims.agent_id).toBe('revoked-agent');
+  });
+
+  it('refuses a ServiceAccount asking faster than its rate limit, and serves it again once the bucket refills', async () => {
+    let now = NOW;
+    const limited = service({ rateLimit: { perSecond: 1, burst: 2 }, now: () => now });
+    const request = { serviceAccountToken: saToken('finance', 'finance-agent') };
+    await limited.exchange(request);
+    await limited.exchange(request);
+    await expect(limited.exchange(request)).rejects.toMatchObject({ code: 'rate_limited', status: 429 });
+    now = new Date(NOW.getTime() + 1000);
+    await expect(limited.exchange(request)).resolves.toBeDefined();
+  });
+});
+
+describe('delegation through the exchange', () => {
+  const plannerToken = async (): Promise<string> => (await service().exchange({ serviceAccountToken: saToken('finance', 'planner-agent') })).response.access_token;
+
+  it("a planner's token exchanged by the finance agent is about the planner with the finance agent acting", async () => {
+    const { response, claims } = await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: await plannerToken() });
+    expect(claims).toMatchObject({ sub: 'agent:finance:planner-agent', act: { sub: 'agent:finance:finance-agent' }, roles: ['planning'], pod: 'finance-agent-pod' });
+    const verified = await verify(response.access_token);
+    expect({ actor: verified.actor, delegation: verified.delegation }).toEqual({ actor: 'finance-agent', delegation: ['planner-agent'] });
+  });
+
+  it('ends the delegated token no later than the subject token', async () => {
+    const subject = await mintAgentToken({ issuer: ISSUER, audience: 'portcullis-agent', tenant: 'finance', namespace: 'finance', agent: 'planner-agent', ttlMs: 60_000, now: NOW }, keyring.signingKey(NOW));
+    const { claims } = await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: subject.token });
+    expect(claims.exp).toBe(subject.claims.exp);
+  });
+
+  it("refuses another tenant's subject token", async () => {
+    const retail = (await service().exchange({ serviceAccountToken: saToken('retail', 'retail-agent') })).response.access_token;
+    await expect(service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: retail })).rejects.toMatchObject({ code: 'token_tenant' });
+  });
+
+  it('refuses to add a level to a chain already at the depth limit', async () => {
+    const shallow = service({ maxDelegationDepth: 1 });
+    const once = (await shallow.exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: await plannerToken() })).response.access_token;
+    await expect(shallow.exchange({ serviceAccountToken: saToken('finance', 'revoked-agent'), subjectToken: once })).rejects.toMatchObject({ code: 'delegation_too_deep' });
+  });
+
+  it('refuses to act for a principal that has been suspended since its token was issued', async () => {
+    const token = await plannerToken();
+    const suspendedPlanner = service({ agents: directory([...defaultAgents.filter((a) => a.name !== 'planner-agent'), agentRecord('planner-agent', { suspended: true })]) });
+    await expect(suspendedPlanner.exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: token })).rejects.toMatchObject({ code: 'agent_suspended' });
+  });
+});
+
+describe('AgentIdentity records', () => {
+  const identity = { metadata: { name: 'a', namespace: 'n' }, spec: { serviceAccountName: 'sa', owner: { name: 'D', email: 'd@example.com' } } };
+
+  it('reads tokenTTL as a duration and a missing one as the default', () => {
+    expect(agentRecordOf({ ...identity, spec: { ...identity.spec, tokenTTL: '2m' } }, 't').tokenTTLMs).toBe(120_000);
+    expect(agentRecordOf(identity, 't').tokenTTLMs).toBeUndefined();
+  });
+
+  it('reads an unparseable revokedBefore as revoking everything', () => {
+    expect(agentRecordOf({ ...identity, spec: { ...identity.spec, revokedBefore: 'yesterday' } }, 't').revokedBefore?.getTime()).toBeGreaterThan(Date.now());
+  });
+});
+
+describe('HTTP edge', () => {
+  let url = '';
+  const server = createServer(tokenServiceHandler(service(), pino({ level: 'silent' })));
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${String((server.address() as AddressInfo).port)}`;
+  });
+  afterAll(() => {
+    server.close();
+  });
+
+  it('answers POST /v1/token with the bearer ServiceAccount token as an RFC 8693 response, not cached', async () => {
+    const res = await fetch(`${url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${saToken('finance', 'finance-agent')}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    const body = (await res.json()) as { access_token: string };
+    await expect(verify(body.access_token)).resolves.toBeDefined();
+  });
+
+  it('takes the ServiceAccount token from the body too', async () => {
+    const res = await fetch(`${url}/v1/token`, { method: 'POST', body: JSON.stringify({ service_account_token: saToken('finance', 'shared'), agent: 'twin-a' }) });
+    expect(res.status).toBe(200);
+  });
+
+  const httpRefusals: [string, RequestInit, number, string][] = [
+    ['a request without a ServiceAccount token gets 401 credentials_missing', { method: 'POST' }, 401, 'credentials_missing'],
+    ['a body that is not JSON gets 400 request_invalid', { method: 'POST', body: '{nope', headers: { authorization: 'Bearer x' } }, 400, 'request_invalid'],
+    ['a field of the wrong type gets 400 request_invalid', { method: 'POST', body: '{"agent": 7}', headers: { authorization: 'Bearer x' } }, 400, 'request_invalid'],
+    ['a suspended agent gets 403 agent_suspended', { method: 'POST', headers: { authorization: `Bearer ${saToken('finance', 'paused-agent')}` } }, 403, 'agent_suspended'],
+    ['an unknown agent gets 404 agent_unknown', { method: 'POST', headers: { authorization: `Bearer ${saToken('finance', 'nobody')}` } }, 404, 'agent_unknown'],
+    ['a failing TokenReview gets 503 token_review_unavailable', { method: 'POST', headers: { authorization: 'Bearer api-down' } }, 503, 'token_review_unavailable'],
+    ['GET /v1/token gets 405', { method: 'GET' }, 405, 'method_not_allowed'],
+  ];
+
+  it.each(httpRefusals)('%s', async (_name, init, status, code) => {
+    const res = await fetch(`${url}/v1/token`, init);
+    expect(res.status).toBe(status);
+    const body = (await res.json()) as { error: string; message: string };
+    expect(body.error).toBe(code);
+    expect(body.message).not.toBe('');
+  });
+
+  it('serves the keys as a JWKS that verifies the tokens it issues', async () => {
+    const jwks = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as { keys: { kid: string; alg: string }[] };
+    expect(jwks.keys.map((k) => k.alg)).toEqual(['EdDSA']);
+    const token = (await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent') })).response.access_token;
+    await expect(verifyAgentToken(token, { issuer: ISSUER, audience: 'portcullis-agent', keys: await fromJwks(jwks), now: NOW })).resolves.toBeDefined();
+  });
+
+  it('serves a discovery document naming the issuer, the JWKS and EdDSA', async () => {
+    const doc = (await (await fetch(`${url}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    expect(doc).toMatchObject({ issuer: ISSUER, jwks_uri: `${ISSUER}/.well-known/jwks.json`, id_token_signing_alg_values_supported: ['EdDSA'] });
+  });
+});
