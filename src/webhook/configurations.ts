@@ -25,8 +25,8 @@ export interface InjectorOptions {
   excludedNamespaces: readonly string[];
 }
 
-const annotationIs = (value: string): string =>
-  `has(object.metadata.annotations) && '${INJECT_ANNOTATION}' in object.metadata.annotations && object.metadata.annotations['${INJECT_ANNOTATION}'] == '${value}'`;
+// Optional field access: a pod without annotations, or a namespace without labels, reads as ''.
+const annotationIs = (value: string): string => `object.metadata.?annotations[?'${INJECT_ANNOTATION}'].orValue('') == '${value}'`;
 
 const podRules = [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }];
 
@@ -73,22 +73,28 @@ export function injectorConfiguration(options: InjectorOptions): Record<string, 
   };
 }
 
+/**
+ * Two policies, as the injector has two webhooks: pods in namespaces labelled
+ * for injection (unless they opt out), and pods annotated for it elsewhere. The
+ * namespace is matched by the bindings' selectors, not by CEL: namespaceObject
+ * is not always filled in for a policy's conditions.
+ */
 export function requireInjectionPolicy(excludedNamespaces: readonly string[]): Record<string, unknown>[] {
-  const optedIn = `(${annotationIs('true')}) || (has(namespaceObject.metadata.labels) && '${INJECTION_LABEL}' in namespaceObject.metadata.labels && namespaceObject.metadata.labels['${INJECTION_LABEL}'] == 'enabled' && !(${annotationIs('false')}))`;
-  const hasSidecar = `(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == '${AUTHZ_CONTAINER}')) || object.spec.containers.exists(c, c.name == '${AUTHZ_CONTAINER}')`;
+  const hasSidecar = `object.spec.?initContainers.orValue([]).exists(c, c.name == '${AUTHZ_CONTAINER}') || object.spec.containers.exists(c, c.name == '${AUTHZ_CONTAINER}')`;
   const labels = { 'app.kubernetes.io/name': 'portcullis', 'app.kubernetes.io/component': 'webhook' };
-  return [
+  const variants = [
+    { name: REQUIRE_INJECTION_POLICY, condition: `!(${annotationIs('false')})`, namespaces: [{ key: INJECTION_LABEL, operator: 'In', values: ['enabled'] }] },
+    { name: `${REQUIRE_INJECTION_POLICY}-annotated`, condition: annotationIs('true'), namespaces: [] },
+  ];
+  return variants.flatMap(({ name, condition, namespaces }) => [
     {
       apiVersion: 'admissionregistration.k8s.io/v1',
       kind: 'ValidatingAdmissionPolicy',
-      metadata: { name: REQUIRE_INJECTION_POLICY, labels },
+      metadata: { name, labels },
       spec: {
         failurePolicy: 'Fail',
-        matchConstraints: {
-          resourceRules: podRules.map(({ scope: _scope, ...rule }) => rule),
-          namespaceSelector: { matchExpressions: [notExcluded(excludedNamespaces)] },
-        },
-        matchConditions: [{ name: 'opted-in', expression: optedIn }],
+        matchConstraints: { resourceRules: podRules.map(({ scope: _scope, ...rule }) => rule) },
+        matchConditions: [{ name: 'opted-in', expression: condition }],
         validations: [
           {
             expression: hasSidecar,
@@ -101,8 +107,12 @@ export function requireInjectionPolicy(excludedNamespaces: readonly string[]): R
     {
       apiVersion: 'admissionregistration.k8s.io/v1',
       kind: 'ValidatingAdmissionPolicyBinding',
-      metadata: { name: REQUIRE_INJECTION_POLICY, labels },
-      spec: { policyName: REQUIRE_INJECTION_POLICY, validationActions: ['Deny'] },
+      metadata: { name, labels },
+      spec: {
+        policyName: name,
+        validationActions: ['Deny'],
+        matchResources: { namespaceSelector: { matchExpressions: [...namespaces, notExcluded(excludedNamespaces)] } },
+      },
     },
-  ];
+  ]);
 }
