@@ -78,7 +78,7 @@ async function startOperator(): Promise<{ process: TrackedProcess; port: number 
     ...nodeArgs,
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'operator',
     '--kubeconfig', plane.kubeconfig, '--namespace', 'portcullis-system', '--identity', 'bench',
-    '--ops-address', `127.0.0.1:${port}`, '--log-level', 'error',
+    '--ops-address', `127.0.0.1:${port}`, '--token-address', '127.0.0.1:0', '--log-level', 'error',
     // One replica: no one to wait for, take the Lease at once.
     '--lease-duration', '3s', '--renew-deadline', '2s', '--retry-period', '500ms',
   ], { TEST_ASSET_OPA: plane.tools.opa });

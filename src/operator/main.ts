@@ -13,6 +13,7 @@ import { createOperatorMetrics } from './metrics.ts';
 import { Operator } from './operator.ts';
 import { startOpsServer } from './server.ts';
 import { rotateKeyring } from './signing-keys.ts';
+import { startTokenService } from '../identity/index.ts';
 
 export const OPERATOR_USAGE = `Usage: portcullis operator [flags]
 
@@ -24,6 +25,8 @@ Flags:
   --namespace NS             the operator's namespace: Lease and signing-key Secret (default: $POD_NAMESPACE or portcullis-system)
   --identity ID              this replica's leader-election identity (default: $POD_NAME or the host name)
   --ops-address HOST:PORT    /healthz, /readyz and /metrics (default 0.0.0.0:8080)
+  --token-address HOST:PORT  agent token service: POST /v1/token, /.well-known/jwks.json (default 0.0.0.0:8443;
+                             served by every replica; plain HTTP until it shares the webhook's TLS certificates)
   --lease-duration D         leader Lease duration (default 15s)
   --renew-deadline D         how long the leader tries to renew before stepping down (default 10s)
   --retry-period D           how often candidates try to take or renew the Lease (default 2s)
@@ -45,10 +48,10 @@ function durationFlag(value: string | undefined, flag: string, fallbackMs: numbe
   return ms;
 }
 
-function address(value: string): { host: string; port: number } {
+function address(value: string, flag = 'ops-address'): { host: string; port: number } {
   const match = /^(.*):(\d{1,5})$/.exec(value);
   const port = Number(match?.[2]);
-  if (!match || port > 65535) throw new UsageError(`--ops-address: ${JSON.stringify(value)} is not HOST:PORT`);
+  if (!match || port > 65535) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not HOST:PORT`);
   return { host: match[1] === '' ? '0.0.0.0' : (match[1] ?? '0.0.0.0'), port };
 }
 
@@ -69,6 +72,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       namespace: { type: 'string' },
       identity: { type: 'string' },
       'ops-address': { type: 'string' },
+      'token-address': { type: 'string' },
       'lease-duration': { type: 'string' },
       'renew-deadline': { type: 'string' },
       'retry-period': { type: 'string' },
@@ -104,6 +108,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
     throw new UsageError('leader election needs --lease-duration > --renew-deadline > --retry-period');
   }
   const ops = address(values['ops-address'] ?? '0.0.0.0:8080');
+  const tokenAddress = address(values['token-address'] ?? '0.0.0.0:8443', 'token-address');
   const workers = Number(values.workers ?? '4');
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError(`--workers: ${JSON.stringify(values.workers)} is not a whole number from 1 to 64`);
   const log = pino({ level, base: { component: 'operator' } });
@@ -124,7 +129,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
   });
   const server = await startOpsServer({ ...ops, ready: () => operator.ready, registry: metrics.registry });
   await operator.start();
-  log.info({ identity, namespace, ops: `${ops.host}:${ops.port}` }, 'operator started');
+  const tokens = await startTokenService({ kubeConfig, namespace, ...tokenAddress, log: log.child({ component: 'token-service' }) });
+  log.info({ identity, namespace, ops: `${ops.host}:${ops.port}`, tokens: tokens.url }, 'operator started');
 
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string): void => {
@@ -134,6 +140,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
     process.once('SIGTERM', () => { shutdown('SIGTERM'); });
     process.once('SIGINT', () => { shutdown('SIGINT'); });
   });
+  await tokens.stop();
   await operator.stop();
   server.close();
   log.flush();

@@ -33,6 +33,8 @@ async function startReplica(identity: string): Promise<Replica> {
     '--namespace', SYSTEM_NS,
     '--identity', identity,
     '--ops-address', `127.0.0.1:${port}`,
+    // Replicas share this host: each token service takes a free port.
+    '--token-address', '127.0.0.1:0',
   ], { TEST_ASSET_OPA: plane.tools.opa });
   const replica = { identity, port, process };
   replicas.set(identity, replica);
