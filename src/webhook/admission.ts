@@ -3,7 +3,8 @@
 // and answer with the JSON patch between the pod as sent and as injected.
 
 import type { V1Pod } from '@kubernetes/client-node';
-import { compare } from 'fast-json-patch';
+// Its main entry is CommonJS, whose named exports Node cannot see: take them from the default.
+import jsonPatch from 'fast-json-patch';
 import type { InjectionConfig } from './inject.ts';
 import { INJECT_ANNOTATION, inject, isInjected } from './inject.ts';
 
@@ -89,7 +90,7 @@ export function mutate(request: AdmissionRequest, config: InjectionConfig, exclu
   if (isInjected(pod)) return allow(request.uid, 'already injected', namespace, podName);
 
   const injected = inject(pod, config);
-  const patch = compare(object, injected);
+  const patch = jsonPatch.compare(object, injected);
   return {
     review: {
       apiVersion: 'admission.k8s.io/v1',

@@ -1,5 +1,5 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
-import { applyPatch } from 'fast-json-patch';
+import jsonPatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
 import { describe, expect, it } from 'vitest';
 import { mutate, parseAdmissionReview } from './admission.ts';
@@ -81,6 +81,13 @@ describe('inject', () => {
     expect(injected.spec?.initContainers?.[0]?.volumeMounts?.[0]).toMatchObject({ name: TOKEN_VOLUME, readOnly: true });
   });
 
+  it('names the default ServiceAccount when the pod names none, as a projected token requires', () => {
+    const bare = pod('a');
+    if (bare.spec) delete bare.spec.serviceAccountName;
+    expect(inject(bare, config).spec?.serviceAccountName).toBe('default');
+    expect(inject(pod('a'), config).spec?.serviceAccountName).toBe('finance-agent');
+  });
+
   it('records what it injected and by which version', () => {
     const injected = inject(pod('a'), config);
     expect(JSON.parse(injected.metadata?.annotations?.[INJECTED_ANNOTATION] ?? '{}')).toEqual({
@@ -138,7 +145,7 @@ describe('mutate', () => {
     const { response } = outcome.review;
     expect(response).toMatchObject({ uid: 'u-1', allowed: true, patchType: 'JSONPatch' });
     const patch = JSON.parse(Buffer.from(response.patch ?? '', 'base64').toString('utf8')) as Operation[];
-    const patched = applyPatch(structuredClone(original), patch).newDocument;
+    const patched = jsonPatch.applyPatch(structuredClone(original), patch).newDocument;
     expect(patched).toEqual(inject(original, config));
   });
 

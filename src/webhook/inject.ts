@@ -135,6 +135,8 @@ export function inject(original: V1Pod, config: InjectionConfig): V1Pod {
   }
   if (spec.initContainers.length === 0) delete spec.initContainers;
   spec.volumes = [...(spec.volumes ?? []).filter((v) => v.name !== TOKEN_VOLUME), tokenVolume()];
+  // A projected token needs a named ServiceAccount; the pod runs as `default` anyway when it names none.
+  spec.serviceAccountName ??= 'default';
 
   const record: InjectedRecord = { version: config.version, containers: sidecars.map((c) => c.name), native: config.nativeSidecars };
   pod.metadata ??= {};
