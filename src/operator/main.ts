@@ -14,6 +14,74 @@ import { Operator } from './operator.ts';
 import { startOpsServer } from './server.ts';
 import { rotateKeyring } from './signing-keys.ts';
 import { startTokenService } from '../identity/index.ts';
+import type { RunningWebhook, WebhookOptions } from '../webhook/index.ts';
+import { startWebhook } from '../webhook/index.ts';
+import type { Logger } from 'pino';
+
+export const VERSION = '0.1.0';
+
+interface WebhookFlags {
+  'webhook-address'?: string;
+  'webhook-service'?: string;
+  'webhook-url'?: string;
+  'cert-manager'?: string;
+  'cert-dir'?: string;
+  'sidecar-image'?: string;
+  'envoy-image'?: string;
+  'token-service-url'?: string;
+}
+
+/** The webhook's settings from the flags; throws UsageError naming a bad one. */
+export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger): WebhookOptions {
+  const listen = address(flags['webhook-address'] ?? '0.0.0.0:9443', 'webhook-address');
+  const service = flags['webhook-service'] ?? 'portcullis-webhook';
+  if (flags['cert-manager'] !== undefined && (!/^[a-z0-9-]+\/[a-z0-9-]+$/.test(flags['cert-manager']) || flags['cert-dir'] === undefined)) {
+    throw new UsageError('--cert-manager takes NAMESPACE/CERTIFICATE and needs --cert-dir, where its Secret is mounted');
+  }
+  const url = webhookUrl(flags['webhook-url']);
+  const host = url?.hostname.replace(/^\[|\]$/g, '');
+  const isIp = host !== undefined && /^[0-9.:]+$/.test(host);
+  return {
+    kubeConfig,
+    namespace,
+    host: listen.host,
+    port: listen.port,
+    clientConfig: url ? { url: url.toString() } : { service: { name: service, namespace, path: '/inject', port: 443 } },
+    dnsNames: url ? (isIp ? ['localhost'] : [host ?? 'localhost']) : [`${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`],
+    ips: isIp && host ? [host] : [],
+    ...(flags['cert-manager'] !== undefined && flags['cert-dir'] !== undefined ? { certManager: { certificate: flags['cert-manager'], certDir: flags['cert-dir'] } } : {}),
+    secretName: 'portcullis-webhook-tls',
+    injection: injectionSettings(flags, namespace),
+    log: log.child({ component: 'webhook' }),
+  };
+}
+
+function webhookUrl(flag: string | undefined): URL | undefined {
+  if (flag === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(flag);
+  } catch {
+    throw new UsageError(`--webhook-url: ${JSON.stringify(flag)} is not a URL`);
+  }
+  if (url.protocol !== 'https:') throw new UsageError('--webhook-url must be https: the API server calls webhooks over TLS only');
+  return url;
+}
+
+function injectionSettings(flags: WebhookFlags, namespace: string): WebhookOptions['injection'] {
+  return {
+    sidecarImage: flags['sidecar-image'] ?? `ghcr.io/portcullis-dev/portcullis:${VERSION}`,
+    envoyImage: flags['envoy-image'] ?? 'envoyproxy/envoy:v1.36.0',
+    version: VERSION,
+    tokenServiceUrl: flags['token-service-url'] ?? `http://portcullis-tokens.${namespace}.svc:8443`,
+  };
+}
+
+/** The webhook, when --webhook-address asks for it. */
+async function maybeStartWebhook(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger): Promise<RunningWebhook | undefined> {
+  if (flags['webhook-address'] === undefined) return undefined;
+  return startWebhook(webhookOptions(flags, namespace, kubeConfig, log));
+}
 
 export const OPERATOR_USAGE = `Usage: portcullis operator [flags]
 
@@ -27,6 +95,14 @@ Flags:
   --ops-address HOST:PORT    /healthz, /readyz and /metrics (default 0.0.0.0:8080)
   --token-address HOST:PORT  agent token service: POST /v1/token, /.well-known/jwks.json (default 0.0.0.0:8443;
                              served by every replica; plain HTTP until it shares the webhook's TLS certificates)
+  --webhook-address HOST:PORT  serve the pod injection webhook here (HTTPS, every replica); off when not given
+  --webhook-service NAME     the Service in front of the webhook (default portcullis-webhook, port 443)
+  --webhook-url URL          call the webhook at this URL instead of through the Service (out of cluster)
+  --cert-manager NS/NAME     take the webhook's certificate from cert-manager: its Certificate, mounted at --cert-dir
+  --cert-dir DIR             where cert-manager's Secret is mounted (tls.crt, tls.key)
+  --sidecar-image IMAGE      the image injected as the authz sidecar (default ghcr.io/portcullis-dev/portcullis:VERSION)
+  --envoy-image IMAGE        the Envoy image injected as the proxy (default envoyproxy/envoy:v1.36.0)
+  --token-service-url URL    where injected sidecars fetch their agent tokens (default http://portcullis-tokens.NS.svc:8443)
   --lease-duration D         leader Lease duration (default 15s)
   --renew-deadline D         how long the leader tries to renew before stepping down (default 10s)
   --retry-period D           how often candidates try to take or renew the Lease (default 2s)
@@ -73,6 +149,14 @@ export async function operatorCommand(args: string[]): Promise<number> {
       identity: { type: 'string' },
       'ops-address': { type: 'string' },
       'token-address': { type: 'string' },
+      'webhook-address': { type: 'string' },
+      'webhook-service': { type: 'string' },
+      'webhook-url': { type: 'string' },
+      'cert-manager': { type: 'string' },
+      'cert-dir': { type: 'string' },
+      'sidecar-image': { type: 'string' },
+      'envoy-image': { type: 'string' },
+      'token-service-url': { type: 'string' },
       'lease-duration': { type: 'string' },
       'renew-deadline': { type: 'string' },
       'retry-period': { type: 'string' },
@@ -130,7 +214,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
   const server = await startOpsServer({ ...ops, ready: () => operator.ready, registry: metrics.registry });
   await operator.start();
   const tokens = await startTokenService({ kubeConfig, namespace, ...tokenAddress, log: log.child({ component: 'token-service' }) });
-  log.info({ identity, namespace, ops: `${ops.host}:${ops.port}`, tokens: tokens.url }, 'operator started');
+  const webhook = await maybeStartWebhook(values, namespace, kubeConfig, log);
+  log.info({ identity, namespace, ops: `${ops.host}:${ops.port}`, tokens: tokens.url, webhook: Boolean(webhook) }, 'operator started');
 
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string): void => {
@@ -140,6 +225,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
     process.once('SIGTERM', () => { shutdown('SIGTERM'); });
     process.once('SIGINT', () => { shutdown('SIGINT'); });
   });
+  await webhook?.stop();
   await tokens.stop();
   await operator.stop();
   server.close();
