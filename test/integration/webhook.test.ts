@@ -15,14 +15,15 @@ import { envoyBootstrap, startWebhook } from '../../src/webhook/index.ts';
 import type { RunningWebhook } from '../../src/webhook/index.ts';
 import { AUTHZ_CONTAINER, ENVOY_CONTAINER, INJECTED_ANNOTATION } from '../../src/webhook/inject.ts';
 import { INJECTOR_NAME, REQUIRE_INJECTION_POLICY } from '../../src/webhook/configurations.ts';
-import { eventually, kubeConfigOf } from '../harness/cluster.ts';
-import { freePort, kubectl } from '../harness/control-plane.ts';
+import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
+import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
 const plane = injectContext('controlPlane');
 const kc = kubeConfigOf(plane);
 const core = kc.makeApiClient(CoreV1Api);
 const run = promisify(execFile);
-const SYSTEM_NS = 'webhook-system';
+// The operator's own namespace, where config/rbac grants it its Secrets.
+const SYSTEM_NS = 'portcullis-system';
 
 let webhook: RunningWebhook;
 
@@ -50,9 +51,12 @@ beforeAll(async () => {
   ] as const) {
     await kubectl(plane, ['apply', '-f', '-'], { input: stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } }) });
   }
+  // The webhook runs with exactly the permissions config/rbac grants the operator.
+  await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
+  const token = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', SYSTEM_NS, '--duration=1h'])).stdout.trim();
   const port = await freePort();
   webhook = await startWebhook({
-    kubeConfig: kc,
+    kubeConfig: kubeConfigWithToken(plane, token),
     namespace: SYSTEM_NS,
     host: '127.0.0.1',
     port,
