@@ -82,7 +82,7 @@ try {
     dnsNames: ['localhost'],
     ips: ['127.0.0.1'],
     secretName: 'portcullis-webhook-tls',
-    injection: { sidecarImage: 'portcullis:bench', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0', tokenServiceUrl: 'http://127.0.0.1:8443' },
+    injection: { sidecarImage: 'portcullis:bench', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0' },
     log: pino({ level: 'silent' }),
     duration: handler,
   });

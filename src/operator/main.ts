@@ -28,7 +28,6 @@ interface WebhookFlags {
   'cert-dir'?: string;
   'sidecar-image'?: string;
   'envoy-image'?: string;
-  'token-service-url'?: string;
 }
 
 /** The webhook's settings from the flags; throws UsageError naming a bad one. */
@@ -51,7 +50,7 @@ export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfi
     ips: isIp && host ? [host] : [],
     ...(flags['cert-manager'] !== undefined && flags['cert-dir'] !== undefined ? { certManager: { certificate: flags['cert-manager'], certDir: flags['cert-dir'] } } : {}),
     secretName: 'portcullis-webhook-tls',
-    injection: injectionSettings(flags, namespace),
+    injection: injectionSettings(flags),
     log: log.child({ component: 'webhook' }),
   };
 }
@@ -68,12 +67,11 @@ function webhookUrl(flag: string | undefined): URL | undefined {
   return url;
 }
 
-function injectionSettings(flags: WebhookFlags, namespace: string): WebhookOptions['injection'] {
+function injectionSettings(flags: WebhookFlags): WebhookOptions['injection'] {
   return {
     sidecarImage: flags['sidecar-image'] ?? `ghcr.io/portcullis-dev/portcullis:${VERSION}`,
     envoyImage: flags['envoy-image'] ?? 'envoyproxy/envoy:v1.36.0',
     version: VERSION,
-    tokenServiceUrl: flags['token-service-url'] ?? `http://portcullis-tokens.${namespace}.svc:8443`,
   };
 }
 
@@ -102,7 +100,6 @@ Flags:
   --cert-dir DIR             where cert-manager's Secret is mounted (tls.crt, tls.key)
   --sidecar-image IMAGE      the image injected as the authz sidecar (default ghcr.io/portcullis-dev/portcullis:VERSION)
   --envoy-image IMAGE        the Envoy image injected as the proxy (default envoyproxy/envoy:v1.36.0)
-  --token-service-url URL    where injected sidecars fetch their agent tokens (default http://portcullis-tokens.NS.svc:8443)
   --lease-duration D         leader Lease duration (default 15s)
   --renew-deadline D         how long the leader tries to renew before stepping down (default 10s)
   --retry-period D           how often candidates try to take or renew the Lease (default 2s)
@@ -156,7 +153,6 @@ export async function operatorCommand(args: string[]): Promise<number> {
       'cert-dir': { type: 'string' },
       'sidecar-image': { type: 'string' },
       'envoy-image': { type: 'string' },
-      'token-service-url': { type: 'string' },
       'lease-duration': { type: 'string' },
       'renew-deadline': { type: 'string' },
       'retry-period': { type: 'string' },

@@ -5,7 +5,7 @@
 import type { V1Pod } from '@kubernetes/client-node';
 // Its main entry is CommonJS, whose named exports Node cannot see: take them from the default.
 import jsonPatch from 'fast-json-patch';
-import type { InjectionConfig } from './inject.ts';
+import type { InjectionConfig, PodContext } from './inject.ts';
 import { INJECT_ANNOTATION, inject, isInjected } from './inject.ts';
 
 /** Namespaces the webhook never touches, whatever their labels say. */
@@ -75,7 +75,7 @@ function allow(uid: string, reason: string, namespace: string, pod: string): Mut
 }
 
 /** Guards first, each with its reason; then inject and diff. */
-export function mutate(request: AdmissionRequest, config: InjectionConfig, excludedNamespaces: readonly string[]): MutationOutcome {
+export function mutate(request: AdmissionRequest, config: InjectionConfig, excludedNamespaces: readonly string[], context: PodContext): MutationOutcome {
   const namespace = request.namespace ?? '';
   const object = request.object;
   const metadata = isRecord(object) && isRecord(object.metadata) ? object.metadata : {};
@@ -89,7 +89,7 @@ export function mutate(request: AdmissionRequest, config: InjectionConfig, exclu
   if (pod.metadata?.annotations?.[INJECT_ANNOTATION] === 'false') return allow(request.uid, `the pod opts out (${INJECT_ANNOTATION}: "false")`, namespace, podName);
   if (isInjected(pod)) return allow(request.uid, 'already injected', namespace, podName);
 
-  const injected = inject(pod, config);
+  const injected = inject(pod, config, context);
   const patch = jsonPatch.compare(object, injected);
   return {
     review: {

@@ -55,6 +55,23 @@ export function supportsNativeSidecars(major: string, minor: string): boolean {
   return maj > 1 || (maj === 1 && min >= 29);
 }
 
+const TENANT_LABEL = 'portcullis.dev/tenant';
+const TENANT_CACHE_MS = 10_000;
+
+/** Namespace → tenant, read from the API and kept briefly: admission must stay fast. */
+function namespaceTenants(core: CoreV1Api): (namespace: string) => Promise<string> {
+  const cache = new Map<string, { tenant: string; at: number }>();
+  return async (namespace) => {
+    const hit = cache.get(namespace);
+    if (hit && Date.now() - hit.at < TENANT_CACHE_MS) return hit.tenant;
+    const ns = await core.readNamespace({ name: namespace });
+    const label = ns.metadata?.labels?.[TENANT_LABEL];
+    const tenant = label !== undefined && label !== '' ? label : namespace;
+    cache.set(namespace, { tenant, at: Date.now() });
+    return tenant;
+  };
+}
+
 async function certManagerTls(certDir: string): Promise<Pem> {
   const [cert, key] = await Promise.all([readFile(join(certDir, 'tls.crt'), 'utf8'), readFile(join(certDir, 'tls.key'), 'utf8')]);
   return { cert, key };
@@ -74,7 +91,9 @@ export async function startWebhook(options: WebhookOptions): Promise<RunningWebh
     return { tls: certs.serving, caBundle: certs.ca.cert };
   };
   let { tls, caBundle } = await loadTls();
+  const tenantOf = namespaceTenants(core);
   const server: WebhookServer = await startWebhookServer({
+    tenantOf,
     host: options.host,
     port: options.port,
     tls,

@@ -15,9 +15,10 @@ const config: InjectionConfig = {
   sidecarImage: 'ghcr.io/portcullis-dev/portcullis:0.1.0',
   envoyImage: 'envoyproxy/envoy:v1.36.0',
   version: '0.1.0',
-  nativeSidecars: true,
-  tokenServiceUrl: 'http://portcullis-operator.portcullis-system.svc:8443',
+  nativeSidecars: true
 };
+
+const context = { tenant: 'finance' };
 
 type PodModifier = (pod: V1Pod) => void;
 
@@ -47,7 +48,7 @@ const envOf = (container: V1Container | undefined): Record<string, string | unde
 
 describe('inject', () => {
   it('adds the authz sidecar and Envoy as native sidecars, first, with probes, limits and a restricted security context', () => {
-    const injected = inject(pod('a', withInitContainer), config);
+    const injected = inject(pod('a', withInitContainer), config, context);
     const init = injected.spec?.initContainers ?? [];
     expect(init.map((c) => c.name)).toEqual([AUTHZ_CONTAINER, ENVOY_CONTAINER, 'migrate']);
     for (const sidecar of init.slice(0, 2)) {
@@ -66,7 +67,7 @@ describe('inject', () => {
   });
 
   it('points every application container, and the init containers that run after the proxy, at Envoy', () => {
-    const injected = inject(pod('a', withInitContainer, withEnv('HTTPS_PROXY', 'http://evil:1')), config);
+    const injected = inject(pod('a', withInitContainer, withEnv('HTTPS_PROXY', 'http://evil:1')), config, context);
     const proxy = `http://127.0.0.1:${PORTS.proxy}`;
     const agentEnv = envOf(injected.spec?.containers[0]);
     expect(agentEnv).toMatchObject({ HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: 'localhost,127.0.0.1,::1', MODEL: 'gpt' });
@@ -74,8 +75,14 @@ describe('inject', () => {
     expect(envOf(injected.spec?.initContainers?.[2]).HTTP_PROXY).toBe(proxy);
   });
 
+  it('tells the sidecar its tenant and its agent, the AgentIdentity named like the ServiceAccount', () => {
+    const authz = inject(pod('a'), config, { tenant: 'payments-team' }).spec?.initContainers?.[0];
+    expect(authz?.args).toContain('--tenant=payments-team');
+    expect(authz?.env?.find((e) => e.name === 'PORTCULLIS_AGENT')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.serviceAccountName');
+  });
+
   it('mounts a projected token with the portcullis audience for the token exchange', () => {
-    const injected = inject(pod('a'), config);
+    const injected = inject(pod('a'), config, context);
     const volume = injected.spec?.volumes?.find((v) => v.name === TOKEN_VOLUME);
     expect(volume?.projected?.sources?.[0]?.serviceAccountToken).toMatchObject({ audience: 'portcullis', path: 'token' });
     expect(injected.spec?.initContainers?.[0]?.volumeMounts?.[0]).toMatchObject({ name: TOKEN_VOLUME, readOnly: true });
@@ -84,14 +91,15 @@ describe('inject', () => {
   it('names the default ServiceAccount when the pod names none, as a projected token requires', () => {
     const bare = pod('a');
     if (bare.spec) delete bare.spec.serviceAccountName;
-    expect(inject(bare, config).spec?.serviceAccountName).toBe('default');
-    expect(inject(pod('a'), config).spec?.serviceAccountName).toBe('finance-agent');
+    expect(inject(bare, config, context).spec?.serviceAccountName).toBe('default');
+    expect(inject(pod('a'), config, context).spec?.serviceAccountName).toBe('finance-agent');
   });
 
   it('records what it injected and by which version', () => {
-    const injected = inject(pod('a'), config);
+    const injected = inject(pod('a'), config, context);
     expect(JSON.parse(injected.metadata?.annotations?.[INJECTED_ANNOTATION] ?? '{}')).toEqual({
       version: '0.1.0',
+      tenant: 'finance',
       containers: [AUTHZ_CONTAINER, ENVOY_CONTAINER],
       native: true,
     });
@@ -100,15 +108,15 @@ describe('inject', () => {
   it('changes nothing when injected again, and leaves its input alone', () => {
     const original = pod('a', withInitContainer);
     const copy = structuredClone(original);
-    const once = inject(original, config);
+    const once = inject(original, config, context);
     expect(original).toEqual(copy);
     expect(isInjected(once)).toBe(true);
-    expect(inject(once, config)).toEqual(once);
-    expect(inject(structuredClone(once), { ...config, version: '9.9.9' })).toEqual(once);
+    expect(inject(once, config, context)).toEqual(once);
+    expect(inject(structuredClone(once), { ...config, version: '9.9.9' }, context)).toEqual(once);
   });
 
   it('falls back to plain containers, leaving init containers alone, where native sidecars are not supported', () => {
-    const injected = inject(pod('a', withInitContainer), { ...config, nativeSidecars: false });
+    const injected = inject(pod('a', withInitContainer), { ...config, nativeSidecars: false }, context);
     expect(injected.spec?.containers.map((c) => c.name)).toEqual([AUTHZ_CONTAINER, ENVOY_CONTAINER, 'agent']);
     expect(injected.spec?.initContainers?.map((c) => c.name)).toEqual(['migrate']);
     expect(envOf(injected.spec?.initContainers?.[0]).HTTP_PROXY).toBeUndefined();
@@ -116,7 +124,7 @@ describe('inject', () => {
   });
 
   it('gives Envoy a bootstrap that fails closed and inspects bodies', () => {
-    const injected = inject(pod('a'), config);
+    const injected = inject(pod('a'), config, context);
     const args = injected.spec?.initContainers?.[1]?.args ?? [];
     const bootstrap = JSON.parse(args[args.indexOf('--config-yaml') + 1] ?? '{}') as ReturnType<typeof envoyBootstrap>;
     const text = JSON.stringify(bootstrap);
@@ -140,23 +148,23 @@ describe('mutate', () => {
 
   it('answers with a JSON patch that turns the pod into the injected pod', () => {
     const original = pod('a');
-    const outcome = mutate(parseAdmissionReview(review(original)), config, excluded);
+    const outcome = mutate(parseAdmissionReview(review(original)), config, excluded, context);
     expect(outcome.reason).toBe('injected');
     const { response } = outcome.review;
     expect(response).toMatchObject({ uid: 'u-1', allowed: true, patchType: 'JSONPatch' });
     const patch = JSON.parse(Buffer.from(response.patch ?? '', 'base64').toString('utf8')) as Operation[];
     const patched = jsonPatch.applyPatch(structuredClone(original), patch).newDocument;
-    expect(patched).toEqual(inject(original, config));
+    expect(patched).toEqual(inject(original, config, context));
   });
 
   it.each([
     { name: 'a pod in an excluded namespace passes unchanged', request: review(pod('a'), { namespace: 'kube-system' }), reason: 'namespace kube-system is never injected' },
     { name: 'a pod that opts out passes unchanged', request: review(pod('a', annotated('false'))), reason: 'the pod opts out (portcullis.dev/inject: "false")' },
-    { name: 'an injected pod passes unchanged', request: review(inject(pod('a'), config)), reason: 'already injected' },
+    { name: 'an injected pod passes unchanged', request: review(inject(pod('a'), config, context)), reason: 'already injected' },
     { name: 'an update passes unchanged', request: review(pod('a'), { operation: 'UPDATE' }), reason: 'only pod creation is mutated, not UPDATE' },
     { name: 'another kind passes unchanged', request: review({}, { kind: { group: 'apps', version: 'v1', kind: 'Deployment' } }), reason: 'not a pod' },
   ])('$name', ({ request, reason }) => {
-    const outcome = mutate(parseAdmissionReview(request), config, excluded);
+    const outcome = mutate(parseAdmissionReview(request), config, excluded, context);
     expect(outcome.reason).toBe(reason);
     expect(outcome.review.response.allowed).toBe(true);
     expect(outcome.review.response.patch).toBeUndefined();

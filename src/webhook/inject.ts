@@ -24,12 +24,17 @@ export interface InjectionConfig {
   version: string;
   /** Native sidecars (init containers with restartPolicy Always) need Kubernetes 1.29 or later. */
   nativeSidecars: boolean;
-  /** Where the sidecar exchanges its ServiceAccount token for an agent token. */
-  tokenServiceUrl: string;
+}
+
+/** What injection needs to know of the pod's namespace. */
+export interface PodContext {
+  /** The namespace's tenant: the only tenant whose bundle the sidecar accepts. */
+  tenant: string;
 }
 
 export interface InjectedRecord {
   version: string;
+  tenant: string;
   containers: string[];
   native: boolean;
 }
@@ -55,17 +60,17 @@ export function isInjected(pod: V1Pod): boolean {
   return names.includes(AUTHZ_CONTAINER) || pod.metadata?.annotations?.[INJECTED_ANNOTATION] !== undefined;
 }
 
-function authzContainer(config: InjectionConfig): V1Container {
+function authzContainer(config: InjectionConfig, context: PodContext): V1Container {
   const probe = { httpGet: { path: '/readyz', port: PORTS.authzHttp } };
   return {
     name: AUTHZ_CONTAINER,
     image: config.sidecarImage,
-    args: ['sidecar', `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`, `--http-address=0.0.0.0:${PORTS.authzHttp}`, `--token-service=${config.tokenServiceUrl}`],
+    args: ['sidecar', `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`, `--http-address=0.0.0.0:${PORTS.authzHttp}`, `--tenant=${context.tenant}`],
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-      { name: 'PORTCULLIS_SERVICE_ACCOUNT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
-      { name: 'PORTCULLIS_TOKEN_FILE', value: `${TOKEN_MOUNT}/token` },
+      // The agent is the AgentIdentity named like the pod's ServiceAccount.
+      { name: 'PORTCULLIS_AGENT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
       { name: 'NODE_OPTIONS', value: '--max-old-space-size=48' },
     ],
     ports: [{ name: 'authz-http', containerPort: PORTS.authzHttp }],
@@ -113,13 +118,13 @@ function withProxyEnv(env: readonly V1EnvVar[] | undefined): V1EnvVar[] {
 }
 
 /** The pod with Portcullis injected; the input is not changed. */
-export function inject(original: V1Pod, config: InjectionConfig): V1Pod {
+export function inject(original: V1Pod, config: InjectionConfig, context: PodContext): V1Pod {
   if (isInjected(original)) return original;
   const pod = structuredClone(original);
   const spec = pod.spec ?? { containers: [] };
   pod.spec = spec;
   const podName = pod.metadata?.name ?? pod.metadata?.generateName ?? 'agent';
-  const sidecars = [authzContainer(config), envoyContainer(config, podName)];
+  const sidecars = [authzContainer(config, context), envoyContainer(config, podName)];
 
   spec.containers = spec.containers.map((c) => ({ ...c, env: withProxyEnv(c.env) }));
   spec.initContainers ??= [];
@@ -138,7 +143,7 @@ export function inject(original: V1Pod, config: InjectionConfig): V1Pod {
   // A projected token needs a named ServiceAccount; the pod runs as `default` anyway when it names none.
   spec.serviceAccountName ??= 'default';
 
-  const record: InjectedRecord = { version: config.version, containers: sidecars.map((c) => c.name), native: config.nativeSidecars };
+  const record: InjectedRecord = { version: config.version, tenant: context.tenant, containers: sidecars.map((c) => c.name), native: config.nativeSidecars };
   pod.metadata ??= {};
   pod.metadata.annotations = { ...pod.metadata.annotations, [INJECTED_ANNOTATION]: JSON.stringify(record) };
   return pod;

@@ -20,6 +20,8 @@ export interface WebhookServerOptions {
   excludedNamespaces: readonly string[];
   log: Logger;
   duration?: Histogram<'result'>;
+  /** The tenant of a namespace (its portcullis.dev/tenant label, else its name). */
+  tenantOf: (namespace: string) => Promise<string>;
 }
 
 export interface WebhookServer {
@@ -55,7 +57,8 @@ async function handleInject(req: IncomingMessage, res: ServerResponse, options: 
   }
   try {
     const request = parseAdmissionReview(review);
-    const outcome = mutate(request, options.injection, options.excludedNamespaces);
+    const tenant = await options.tenantOf(request.namespace ?? '');
+    const outcome = mutate(request, options.injection, options.excludedNamespaces, { tenant });
     options.log.info({ namespace: outcome.namespace, pod: outcome.pod, result: outcome.reason }, 'admission');
     options.duration?.observe({ result: outcome.reason === 'injected' ? 'injected' : 'skipped' }, (performance.now() - started) / 1000);
     send(res, 200, outcome.review);

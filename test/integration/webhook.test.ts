@@ -64,7 +64,7 @@ beforeAll(async () => {
     dnsNames: ['localhost'],
     ips: ['127.0.0.1'],
     secretName: 'portcullis-webhook-tls',
-    injection: { sidecarImage: 'portcullis:test', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0', tokenServiceUrl: 'http://127.0.0.1:8443' },
+    injection: { sidecarImage: 'portcullis:test', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0' },
     log: pino({ level: 'silent' }),
   });
   // The API server needs a moment to see new admission configurations.
