@@ -1,7 +1,8 @@
 // The local demo: a real control plane on loopback, the operator running with
 // its own RBAC, the samples applied with kubectl, the signed bundle read back
-// and verified as a sidecar does, and three agent calls decided by it: one
-// allowed, one denied, one waiting for approval.
+// and verified, an agent pod injected by the webhook, and the real authz
+// sidecar deciding three calls: one allowed, one denied, one waiting for
+// approval.
 
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -9,12 +10,13 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import type { BundleJwks } from '../src/bundle/index.ts';
 import { fromConfigMapData, fromJwks, verifyBundle } from '../src/bundle/index.ts';
-import type { TenantData } from '../src/compiler/index.ts';
-import { compileTenant, PolicyEvaluator } from '../src/compiler/index.ts';
+import { compileTenant } from '../src/compiler/index.ts';
 import { createOperatorMetrics } from '../src/operator/metrics.ts';
 import { Operator } from '../src/operator/operator.ts';
-import { eventually, kubeConfigOf, kubeConfigWithToken } from '../test/harness/cluster.ts';
-import { kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
+import type { RunningWebhook } from '../src/webhook/index.ts';
+import { startWebhook } from '../src/webhook/index.ts';
+import { eventually, kubeConfigOf, kubeConfigWithToken, spawnTracked } from '../test/harness/cluster.ts';
+import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
 
 const { values } = parseArgs({ options: { keep: { type: 'boolean', default: false } } });
 
@@ -25,10 +27,14 @@ function step(title: string): void {
 
 const plane = await startControlPlane({ log: (line) => { console.log(`   ${line}`); } });
 let operator: Operator | undefined;
+let webhook: RunningWebhook | undefined;
+let stopSidecar: (() => Promise<void>) | undefined;
 let stopping = false;
 const stop = async (): Promise<void> => {
   if (stopping) return;
   stopping = true;
+  await stopSidecar?.();
+  await webhook?.stop();
   await operator?.stop();
   await plane.stop();
 };
@@ -84,21 +90,51 @@ try {
   const bundle = await verifyBundle(fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), { publicKeys, tenant: 'finance' });
   console.log(`signature verified: revision ${bundle.manifest.revision}, tenant ${bundle.manifest.metadata.tenant}, policy.wasm ${bundle.wasm.byteLength} bytes`);
 
-  step('three calls of finance-agent, decided by that bundle');
-  const evaluator = await PolicyEvaluator.load({ wasm: bundle.wasm, data: bundle.data as { portcullis: TenantData }, revision: bundle.manifest.revision });
-  const base = { namespace: 'finance', agent: 'finance-agent', tool: 'stripe-payments', action: 'create_payment', time: '2026-11-23T14:00:00Z' };
+  step('an agent pod in a namespace labelled for injection gets the authz sidecar and Envoy');
+  const webhookPort = await freePort();
+  webhook = await startWebhook({
+    kubeConfig: kubeConfigWithToken(plane, token),
+    namespace: 'portcullis-system',
+    host: '127.0.0.1',
+    port: webhookPort,
+    clientConfig: { url: `https://127.0.0.1:${webhookPort}/inject` },
+    dnsNames: ['localhost'],
+    ips: ['127.0.0.1'],
+    secretName: 'portcullis-webhook-tls',
+    injection: { sidecarImage: 'ghcr.io/portcullis-dev/portcullis:0.1.0', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0' },
+    log: pino({ level: 'error' }),
+  });
+  const agentPod = ['apiVersion: v1', 'kind: Pod', 'metadata: { name: finance-agent-0, namespace: finance }', 'spec:', '  serviceAccountName: finance-agent', '  containers: [ { name: agent, image: finance-agent:1 } ]'].join('\n');
+  await eventually('the injector to be in the admission chain', async () => {
+    await kubectl(plane, ['apply', '-f', '-'], { input: agentPod });
+    const pod = await core.readNamespacedPod({ name: 'finance-agent-0', namespace: 'finance' });
+    if ((pod.spec?.initContainers ?? []).length > 0) return true;
+    await kubectl(plane, ['delete', 'pod', 'finance-agent-0', '-n', 'finance', '--wait=false']);
+    return undefined;
+  }, 30_000, 500);
+  await run(['get', 'pod', 'finance-agent-0', '-n', 'finance', '-o', 'jsonpath={range .spec.initContainers[*]}init (native sidecar): {.name} {.image} restartPolicy={.restartPolicy}{"\\n"}{end}{range .spec.containers[*]}app: {.name} HTTPS_PROXY={.env[?(@.name=="HTTPS_PROXY")].value}{"\\n"}{end}']);
+
+  step('the authz sidecar of finance-agent, deciding with that bundle');
+  const sidecarPort = await freePort();
+  const sidecar = await spawnTracked(plane, process.execPath, [
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', plane.kubeconfig, '--agent', 'finance-agent', '--namespace', 'finance',
+    '--tenant', 'finance', '--http-address', `127.0.0.1:${sidecarPort}`, '--grpc-address', `127.0.0.1:${await freePort()}`, '--log-level', 'error',
+  ]);
+  stopSidecar = () => sidecar.kill('SIGTERM');
+  const base = `http://127.0.0.1:${sidecarPort}`;
+  await eventually('the sidecar to load the bundle', async () => ((await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000);
+  console.log(`sidecar ready on ${base} (POST /v1/authorize)`);
+  const call = (params: Record<string, unknown>): Record<string, unknown> => ({ tool: 'stripe-payments', action: 'create_payment', params });
   const calls = [
-    { title: 'a small payment: allowed', input: { ...base, params: { amount: 4200, currency: 'USD', account: '1234567890' } } },
-    {
-      title: 'the same payment, asked for by planner-agent: denied',
-      input: { ...base, params: { amount: 4200, currency: 'USD', account: '1234567890' }, delegation: ['planner-agent'] },
-    },
-    { title: 'a large payment: waiting for approval', input: { ...base, params: { amount: 50000, currency: 'USD', account: '1234567890' } } },
+    { title: 'a small payment: allowed', input: call({ amount: 4200, currency: 'USD', account: '1234567890' }) },
+    { title: 'a payment in a currency no rule allows: denied, saying which condition failed', input: call({ amount: 4200, currency: 'GBP', account: '1234567890' }) },
+    { title: 'a large payment: waiting for approval', input: call({ amount: 50000, currency: 'USD', account: '1234567890' }) },
   ];
-  for (const call of calls) {
-    console.log(`\n${bold(call.title)}`);
-    console.log(`call:   ${JSON.stringify(call.input)}`);
-    console.log(`answer: ${JSON.stringify(evaluator.authorize(call.input))}`);
+  for (const { title, input } of calls) {
+    console.log(`\n${bold(title)}`);
+    console.log(`POST /v1/authorize ${JSON.stringify(input)}`);
+    const response = await fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(input) });
+    console.log(`${response.status} ${await response.text()}`);
   }
 
   step('a malformed policy is refused by the API server');
