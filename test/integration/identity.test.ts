@@ -13,6 +13,8 @@ import { fromJwks } from '../../src/bundle/index.ts';
 import { compileTenant, parseManifests, PolicyEvaluator, tenantResources } from '../../src/compiler/index.ts';
 import type { RunningTokenService, TokenExchangeResponse, VerifiedAgentToken } from '../../src/identity/index.ts';
 import { AGENT_TOKEN_AUDIENCE, rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, verifyAgentToken } from '../../src/identity/index.ts';
+import { createOperatorMetrics } from '../../src/operator/metrics.ts';
+import { Operator } from '../../src/operator/operator.ts';
 import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
 import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
@@ -158,6 +160,37 @@ describe('token exchange on the real API server', () => {
     expect(Math.abs(Date.parse(lastIssued) - Date.now())).toBeLessThan(60_000);
   });
 
+  it("keeps lastTokenIssued when the operator rewrites the agent's status after a spec change", async () => {
+    const operator = new Operator({
+      kubeConfig: admin,
+      namespace: OPERATOR_NS,
+      identity: 'identity-test',
+      signingKeySecret: 'portcullis-signing-keys',
+      leaseName: 'identity-test-operator',
+      leaseTimings: { leaseDurationMs: 3_000, renewDeadlineMs: 2_000, retryPeriodMs: 500 },
+      resyncMs: 600_000,
+      compile: (resources) => compileTenant(resources, plane.tools.opa),
+      log: pino({ level: 'silent' }),
+      metrics: createOperatorMetrics(),
+    });
+    await operator.start();
+    try {
+      const read = async (): Promise<AgentIdentity> =>
+        (await custom.getNamespacedCustomObject({ group: 'portcullis.dev', version: 'v1alpha1', namespace: NS, plural: 'agentidentities', name: 'planner-agent' })) as AgentIdentity;
+      await agentToken('planner-agent');
+      const issued = await eventually('status.lastTokenIssued of planner-agent', async () => (await read()).status?.lastTokenIssued);
+      await kubectl(plane, ['patch', 'agentidentity', 'planner-agent', '-n', NS, '--type=merge', '-p', '{"spec":{"purpose":"Plans the week"}}']);
+      const generation = (await read()).metadata?.generation;
+      const status = await eventually('the operator to write the status of the new generation', async () => {
+        const current = await read();
+        return current.status?.observedGeneration === generation && current.status?.conditions?.some((c) => c.type === 'Ready') ? current.status : undefined;
+      }, 30_000);
+      expect(status.lastTokenIssued).toBe(issued);
+    } finally {
+      await operator.stop();
+    }
+  });
+
   it('refuses a suspended agent with 403 agent_suspended', async () => {
     const answer = await exchange(await serviceAccountToken('paused-agent'));
     expect(answer.status).toBe(403);
@@ -173,11 +206,14 @@ describe('token exchange on the real API server', () => {
     await eventually('the resumed agent to be served', async () => ((await exchange(saToken)).status === 200 ? true : undefined), 10_000, 50);
   });
 
-  it('refuses a ServiceAccount token whose credentials were revoked with revokedBefore', async () => {
+  it('refuses a ServiceAccount token issued before revokedBefore, and serves one issued after', async () => {
     const before = await serviceAccountToken('kill-switch-agent');
-    await new Promise((r) => setTimeout(r, 1100));
-    await kubectl(plane, ['patch', 'agentidentity', 'kill-switch-agent', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { revokedBefore: new Date(Date.now() - 500).toISOString() } })]);
+    // iat has whole seconds: revoke from the second after it, and ask again once that second has passed.
+    const { iat } = JSON.parse(Buffer.from(before.split('.')[1] ?? '', 'base64url').toString()) as { iat: number };
+    const revokedBefore = new Date((iat + 1) * 1000);
+    await kubectl(plane, ['patch', 'agentidentity', 'kill-switch-agent', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { revokedBefore: revokedBefore.toISOString() } })]);
     await eventually('the revoked credential to be refused', async () => ((await exchange(before)).body.error === 'agent_revoked' ? true : undefined), 10_000, 50);
+    await new Promise((r) => setTimeout(r, Math.max(0, revokedBefore.getTime() - Date.now() + 50)));
     expect((await exchange(await serviceAccountToken('kill-switch-agent'))).status).toBe(200);
   });
 
