@@ -1,0 +1,119 @@
+// What a sidecar needs to hold its agent token: fetch it at start, refresh it before it expires
+// (at 70-80 % of its lifetime, jittered so a fleet started together does not refresh together),
+// and retry failures with capped, jittered exponential backoff while the current token lasts.
+
+export interface FetchedToken {
+  token: string;
+  expiresInS: number;
+}
+
+/** Between 70 % and 80 % of the lifetime: early enough to survive a few failed retries. */
+export function refreshDelayMs(lifetimeMs: number, random: number): number {
+  return Math.max(1000, Math.round(lifetimeMs * (0.7 + 0.1 * random)));
+}
+
+/** 0.5 s doubling per failure, capped at 30 s, with half of it random. */
+export function retryDelayMs(failures: number, random: number): number {
+  const base = Math.min(30_000, 500 * 2 ** Math.max(0, failures - 1));
+  return base * (0.5 + 0.5 * random);
+}
+
+export interface AgentTokenSourceOptions {
+  fetchToken: () => Promise<FetchedToken>;
+  onError?: (error: unknown, retryInMs: number) => void;
+  now?: () => number;
+  random?: () => number;
+}
+
+export class AgentTokenSource {
+  private readonly options: AgentTokenSourceOptions;
+  private token: { value: string; expiresAtMs: number } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private stopped = false;
+  /** Ends the wait between two first attempts, so stop() also ends start(). */
+  private wake: (() => void) | undefined;
+
+  constructor(options: AgentTokenSourceOptions) {
+    this.options = options;
+  }
+
+  /** The current token; undefined before the first fetch and once it has expired unrenewed. */
+  get current(): string | undefined {
+    return this.token && this.token.expiresAtMs > this.now() ? this.token.value : undefined;
+  }
+
+  /** Fetches the first token (retrying until it succeeds or the source is stopped), then refreshes on its own. */
+  async start(): Promise<void> {
+    this.stopped = false;
+    while (!(await this.refresh())) {
+      if (this.isStopped()) return;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        this.timer = setTimeout(resolve, this.retryIn());
+      });
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.wake?.();
+  }
+
+  private isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** One fetch; on success the next refresh is scheduled, on failure the caller (or the timer) retries. */
+  private async refresh(): Promise<boolean> {
+    try {
+      const fetched = await this.options.fetchToken();
+      const lifetimeMs = fetched.expiresInS * 1000;
+      this.token = { value: fetched.token, expiresAtMs: this.now() + lifetimeMs };
+      this.failures = 0;
+      this.schedule(refreshDelayMs(lifetimeMs, this.random()));
+      return true;
+    } catch (error) {
+      this.failures += 1;
+      this.options.onError?.(error, retryDelayMs(this.failures, 0.5));
+      return false;
+    }
+  }
+
+  private retryIn(): number {
+    return retryDelayMs(this.failures, this.random());
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      void this.refresh().then((ok) => { if (!ok) this.schedule(this.retryIn()); });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  private now(): number {
+    return this.options.now?.() ?? Date.now();
+  }
+
+  private random(): number {
+    return this.options.random?.() ?? Math.random();
+  }
+}
+
+/**
+ * Fetches agent tokens from the token service, presenting the pod's projected ServiceAccount token
+ * read afresh each time (the kubelet rotates the file).
+ */
+export function tokenServiceFetcher(url: string, serviceAccountToken: () => Promise<string>): () => Promise<FetchedToken> {
+  return async () => {
+    const res = await fetch(`${url.replace(/\/$/, '')}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${(await serviceAccountToken()).trim()}` } });
+    const body = (await res.json().catch(() => ({}))) as { access_token?: string; expires_in?: number; error?: string; message?: string };
+    if (res.status !== 200 || typeof body.access_token !== 'string' || typeof body.expires_in !== 'number') {
+      throw new Error(`the token service answered ${String(res.status)} ${body.error ?? ''}: ${body.message ?? 'no token'}`);
+    }
+    return { token: body.access_token, expiresInS: body.expires_in };
+  };
+}
