@@ -13,7 +13,7 @@ import { createOperatorMetrics } from './metrics.ts';
 import { Operator } from './operator.ts';
 import { startOpsServer } from './server.ts';
 import { rotateKeyring } from './signing-keys.ts';
-import { startTokenService } from '../identity/index.ts';
+import { rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET } from '../identity/index.ts';
 import type { RunningWebhook, WebhookOptions } from '../webhook/index.ts';
 import { startWebhook } from '../webhook/index.ts';
 import type { Logger } from 'pino';
@@ -107,6 +107,7 @@ Flags:
   --workers N                tenants reconciled at once (default 4)
   --signing-key-secret NAME  Secret holding the bundle signing keys (default portcullis-signing-keys)
   --rotate-signing-key       add a new active signing key to the Secret, print its id, and exit
+  --rotate-token-key         add a new agent token signing key (published now, signing in 2 minutes), print its id, and exit
   --log-level LEVEL          trace, debug, info, warn or error (default info)
 `;
 
@@ -160,6 +161,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       workers: { type: 'string' },
       'signing-key-secret': { type: 'string' },
       'rotate-signing-key': { type: 'boolean' },
+      'rotate-token-key': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -177,6 +179,10 @@ export async function operatorCommand(args: string[]): Promise<number> {
   if (values['rotate-signing-key']) {
     const keyId = await rotateKeyring(kubeConfig.makeApiClient(CoreV1Api), namespace, signingKeySecret);
     process.stdout.write(`${keyId}\n`);
+    return 0;
+  }
+  if (values['rotate-token-key']) {
+    process.stdout.write(`${await rotateTokenKeyring(kubeConfig.makeApiClient(CoreV1Api), namespace, TOKEN_KEYS_SECRET)}\n`);
     return 0;
   }
   const leaseTimings = {
