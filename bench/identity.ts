@@ -6,10 +6,10 @@
 // 1. Latency of one exchange at a time (p50/p99), next to a bare TokenReview as the floor.
 // 2. Throughput with CONCURRENCY exchanges in flight.
 // 3. Verification of an agent token (what sidecars and tools do per call), in process.
+// 4. The token service's part of containment: from `kubectl patch` setting `suspended: true` to
+//    the first refused exchange, over CONTAINMENT_TRIALS trials. The whole time-to-contain (to the
+//    first denied call at the sidecar) goes through the bundle path and is measured with the sidecar.
 // The token service, its client and the API server share the machine's cores.
-//
-// Time-to-contain (suspend → first denied call at the sidecar) needs the sidecar's token and
-// bundle paths and is not measured here.
 
 import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { pino } from 'pino';
@@ -28,6 +28,7 @@ const CONCURRENT = 2000;
 const CONCURRENCY = 16;
 const VERIFICATIONS = 5000;
 const NS = 'bench-identity';
+const CONTAINMENT_TRIALS = 30;
 
 const plane = await startControlPlane({ log: (l) => { console.log(`[control-plane] ${l}`); } });
 const kc = kubeConfigOf(plane);
@@ -97,11 +98,36 @@ const verifyMs = await timed(async () => {
   }
 });
 
+async function patchSuspended(name: string, suspended: boolean): Promise<void> {
+  await kubectl(plane, ['patch', 'agentidentity', name, '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { suspended } })]);
+}
+
+async function exchangeStatus(i: number): Promise<number> {
+  const res = await fetch(`${service.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${saTokens[i] ?? ''}` } });
+  await res.body?.cancel();
+  return res.status;
+}
+
+const contain: number[] = [];
+for (let trial = 0; trial < CONTAINMENT_TRIALS; trial++) {
+  const i = trial % AGENTS;
+  const start = performance.now();
+  const patched = patchSuspended(names[i] ?? '', true);
+  while ((await exchangeStatus(i)) !== 403) await new Promise((r) => setTimeout(r, 2));
+  contain.push(performance.now() - start);
+  await patched;
+  await patchSuspended(names[i] ?? '', false);
+  while ((await exchangeStatus(i)) !== 200) await new Promise((r) => setTimeout(r, 10));
+}
+contain.sort((a, b) => a - b);
+
 const figures: Figure[] = [
   figure('token issuance p50 (one at a time)', percentile(latencies, 50), 'ms', undefined, { name: 'bare TokenReview p50', value: percentile(reviews, 50) }),
   figure('token issuance p99 (one at a time)', percentile(latencies, 99), 'ms', undefined, { name: 'bare TokenReview p99', value: percentile(reviews, 99) }),
   figure(`token issuance throughput (${String(CONCURRENCY)} in flight)`, CONCURRENT / (concurrentMs / 1000), 'tokens/s'),
   figure('agent token verification (in process)', VERIFICATIONS / (verifyMs / 1000), 'tokens/s'),
+  figure('kubectl patch suspended → token refused p50', percentile(contain, 50), 'ms'),
+  figure('kubectl patch suspended → token refused p99', percentile(contain, 99), 'ms', { text: '<= 1000 ms', met: percentile(contain, 99) <= 1000 }),
 ];
 await service.stop();
 await plane.stop();
