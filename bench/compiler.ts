@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import type { PolicyRule } from '../src/api/index.ts';
 import { compileTenant, generateTenant, opaBinary, PolicyEvaluator } from '../src/compiler/index.ts';
 import { buildWasm } from '../src/compiler/opa.ts';
+import { formatRevision, generateSigningKey, signBundle, toConfigMapData } from '../src/bundle/index.ts';
 import { agent, tenantOf, toolPolicy } from '../src/compiler/test-support.ts';
 import type { Figure } from './lib.ts';
 import { figure, percentile, report } from './lib.ts';
@@ -83,6 +84,7 @@ async function opaBenchNsPerOp(rego: string, dataJson: string, input: unknown): 
 }
 
 const figures: Figure[] = [];
+const signingKey = await generateSigningKey();
 for (const size of SIZES) {
   const resources = tenant(size);
   let start = performance.now();
@@ -107,7 +109,13 @@ for (const size of SIZES) {
     signals: { clock: { 'America/New_York': { day: 'Mon', minute: 600 } }, threats: { prompt_injection: [], sql_injection: [], path_traversal: [], pii: [] } },
   };
   const goUs = (await opaBenchNsPerOp(generated.rego[0]?.text ?? '', generated.dataJson, wasmInput)) / 1000;
-  const configMapBytes = Math.ceil(compiled.wasm.length / 3) * 4 + Buffer.byteLength(compiled.dataJson);
+  // The ConfigMap the operator writes: signed, text files as text, the policy module gzip'd and base64.
+  const signed = await signBundle(
+    { manifest: { revision: formatRevision(1, compiled.revision), roots: ['portcullis'], metadata: { tenant: compiled.tenant }, wasm: [{ entrypoint: compiled.entrypoints[0] ?? '', module: '/policy.wasm' }] }, wasm: compiled.wasm, data: compiled.data },
+    signingKey,
+  );
+  const { data, binaryData } = toConfigMapData(signed);
+  const configMapBytes = [...Object.entries(data), ...Object.entries(binaryData)].reduce((n, [k, v]) => n + k.length + Buffer.byteLength(v), 0);
   const at1000 = size === 1000;
   const compileMs = generateMs + opaBuildMs;
   const p50 = percentile(samples, 50);
@@ -115,7 +123,7 @@ for (const size of SIZES) {
   figures.push(
     figure(`${size} rules: YAML parse and schema validation`, parseMs, 'ms'),
     figure(`${size} rules: compile (IR, Rego, data) + opa build`, compileMs, 'ms', at1000 ? { text: '<= 1000 ms', met: compileMs <= 1000 } : undefined),
-    figure(`${size} rules: bundle in a ConfigMap (wasm base64 + data.json)`, configMapBytes / 1024, 'KiB', at1000 ? { text: '<= 1024 KiB', met: configMapBytes <= 1024 * 1024 } : undefined),
+    figure(`${size} rules: signed bundle as its ConfigMap (data + binaryData)`, configMapBytes / 1024, 'KiB', at1000 ? { text: '<= 1024 KiB', met: configMapBytes <= 1024 * 1024 } : undefined),
     figure(`${size} rules: authorize p50 (20 rules per tool at 1,000)`, p50, 'us', undefined, { name: 'opa bench (Go)', value: goUs }),
     figure(`${size} rules: authorize p99`, p99, 'us', at1000 ? { text: '<= 50 us', met: p99 <= 50 } : undefined),
     figure(`${size} rules: authorize p50, default deny (reasons from 8 rules)`, percentile(deniedSamples, 50), 'us'),

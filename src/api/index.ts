@@ -2,3 +2,4 @@
 export * from './types.generated.ts';
 export { API_VERSION, CATEGORY, CONDITION_KINDS, DECISIONS, PARAM_OPERATORS, GROUP, MODES, REDACTION_DETECTORS, THREATS, VERSION, WEEKDAYS } from './crds.ts';
 export type { CrdSource } from './crds.ts';
+export { INJECT_ANNOTATION, INJECTED_ANNOTATION, INJECTION_LABEL, TENANT_LABEL } from './labels.ts';

@@ -6,7 +6,7 @@ import { EVAL_USAGE, evalCommand } from './eval.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import { TEST_USAGE, testCommand } from './test-cases.ts';
-import { OPERATOR_USAGE, operatorCommand, UsageError as OperatorUsageError } from '../operator/main.ts';
+import { OPERATOR_USAGE, operatorCommand } from '../operator/main.ts';
 import { SIDECAR_USAGE, sidecarCommand } from '../sidecar/main.ts';
 
 export const USAGE = `Usage: portcullis COMMAND [options]
@@ -37,7 +37,7 @@ function isParseArgsError(error: unknown): error is Error {
 }
 
 function report(error: unknown, io: CliIo, usage: string): number {
-  if (error instanceof UsageError || error instanceof OperatorUsageError || isParseArgsError(error)) {
+  if (error instanceof UsageError || isParseArgsError(error)) {
     io.stderr(`portcullis: ${error.message}\n\n${usage}`);
     return 2;
   }

@@ -6,12 +6,12 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { AgentIdentity, EgressRule, ToolPolicy } from '../api/index.ts';
-import { API_VERSION, GROUP } from '../api/index.ts';
+import { API_VERSION, GROUP, TENANT_LABEL } from '../api/index.ts';
 import { CompileError, CompileErrors } from './errors.ts';
 import type { ResourceKind } from './validate.ts';
 import { RESOURCE_KINDS, validateResource } from './validate.ts';
 
-export const TENANT_LABEL = 'portcullis.dev/tenant';
+export { TENANT_LABEL };
 /** kubectl's namespace for objects that do not name one. */
 export const DEFAULT_NAMESPACE = 'default';
 

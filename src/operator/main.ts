@@ -4,10 +4,10 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { PooledKubeConfig } from './kubeconfig.ts';
 import { pino } from 'pino';
+import { durationFlag, kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
+import { UsageError } from '../cli/io.ts';
 import { compileTenant } from '../compiler/compile.ts';
-import { parseDuration } from '../compiler/durations.ts';
 import { DEFAULT_LEASE_TIMINGS } from './leader.ts';
 import { createOperatorMetrics } from './metrics.ts';
 import { Operator } from './operator.ts';
@@ -32,7 +32,7 @@ interface WebhookFlags {
 
 /** The webhook's settings from the flags; throws UsageError naming a bad one. */
 export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger): WebhookOptions {
-  const listen = address(flags['webhook-address'] ?? '0.0.0.0:9443', 'webhook-address');
+  const listen = listenAddress(flags['webhook-address'] ?? '0.0.0.0:9443', 'webhook-address');
   const service = flags['webhook-service'] ?? 'portcullis-webhook';
   if (flags['cert-manager'] !== undefined && (!/^[a-z0-9-]+\/[a-z0-9-]+$/.test(flags['cert-manager']) || flags['cert-dir'] === undefined)) {
     throw new UsageError('--cert-manager takes NAMESPACE/CERTIFICATE and needs --cert-dir, where its Secret is mounted');
@@ -111,32 +111,6 @@ Flags:
   --log-level LEVEL          trace, debug, info, warn or error (default info)
 `;
 
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
-
-function durationFlag(value: string | undefined, flag: string, fallbackMs: number): number {
-  if (value === undefined) return fallbackMs;
-  const ms = parseDuration(value);
-  if (ms === undefined || ms <= 0) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not a positive duration such as 15s or 2m`);
-  return ms;
-}
-
-function address(value: string, flag = 'ops-address'): { host: string; port: number } {
-  const match = /^(.*):(\d{1,5})$/.exec(value);
-  const port = Number(match?.[2]);
-  if (!match || port > 65535) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not HOST:PORT`);
-  return { host: match[1] === '' ? '0.0.0.0' : (match[1] ?? '0.0.0.0'), port };
-}
-
-function kubeConfigFrom(path: string | undefined): KubeConfig {
-  const kc = new PooledKubeConfig();
-  if (path !== undefined) kc.loadFromFile(path);
-  else kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new UsageError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster');
-  return kc;
-}
-
 export async function operatorCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -170,9 +144,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
     process.stdout.write(OPERATOR_USAGE);
     return 0;
   }
-  const levels = ['trace', 'debug', 'info', 'warn', 'error'];
-  const level = values['log-level'] ?? 'info';
-  if (!levels.includes(level)) throw new UsageError(`--log-level: ${JSON.stringify(level)} is not one of ${levels.join(', ')}`);
+  const level = logLevel(values['log-level']);
   const kubeConfig = kubeConfigFrom(values.kubeconfig);
   const namespace = values.namespace ?? process.env.POD_NAMESPACE ?? 'portcullis-system';
   const signingKeySecret = values['signing-key-secret'] ?? 'portcullis-signing-keys';
@@ -193,8 +165,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
   if (!(leaseTimings.leaseDurationMs > leaseTimings.renewDeadlineMs && leaseTimings.renewDeadlineMs > leaseTimings.retryPeriodMs)) {
     throw new UsageError('leader election needs --lease-duration > --renew-deadline > --retry-period');
   }
-  const ops = address(values['ops-address'] ?? '0.0.0.0:8080');
-  const tokenAddress = address(values['token-address'] ?? '0.0.0.0:8443', 'token-address');
+  const ops = listenAddress(values['ops-address'] ?? '0.0.0.0:8080', 'ops-address');
+  const tokenAddress = listenAddress(values['token-address'] ?? '0.0.0.0:8443', 'token-address');
   const workers = Number(values.workers ?? '4');
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError(`--workers: ${JSON.stringify(values.workers)} is not a whole number from 1 to 64`);
   const log = pino({ level, base: { component: 'operator' } });

@@ -3,11 +3,12 @@
 // resource, and whether a new bundle goes out. I/O lives in reconciler.ts.
 
 import type { AgentIdentity, Condition, EgressRule, ToolPolicy } from '../api/index.ts';
+import { INJECTION_LABEL, TENANT_LABEL } from '../api/index.ts';
+
+export { TENANT_LABEL };
 import type { DesiredCondition } from './conditions.ts';
 import { setConditions } from './conditions.ts';
 
-export const TENANT_LABEL = 'portcullis.dev/tenant';
-export const INJECTION_LABEL = 'portcullis.dev/injection';
 export const BUNDLE_CONFIGMAP = 'portcullis-bundle';
 export const TRUST_CONFIGMAP = 'portcullis-trust';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';

@@ -1,10 +1,9 @@
 // `portcullis sidecar`: flags, wiring and graceful shutdown.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
+import { kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
 import { UsageError } from '../cli/io.ts';
-import { PooledKubeConfig } from '../operator/kubeconfig.ts';
 import { Sidecar } from './sidecar.ts';
 import type { ToolTable } from './tools.ts';
 import { parseToolTable, ToolTableError } from './tools.ts';
@@ -31,21 +30,6 @@ Flags:
   --kubeconfig PATH        kubeconfig to use (default: in-cluster, else $KUBECONFIG / ~/.kube/config)
   --log-level LEVEL        trace, debug, info, warn or error (default info)
 `;
-
-function address(value: string, flag: string): { host: string; port: number } {
-  const match = /^(.*):(\d{1,5})$/.exec(value);
-  const port = Number(match?.[2]);
-  if (!match || port > 65535) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not HOST:PORT`);
-  return { host: match[1] === '' ? '0.0.0.0' : (match[1] ?? '0.0.0.0'), port };
-}
-
-function kubeConfigFrom(path: string | undefined): KubeConfig {
-  const kc = new PooledKubeConfig();
-  if (path !== undefined) kc.loadFromFile(path);
-  else kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new UsageError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster');
-  return kc;
-}
 
 function required(value: string | undefined, flag: string, env: string): string {
   if (value === undefined || value === '') throw new UsageError(`--${flag} (or $${env}) is required`);
@@ -82,9 +66,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     process.stdout.write(SIDECAR_USAGE);
     return 0;
   }
-  const levels = ['trace', 'debug', 'info', 'warn', 'error'];
-  const level = values['log-level'] ?? 'info';
-  if (!levels.includes(level)) throw new UsageError(`--log-level: ${JSON.stringify(level)} is not one of ${levels.join(', ')}`);
+  const level = logLevel(values['log-level']);
   const agent = required(values.agent ?? process.env.PORTCULLIS_AGENT, 'agent', 'PORTCULLIS_AGENT');
   const namespace = required(values.namespace ?? process.env.POD_NAMESPACE, 'namespace', 'POD_NAMESPACE');
   const tenant = values.tenant ?? process.env.PORTCULLIS_TENANT ?? namespace;
@@ -94,8 +76,8 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     identity: { namespace, agent },
     tenant,
     tools: await toolTableFrom(values.tools),
-    http: address(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
-    grpc: address(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
+    http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
+    grpc: listenAddress(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
     log,
   });
   await sidecar.start();

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { CoreV1Api, KubernetesObjectApi, PatchStrategy, VersionApi } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { TENANT_LABEL } from '../api/index.ts';
 import type { Histogram } from 'prom-client';
 import type { Pem } from './certs.ts';
 import type { ClientConfig } from './configurations.ts';
@@ -55,7 +56,6 @@ export function supportsNativeSidecars(major: string, minor: string): boolean {
   return maj > 1 || (maj === 1 && min >= 29);
 }
 
-const TENANT_LABEL = 'portcullis.dev/tenant';
 const TENANT_CACHE_MS = 10_000;
 
 /** Namespace → tenant, read from the API and kept briefly: admission must stay fast. */

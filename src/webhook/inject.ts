@@ -5,11 +5,10 @@
 // pod changes nothing.
 
 import type { V1Container, V1EnvVar, V1Pod, V1SecurityContext, V1Volume } from '@kubernetes/client-node';
+import { INJECTED_ANNOTATION } from '../api/index.ts';
 import { envoyBootstrap, PORTS } from './envoy-bootstrap.ts';
 
-export const INJECT_ANNOTATION = 'portcullis.dev/inject';
-export const INJECTION_LABEL = 'portcullis.dev/injection';
-export const INJECTED_ANNOTATION = 'portcullis.dev/injected';
+export { INJECT_ANNOTATION, INJECTED_ANNOTATION, INJECTION_LABEL } from '../api/index.ts';
 export const AUTHZ_CONTAINER = 'portcullis-authz';
 export const ENVOY_CONTAINER = 'portcullis-envoy';
 export const TOKEN_VOLUME = 'portcullis-token';
