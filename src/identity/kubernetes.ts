@@ -54,6 +54,15 @@ export function agentRecordOf(identity: AgentIdentity, tenant: string): AgentRec
 
 type CachedIdentity = AgentIdentity & { metadata: NonNullable<AgentIdentity['metadata']> };
 
+/** Only names, labels and specs are read: managed fields and annotations (kubectl's last-applied copy) are not cached. */
+function slim<T extends { metadata?: { managedFields?: unknown; annotations?: unknown } }>(object: T): T {
+  if (object.metadata) {
+    delete object.metadata.managedFields;
+    delete object.metadata.annotations;
+  }
+  return object;
+}
+
 /** AgentIdentities and the tenants of their namespaces, from watch caches. */
 export class InformerAgentDirectory implements AgentDirectory {
   private readonly identities: ResilientInformer<CachedIdentity>;
@@ -69,9 +78,9 @@ export class InformerAgentDirectory implements AgentDirectory {
       kubeConfig,
       `/apis/${GROUP}/${VERSION}/agentidentities`,
       async () => (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'agentidentities' })) as KubernetesListObject<CachedIdentity>,
-      { name: 'token-service-agentidentities', onError },
+      { name: 'token-service-agentidentities', onError, transform: slim },
     );
-    this.namespaces = new ResilientInformer<V1Namespace>(kubeConfig, '/api/v1/namespaces', () => core.listNamespace(), { name: 'token-service-namespaces', onError });
+    this.namespaces = new ResilientInformer<V1Namespace>(kubeConfig, '/api/v1/namespaces', () => core.listNamespace(), { name: 'token-service-namespaces', onError, transform: slim });
   }
 
   get hasSynced(): boolean {
