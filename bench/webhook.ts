@@ -7,10 +7,10 @@
 
 import type { KubeConfig } from '@kubernetes/client-node';
 import { KubernetesObjectApi, PatchStrategy } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { Histogram, Registry } from 'prom-client';
 import { request } from 'node:https';
 import { kubeConfigOf } from '../test/harness/cluster.ts';
+import { localWebhookOptions } from '../test/harness/local-parts.ts';
 import { freePort, kubectl, startControlPlane } from '../test/harness/control-plane.ts';
 import { startWebhook } from '../src/webhook/index.ts';
 import type { Figure } from './lib.ts';
@@ -72,20 +72,7 @@ try {
   await kubectl(plane, ['label', 'namespace', 'bench-agents', 'portcullis.dev/injection=enabled']);
   const registry = new Registry();
   const handler = new Histogram({ name: 'handler', help: 'handler seconds', labelNames: ['result'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05], registers: [registry] });
-  const port = await freePort();
-  const webhook = await startWebhook({
-    kubeConfig: kc,
-    namespace: 'webhook-system',
-    host: '127.0.0.1',
-    port,
-    clientConfig: { url: `https://127.0.0.1:${port}/inject` },
-    dnsNames: ['localhost'],
-    ips: ['127.0.0.1'],
-    secretName: 'portcullis-webhook-tls',
-    injection: { sidecarImage: 'portcullis:bench', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0' },
-    log: pino({ level: 'silent' }),
-    duration: handler,
-  });
+  const webhook = await startWebhook({ ...localWebhookOptions(kc, 'webhook-system', await freePort()), duration: handler });
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const pod = (name: string): Parameters<typeof objects.create>[0] => ({
     apiVersion: 'v1',

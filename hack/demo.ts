@@ -7,16 +7,14 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import type { BundleJwks } from '../src/bundle/index.ts';
 import { fromConfigMapData, fromJwks, verifyBundle } from '../src/bundle/index.ts';
-import { compileTenant } from '../src/compiler/index.ts';
-import { createOperatorMetrics } from '../src/operator/metrics.ts';
-import { Operator } from '../src/operator/operator.ts';
+import type { Operator } from '../src/operator/operator.ts';
 import type { RunningWebhook } from '../src/webhook/index.ts';
 import { startWebhook } from '../src/webhook/index.ts';
-import { eventually, kubeConfigOf, kubeConfigWithToken, spawnTracked } from '../test/harness/cluster.ts';
+import { eventually, kubeConfigOf, spawnTracked } from '../test/harness/cluster.ts';
 import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
+import { localWebhookOptions, serviceAccountKubeConfig, startLocalOperator } from '../test/harness/local-parts.ts';
 
 const { values } = parseArgs({ options: { keep: { type: 'boolean', default: false } } });
 
@@ -53,23 +51,9 @@ try {
   step('the operator, running as its ServiceAccount with config/rbac');
   await kubectl(plane, ['create', 'namespace', 'portcullis-system']);
   await run(['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
-  const token = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', 'portcullis-system', '--duration=24h'])).stdout.trim();
-  operator = new Operator({
-    kubeConfig: kubeConfigWithToken(plane, token),
-    namespace: 'portcullis-system',
-    identity: 'demo-operator',
-    signingKeySecret: 'portcullis-signing-keys',
-    leaseName: 'portcullis-operator',
-    leaseTimings: { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 },
-    resyncMs: 600_000,
-    compile: (resources) => compileTenant(resources, plane.tools.opa),
-    // Warnings would interleave with the demo's own output; errors still show.
-    log: pino({ level: 'error' }),
-    metrics: createOperatorMetrics(),
-  });
-  await operator.start();
-  const leading = operator;
-  await eventually('the operator to take the leader Lease', () => (leading.isLeader ? true : undefined));
+  const operatorClient = await serviceAccountKubeConfig(plane, 'portcullis-system', 'portcullis-operator');
+  // Warnings would interleave with the demo's own output; errors still show.
+  operator = await startLocalOperator(plane, { kubeConfig: operatorClient, namespace: 'portcullis-system', identity: 'demo-operator', logLevel: 'error' });
   console.log('operator started and holds the leader Lease');
 
   step('policies as a platform team writes them');
@@ -91,19 +75,7 @@ try {
   console.log(`signature verified: revision ${bundle.manifest.revision}, tenant ${bundle.manifest.metadata.tenant}, policy.wasm ${bundle.wasm.byteLength} bytes`);
 
   step('an agent pod in a namespace labelled for injection gets the authz sidecar and Envoy');
-  const webhookPort = await freePort();
-  webhook = await startWebhook({
-    kubeConfig: kubeConfigWithToken(plane, token),
-    namespace: 'portcullis-system',
-    host: '127.0.0.1',
-    port: webhookPort,
-    clientConfig: { url: `https://127.0.0.1:${webhookPort}/inject` },
-    dnsNames: ['localhost'],
-    ips: ['127.0.0.1'],
-    secretName: 'portcullis-webhook-tls',
-    injection: { sidecarImage: 'ghcr.io/portcullis-dev/portcullis:0.1.0', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0' },
-    log: pino({ level: 'error' }),
-  });
+  webhook = await startWebhook(localWebhookOptions(operatorClient, 'portcullis-system', await freePort()));
   const agentPod = ['apiVersion: v1', 'kind: Pod', 'metadata: { name: finance-agent-0, namespace: finance }', 'spec:', '  serviceAccountName: finance-agent', '  containers: [ { name: agent, image: finance-agent:1 } ]'].join('\n');
   await eventually('the injector to be in the admission chain', async () => {
     await kubectl(plane, ['apply', '-f', '-'], { input: agentPod });

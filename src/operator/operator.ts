@@ -583,9 +583,18 @@ export class Operator {
   }
 }
 
-/** The cache drops managedFields: often larger than the object, and never read here. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * The cache drops managedFields and kubectl's last-applied copy of the object:
+ * together often larger than the object itself, and never read here.
+ */
 function withoutManagedFields<T extends KubernetesObject>(object: T): T {
   if (object.metadata?.managedFields) delete object.metadata.managedFields;
+  const annotations = object.metadata?.annotations;
+  if (annotations?.[LAST_APPLIED] !== undefined && object.metadata) {
+    object.metadata.annotations = Object.fromEntries(Object.entries(annotations).filter(([key]) => key !== LAST_APPLIED));
+  }
   return object;
 }
 

@@ -2,18 +2,17 @@
 
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { V1ConfigMap } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Bundle, BundleJwks } from '../../src/bundle/index.ts';
 import { fromConfigMapData, fromJwks, parseRevision, verifyBundle } from '../../src/bundle/index.ts';
-import { compileTenant } from '../../src/compiler/index.ts';
 import { createOperatorMetrics } from '../../src/operator/metrics.ts';
-import { Operator } from '../../src/operator/operator.ts';
+import type { Operator } from '../../src/operator/operator.ts';
 import { rotateKeyring } from '../../src/operator/signing-keys.ts';
 import { join } from 'node:path';
-import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
+import { eventually, kubeConfigOf } from '../harness/cluster.ts';
 import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
 
 const plane = inject('controlPlane');
 const kc = kubeConfigOf(plane);
@@ -28,22 +27,13 @@ beforeAll(async () => {
   await kubectl(plane, ['create', 'namespace', OPERATOR_NS]);
   // The operator runs with exactly the permissions config/rbac grants it.
   await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
-  const token = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', OPERATOR_NS, '--duration=2h'])).stdout.trim();
-  operator = new Operator({
-    kubeConfig: kubeConfigWithToken(plane, token),
+  operator = await startLocalOperator(plane, {
+    kubeConfig: await serviceAccountKubeConfig(plane, OPERATOR_NS, 'portcullis-operator'),
     namespace: OPERATOR_NS,
     identity: 'in-process-operator',
-    signingKeySecret: 'portcullis-signing-keys',
-    leaseName: 'portcullis-operator',
-    leaseTimings: { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 500 },
-    resyncMs: 600_000,
-    compile: (resources) => compileTenant(resources, plane.tools.opa),
-    log: pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' }),
     keyringRefreshMs: 500,
     metrics,
   });
-  await operator.start();
-  await eventually('the in-process operator to lead', () => (operator.isLeader ? true : undefined));
 });
 
 afterAll(async () => {

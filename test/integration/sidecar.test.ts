@@ -6,15 +6,13 @@ import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
-import { compileTenant } from '../../src/compiler/index.ts';
-import { createOperatorMetrics } from '../../src/operator/metrics.ts';
-import { Operator } from '../../src/operator/operator.ts';
+import type { Operator } from '../../src/operator/operator.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
-import { eventually, kubeConfigOf, kubeConfigWithToken, spawnTracked } from '../harness/cluster.ts';
+import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
 import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
 
 const execFileAsync = promisify(execFile);
 const plane = inject('controlPlane');
@@ -72,22 +70,11 @@ async function startOperator(): Promise<Operator> {
     resources: [relative(overlay, join(REPO_ROOT, 'config', 'rbac'))],
   }));
   await kubectl(plane, ['apply', '-k', overlay]);
-  const token = (await kubectl(plane, ['create', 'token', 'sidecar-portcullis-operator', '-n', OPERATOR_NS, '--duration=2h'])).stdout.trim();
-  const started = new Operator({
-    kubeConfig: kubeConfigWithToken(plane, token),
+  return startLocalOperator(plane, {
+    kubeConfig: await serviceAccountKubeConfig(plane, OPERATOR_NS, 'sidecar-portcullis-operator'),
     namespace: OPERATOR_NS,
     identity: 'sidecar-test-operator',
-    signingKeySecret: 'portcullis-signing-keys',
-    leaseName: 'portcullis-operator',
-    leaseTimings: { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 500 },
-    resyncMs: 600_000,
-    compile: (resources) => compileTenant(resources, plane.tools.opa),
-    log: pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' }),
-    metrics: createOperatorMetrics(),
   });
-  await started.start();
-  await eventually('the sidecar test operator to lead', () => (started.isLeader ? true : undefined));
-  return started;
 }
 
 /** A kubeconfig file for the agent's ServiceAccount, which may only read the namespace's ConfigMaps. */

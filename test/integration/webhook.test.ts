@@ -8,14 +8,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { V1Pod } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject as injectContext, it } from 'vitest';
 import { stringify } from 'yaml';
 import { envoyBootstrap, startWebhook } from '../../src/webhook/index.ts';
 import type { RunningWebhook } from '../../src/webhook/index.ts';
 import { AUTHZ_CONTAINER, ENVOY_CONTAINER, INJECTED_ANNOTATION } from '../../src/webhook/inject.ts';
 import { INJECTOR_NAME, REQUIRE_INJECTION_POLICY } from '../../src/webhook/configurations.ts';
-import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
+import { eventually, kubeConfigOf } from '../harness/cluster.ts';
+import { localWebhookOptions, serviceAccountKubeConfig } from '../harness/local-parts.ts';
 import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
 const plane = injectContext('controlPlane');
@@ -53,20 +53,8 @@ beforeAll(async () => {
   }
   // The webhook runs with exactly the permissions config/rbac grants the operator.
   await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
-  const token = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', SYSTEM_NS, '--duration=1h'])).stdout.trim();
-  const port = await freePort();
-  webhook = await startWebhook({
-    kubeConfig: kubeConfigWithToken(plane, token),
-    namespace: SYSTEM_NS,
-    host: '127.0.0.1',
-    port,
-    clientConfig: { url: `https://127.0.0.1:${port}/inject` },
-    dnsNames: ['localhost'],
-    ips: ['127.0.0.1'],
-    secretName: 'portcullis-webhook-tls',
-    injection: { sidecarImage: 'portcullis:test', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0' },
-    log: pino({ level: 'silent' }),
-  });
+  const operatorClient = await serviceAccountKubeConfig(plane, SYSTEM_NS, 'portcullis-operator');
+  webhook = await startWebhook(localWebhookOptions(operatorClient, SYSTEM_NS, await freePort()));
   // The API server needs a moment to see new admission configurations.
   await eventually('the injector to be called', async () => {
     const probe = await createPod('inject-on', `probe-${Date.now()}`);
