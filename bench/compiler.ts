@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import type { PolicyRule } from '../src/api/index.ts';
 import { compileTenant, generateTenant, opaBinary, PolicyEvaluator } from '../src/compiler/index.ts';
 import { buildWasm } from '../src/compiler/opa.ts';
-import { formatRevision, generateSigningKey, signBundle, toConfigMapData } from '../src/bundle/index.ts';
+import { configMapSize, formatRevision, generateSigningKey, signBundle } from '../src/bundle/index.ts';
 import { agent, tenantOf, toolPolicy } from '../src/compiler/test-support.ts';
 import type { Figure } from './lib.ts';
 import { figure, percentile, report } from './lib.ts';
@@ -114,8 +114,7 @@ for (const size of SIZES) {
     { manifest: { revision: formatRevision(1, compiled.revision), roots: ['portcullis'], metadata: { tenant: compiled.tenant }, wasm: [{ entrypoint: compiled.entrypoints[0] ?? '', module: '/policy.wasm' }] }, wasm: compiled.wasm, data: compiled.data },
     signingKey,
   );
-  const { data, binaryData } = toConfigMapData(signed);
-  const configMapBytes = [...Object.entries(data), ...Object.entries(binaryData)].reduce((n, [k, v]) => n + k.length + Buffer.byteLength(v), 0);
+  const configMapBytes = configMapSize(signed);
   const at1000 = size === 1000;
   const compileMs = generateMs + opaBuildMs;
   const p50 = percentile(samples, 50);

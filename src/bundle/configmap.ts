@@ -54,6 +54,21 @@ const MAX_INFLATED_BYTES = 32 * 1024 * 1024;
  * every file's size, when keys plus values (binary values counted as base64) exceed 1 MiB.
  */
 export function toConfigMapData(signed: SignedBundle): ConfigMapData {
+  const { data, binaryData, total, sizes } = encode(signed);
+  if (total > CONFIGMAP_MAX_BYTES) {
+    throw new BundleTooLargeError(
+      `the bundle of tenant ${tenantOf(signed)} takes ${total} bytes in a ConfigMap, over the limit of ${CONFIGMAP_MAX_BYTES} (${sizes.join(', ')})`,
+    );
+  }
+  return { data, binaryData };
+}
+
+/** The bytes a signed bundle takes as ConfigMap data (keys plus values, binary values as base64), bounded or not. */
+export function configMapSize(signed: SignedBundle): number {
+  return encode(signed).total;
+}
+
+function encode(signed: SignedBundle): ConfigMapData & { total: number; sizes: string[] } {
   const data: Record<string, string> = {};
   const binaryData: Record<string, string> = {};
   let total = 0;
@@ -77,12 +92,7 @@ export function toConfigMapData(signed: SignedBundle): ConfigMapData {
     total += key.length + size;
     sizes.push(`${key} ${size}`);
   }
-  if (total > CONFIGMAP_MAX_BYTES) {
-    throw new BundleTooLargeError(
-      `the bundle of tenant ${tenantOf(signed)} takes ${total} bytes in a ConfigMap, over the limit of ${CONFIGMAP_MAX_BYTES} (${sizes.join(', ')})`,
-    );
-  }
-  return { data, binaryData };
+  return { data, binaryData, total, sizes };
 }
 
 // Every tenant's bundle carries the same policy module unless it has raw Rego:

@@ -13,7 +13,7 @@ export {
   WASM_MODULE_PATH,
 } from './bundle.ts';
 export type { Bundle, BundleManifest, BundleTrust, SignaturePayload, SignedBundle, SignedFile, SigningKey } from './bundle.ts';
-export { CONFIGMAP_MAX_BYTES, fromConfigMapData, toConfigMapData } from './configmap.ts';
+export { CONFIGMAP_MAX_BYTES, configMapSize, fromConfigMapData, toConfigMapData } from './configmap.ts';
 export type { ConfigMapData } from './configmap.ts';
 export * from './errors.ts';
 export { canonicalJson } from './json.ts';
