@@ -73,7 +73,7 @@ async function applyAll(items: KubernetesObject[], concurrency = 8): Promise<voi
 async function startOperator(): Promise<{ process: TrackedProcess; port: number }> {
   const port = await freePort();
   // The heap bound config/manager/deployment.yaml sets; BENCH_NODE_OPTIONS replaces it (e.g. to add --cpu-prof).
-  const nodeArgs = (globalThis.process.env.BENCH_NODE_OPTIONS ?? '--max-old-space-size=192').split(' ').filter(Boolean);
+  const nodeArgs = (globalThis.process.env.BENCH_NODE_OPTIONS ?? '--max-old-space-size=384').split(' ').filter(Boolean);
   const process = await spawnTracked(plane, globalThis.process.execPath, [
     ...nodeArgs,
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'operator',
