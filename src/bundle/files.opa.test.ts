@@ -6,12 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportSigningKey, formatRevision, generateSigningKey, type SignedBundle, signBundle, type SigningKeyPair } from './index.ts';
+import { exportSigningKey, formatRevision, type SignedBundle, type SigningKeyPair } from './index.ts';
+import { signedTestBundle } from './test-fixtures.ts';
 import { writeBundleTarball } from './files.ts';
 
 const OPA = process.env.TEST_ASSET_OPA ?? '';
-/** The smallest valid WebAssembly module: magic number and version. */
-const EMPTY_WASM = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
 
 let key: SigningKeyPair;
 let signed: SignedBundle;
@@ -19,20 +18,7 @@ let scratch: string;
 
 beforeAll(async () => {
   if (OPA === '') throw new Error('TEST_ASSET_OPA must name the opa binary (hack/test.sh sets it)');
-  key = await generateSigningKey();
-  signed = await signBundle(
-    {
-      manifest: {
-        revision: formatRevision(3, 'c'.repeat(16)),
-        roots: ['portcullis'],
-        metadata: { tenant: 'finance' },
-        wasm: [{ entrypoint: 'portcullis/decision', module: '/policy.wasm' }],
-      },
-      wasm: EMPTY_WASM,
-      data: { portcullis: { rules: ['a', 'b'], text: 'tab\there & <tag> \u2028' } },
-    },
-    { privateKey: key.privateKey, keyId: key.keyId },
-  );
+  ({ key, signed } = await signedTestBundle());
   scratch = await mkdtemp(join(tmpdir(), 'portcullis-bundle-'));
 });
 

@@ -3,31 +3,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatRevision, generateSigningKey, type SignedBundle, signBundle, type SigningKeyPair, verifyBundle } from './index.ts';
+import { type SignedBundle, type SigningKeyPair, verifyBundle } from './index.ts';
+import { signedTestBundle } from './test-fixtures.ts';
 import { MAX_UNPACKED_BYTES, readBundleDirectory, readBundleTarball, writeBundleDirectory, writeBundleTarball } from './files.ts';
 
-/** The smallest valid WebAssembly module: magic number and version. */
-const EMPTY_WASM = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
 
 let key: SigningKeyPair;
 let signed: SignedBundle;
 let scratch: string;
 
 beforeAll(async () => {
-  key = await generateSigningKey();
-  signed = await signBundle(
-    {
-      manifest: {
-        revision: formatRevision(3, 'c'.repeat(16)),
-        roots: ['portcullis'],
-        metadata: { tenant: 'finance' },
-        wasm: [{ entrypoint: 'portcullis/decision', module: '/policy.wasm' }],
-      },
-      wasm: EMPTY_WASM,
-      data: { portcullis: { rules: ['a', 'b'], text: 'tab\there & <tag> \u2028' } },
-    },
-    { privateKey: key.privateKey, keyId: key.keyId },
-  );
+  ({ key, signed } = await signedTestBundle());
   scratch = await mkdtemp(join(tmpdir(), 'portcullis-bundle-'));
 });
 
