@@ -328,3 +328,8 @@ export async function kubectl(
     child.stdin.end(options.input ?? '');
   });
 }
+
+/** Creates the namespace unless it exists: test files share the control plane and run in any order. */
+export async function ensureNamespace(plane: Pick<ControlPlaneInfo, 'kubeconfig' | 'tools'>, name: string, labels: Record<string, string> = {}): Promise<void> {
+  await kubectl(plane, ['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } }) });
+}

@@ -3,13 +3,13 @@
 import { join } from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
-import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
 const plane = inject('controlPlane');
 const NAMESPACE = 'crd-validation';
 
 beforeAll(async () => {
-  await kubectl(plane, ['create', 'namespace', NAMESPACE]);
+  await ensureNamespace(plane, NAMESPACE);
 });
 
 function manifest(kind: string, name: string, spec: unknown): string {

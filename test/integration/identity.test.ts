@@ -16,7 +16,7 @@ import { AGENT_TOKEN_AUDIENCE, rotateTokenKeyring, startTokenService, TOKEN_KEYS
 import { createOperatorMetrics } from '../../src/operator/metrics.ts';
 import { Operator } from '../../src/operator/operator.ts';
 import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
-import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
 const plane = inject('controlPlane');
 const admin = kubeConfigOf(plane);
@@ -92,7 +92,7 @@ let tokens: RunningTokenService;
 beforeAll(async () => {
   await kubectl(plane, ['apply', '-f', '-'], { input: stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: OPERATOR_NS } }) });
   await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
-  await kubectl(plane, ['create', 'namespace', NS]);
+  await ensureNamespace(plane, NS);
   for (const sa of SERVICE_ACCOUNTS) await kubectl(plane, ['create', 'serviceaccount', sa, '-n', NS]);
   await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: MANIFESTS });
   // A pod of the finance agent, so its ServiceAccount token can be bound to it (no scheduler runs: it stays Pending).

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
-import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 
 const plane = inject('controlPlane');
 const kc = kubeConfigOf(plane);
@@ -77,7 +77,7 @@ async function bundleHolds(rule: string): Promise<true | undefined> {
 }
 
 beforeAll(async () => {
-  await kubectl(plane, ['create', 'namespace', SYSTEM_NS]);
+  await ensureNamespace(plane, SYSTEM_NS);
   await Promise.all([startReplica('replica-a'), startReplica('replica-b')]);
 }, 60_000);
 

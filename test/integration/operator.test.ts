@@ -11,7 +11,7 @@ import type { Operator } from '../../src/operator/operator.ts';
 import { rotateKeyring } from '../../src/operator/signing-keys.ts';
 import { join } from 'node:path';
 import { eventually, kubeConfigOf } from '../harness/cluster.ts';
-import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
 
 const plane = inject('controlPlane');
@@ -24,7 +24,7 @@ const metrics = createOperatorMetrics();
 let operator: Operator;
 
 beforeAll(async () => {
-  await kubectl(plane, ['create', 'namespace', OPERATOR_NS]);
+  await ensureNamespace(plane, OPERATOR_NS);
   // The operator runs with exactly the permissions config/rbac grants it.
   await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
   operator = await startLocalOperator(plane, {
@@ -37,7 +37,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await operator.stop();
+  // Undefined when beforeAll failed; that failure is the one to report.
+  await (operator as Operator | undefined)?.stop();
 });
 
 const apply = async (docs: unknown[]): Promise<void> => {

@@ -11,7 +11,7 @@ import { stringify } from 'yaml';
 import type { Operator } from '../../src/operator/operator.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
-import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
 
 const execFileAsync = promisify(execFile);
@@ -62,7 +62,7 @@ function paymentsPolicy(smallMax: number): unknown {
 
 /** The operator runs with config/rbac's permissions, renamed into its own namespace so it leaves other tests' operator alone. */
 async function startOperator(): Promise<Operator> {
-  await kubectl(plane, ['create', 'namespace', OPERATOR_NS]);
+  await ensureNamespace(plane, OPERATOR_NS);
   const overlay = join(plane.runDir, 'sidecar-rbac');
   await mkdir(overlay, { recursive: true });
   await writeFile(join(overlay, 'kustomization.yaml'), stringify({
