@@ -56,7 +56,7 @@ build_kubernetes() {
   local dest="$cache/kubernetes-$KUBERNETES_VERSION"
   if [ -x "$dest/kube-apiserver" ] && [ -x "$dest/kubectl" ]; then return; fi
   require_go "kube-apiserver and kubectl"
-  log "building kube-apiserver and kubectl $KUBERNETES_VERSION (cold: about 10-20 min on 2 cores)"
+  log "building kube-apiserver and kubectl $KUBERNETES_VERSION (cold: about 5 min on 2 cores, module downloads included)"
   local work; work="$(mktemp -d)"
   # k8s.io/kubernetes replaces its staging modules with local paths, which a
   # consumer cannot follow; each staging module k8s.io/X is published as X v0.N.M.
@@ -96,7 +96,7 @@ build_etcd() {
   local dest="$cache/etcd-$ETCD_VERSION"
   if [ -x "$dest/etcd" ]; then return; fi
   require_go etcd
-  log "building etcd $ETCD_VERSION (cold: about 2-4 min)"
+  log "building etcd $ETCD_VERSION (cold: about 1-2 min)"
   local work; work="$(mktemp -d)"
   cp "$here/tools/etcd/main.go" "$work/"
   printf 'module portcullis.dev/hack/etcd\ngo 1.24\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$work/go.mod"
@@ -110,7 +110,7 @@ build_opa() {
   local dest="$cache/opa-$OPA_VERSION"
   if [ -x "$dest/opa" ]; then return; fi
   require_go opa
-  log "building opa $OPA_VERSION (cold: about 2-4 min)"
+  log "building opa $OPA_VERSION (cold: about 1-2 min)"
   mkdir -p "$dest.tmp"
   with_progress opa env GOBIN="$dest.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
     "github.com/open-policy-agent/opa@$OPA_VERSION"
