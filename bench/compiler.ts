@@ -8,11 +8,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { PolicyRule } from '../src/api/index.ts';
 import { compileTenant, generateTenant, opaBinary, PolicyEvaluator } from '../src/compiler/index.ts';
 import { buildWasm } from '../src/compiler/opa.ts';
 import { configMapSize, formatRevision, generateSigningKey, signBundle } from '../src/bundle/index.ts';
-import { agent, tenantOf, toolPolicy } from '../src/compiler/test-support.ts';
+import { manyRules, tenantOf } from '../src/compiler/test-support.ts';
 import type { Figure } from './lib.ts';
 import { figure, percentile, report } from './lib.ts';
 
@@ -21,27 +20,17 @@ const SIZES = [10, 100, 1000, 5000];
 const TOOLS = 50;
 
 /** count rules over TOOLS tools in policies of 100 rules, every condition distinct. */
-function tenant(count: number): Parameters<typeof tenantOf>[0] {
-  const policies = [];
-  for (let p = 0; p * 100 < count; p++) {
-    const rules: PolicyRule[] = [];
-    for (let r = p * 100; r < Math.min(count, (p + 1) * 100); r++) {
-      rules.push({
-        name: `rule-${r}`,
-        tool: `tool-${r % TOOLS}`,
-        actions: ['create'],
-        decision: r % 7 === 0 ? 'deny' : 'allow',
-        when: [
-          { param: 'amount', max: 1000 + r },
-          { param: 'currency', oneOf: ['USD', 'EUR', `C${r}`] },
-          { param: 'account', regex: `[0-9]{10,12}|x${r}` },
-          { time: { start: '09:00', end: `${String(10 + (r % 13)).padStart(2, '0')}:00`, timeZone: 'America/New_York' } },
-        ],
-      });
-    }
-    policies.push(toolPolicy('bench', `policy-${p}`, rules));
-  }
-  return [agent('bench', 'bot'), ...policies];
+function tenant(count: number): ReturnType<typeof manyRules> {
+  return manyRules('bench', count, {
+    tools: TOOLS,
+    actions: ['create'],
+    when: (r) => [
+      { param: 'amount', max: 1000 + r },
+      { param: 'currency', oneOf: ['USD', 'EUR', `C${r}`] },
+      { param: 'account', regex: `[0-9]{10,12}|x${r}` },
+      { time: { start: '09:00', end: `${String(10 + (r % 13)).padStart(2, '0')}:00`, timeZone: 'America/New_York' } },
+    ],
+  });
 }
 
 const call = {

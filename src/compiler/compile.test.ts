@@ -4,7 +4,7 @@ import type { PolicyRule } from '../api/index.ts';
 import { compileTenant, generateTenant } from './compile.ts';
 import { CompileErrors } from './errors.ts';
 import { checkStrict } from './opa.ts';
-import { agent, egressRule, namespace, toolPolicy, tenantOf } from './test-support.ts';
+import { agent, egressRule, manyRules, namespace, toolPolicy, tenantOf } from './test-support.ts';
 
 const withModule =
   (name: string, module: string) =>
@@ -34,27 +34,17 @@ function sampleResources(): Parameters<typeof tenantOf>[0] {
  * A tenant with `count` rules spread over policies of 100 rules, every condition
  * distinct (the worst case: no condition is shared between rules).
  */
-function manyRules(count: number): Parameters<typeof tenantOf>[0] {
-  const policies = [];
-  for (let p = 0; p * 100 < count; p++) {
-    const rules: PolicyRule[] = [];
-    for (let r = p * 100; r < Math.min(count, (p + 1) * 100); r++) {
-      rules.push({
-        name: `rule-${r}`,
-        tool: `tool-${r % 50}`,
-        actions: ['create', 'update'],
-        decision: r % 7 === 0 ? 'deny' : 'allow',
-        when: [
-          { param: 'amount', max: 1000 + r },
-          { param: 'currency', oneOf: ['USD', 'EUR', `C${r}`] },
-          { param: 'account', regex: `^[0-9]{10,12}-${r}$` },
-          { time: { days: ['Mon', 'Tue', 'Wed', 'Thu', 'Fri'], start: '09:00', end: `${String(10 + (r % 13)).padStart(2, '0')}:${String(r % 60).padStart(2, '0')}`, timeZone: 'America/New_York' } },
-        ],
-      });
-    }
-    policies.push(toolPolicy('big', `policy-${p}`, rules));
-  }
-  return [agent('big', 'bot'), ...policies];
+function worstCase(count: number): ReturnType<typeof manyRules> {
+  return manyRules('big', count, {
+    tools: 50,
+    actions: ['create', 'update'],
+    when: (r) => [
+      { param: 'amount', max: 1000 + r },
+      { param: 'currency', oneOf: ['USD', 'EUR', `C${r}`] },
+      { param: 'account', regex: `^[0-9]{10,12}-${r}$` },
+      { time: { days: ['Mon', 'Tue', 'Wed', 'Thu', 'Fri'], start: '09:00', end: `${String(10 + (r % 13)).padStart(2, '0')}:${String(r % 60).padStart(2, '0')}`, timeZone: 'America/New_York' } },
+    ],
+  });
 }
 
 describe('generated Rego', () => {
@@ -106,7 +96,7 @@ describe('determinism', () => {
 
 describe('a tenant with 1,000 rules', () => {
   it('fits a ConfigMap (policy.wasm in base64, data.json as text) even when no condition is shared', async () => {
-    const compiled = await compileTenant(tenantOf(manyRules(1000), 'big'));
+    const compiled = await compileTenant(tenantOf(worstCase(1000), 'big'));
     const base64Wasm = Math.ceil(compiled.wasm.length / 3) * 4;
     const data = Buffer.byteLength(compiled.dataJson);
     console.log(`1,000 rules: policy.wasm ${compiled.wasm.length} B (${base64Wasm} B base64), data.json ${data} B, both gzipped ${gzipSync(compiled.dataJson).length + gzipSync(compiled.wasm).length} B`);

@@ -1,7 +1,7 @@
 // Fixture builders for the compiler's tests: resources as users write them,
 // with modifiers, turned into a tenant through the same YAML path as -f files.
 import { stringify } from 'yaml';
-import type { AgentIdentity, EgressAllow, EgressRule, PolicyRule, ToolPolicy } from '../api/index.ts';
+import type { AgentIdentity, EgressAllow, EgressRule, PolicyRule, RuleCondition, ToolPolicy } from '../api/index.ts';
 import { API_VERSION } from '../api/index.ts';
 import type { CompiledTenant } from './compile.ts';
 import { compileTenant } from './compile.ts';
@@ -98,4 +98,24 @@ export async function compiledEvaluator(
 ): Promise<{ compiled: CompiledTenant; evaluator: PolicyEvaluator }> {
   const compiled = await compileTenant(tenantOf(objects, tenant));
   return { compiled, evaluator: await PolicyEvaluator.load(compiled, options) };
+}
+
+/**
+ * A tenant of one agent and `count` rules in policies of 100 rules, spread over
+ * `tools` tools, one deny in seven; `when(r)` gives rule r its conditions.
+ */
+export function manyRules(
+  namespace: string,
+  count: number,
+  options: { tools: number; actions: string[]; when: (r: number) => RuleCondition[] },
+): Resource[] {
+  const policies: Resource[] = [];
+  for (let p = 0; p * 100 < count; p++) {
+    const rules: PolicyRule[] = [];
+    for (let r = p * 100; r < Math.min(count, (p + 1) * 100); r++) {
+      rules.push({ name: `rule-${r}`, tool: `tool-${r % options.tools}`, actions: options.actions, decision: r % 7 === 0 ? 'deny' : 'allow', when: options.when(r) });
+    }
+    policies.push(toolPolicy(namespace, `policy-${p}`, rules));
+  }
+  return [agent(namespace, 'bot'), ...policies];
 }
