@@ -18,11 +18,11 @@ say "type check"
 npm run --silent typecheck
 results="$(mktemp -d)"
 say "unit tests (no process, no binary)"
-npx vitest run --project unit --reporter=default --reporter=json --outputFile.json="$results/unit.json"
+npm run --silent test:unit -- --reporter=default --reporter=json --outputFile.json="$results/unit.json"
 say "policy tests (the real opa binary)"
-npx vitest run --project policy --reporter=default --reporter=json --outputFile.json="$results/policy.json"
+npm run --silent test:policy -- --reporter=default --reporter=json --outputFile.json="$results/policy.json"
 say "integration tests (real kube-apiserver and etcd)"
-npx vitest run --project integration --reporter=default --reporter=json --outputFile.json="$results/integration.json"
+npm run --silent test:integration -- --reporter=default --reporter=json --outputFile.json="$results/integration.json"
 # One closing line counting every test of both tiers.
 node -e '
   const fs = require("node:fs");
