@@ -10,7 +10,7 @@ const IDENTITY = { namespace: 'finance', agent: 'finance-agent' };
 /** A policy that records the calls it was asked and answers with `answer`. */
 function recordingPolicy(answer: (call: unknown) => AuthorizationDecision): LoadedPolicy & { calls: unknown[] } {
   const calls: unknown[] = [];
-  return { revision: '7-aaaaaaaaaaaaaaaa', tenant: 'finance', calls, authorize: (call) => (calls.push(call), answer(call)) };
+  return { revision: '7-aaaaaaaaaaaaaaaa', tenant: 'finance', calls, authorize: (call) => (calls.push(call), answer(call)), obligations: () => ({ calls: [], rate: [], spend: [] }) };
 }
 
 const allow: AuthorizationDecision = { decision: 'allow', enforced: true, policy: 'payments', rule: 'small-payments', revision: '7-aaaaaaaaaaaaaaaa', reasons: [] };
@@ -18,7 +18,7 @@ const allow: AuthorizationDecision = { decision: 'allow', enforced: true, policy
 function authorizerWith(policy: LoadedPolicy | undefined): { authorizer: Authorizer; metrics: ReturnType<typeof createSidecarMetrics> } {
   const metrics = createSidecarMetrics();
   let ids = 0;
-  return { authorizer: new Authorizer({ identity: IDENTITY, policy: () => policy, metrics, newId: () => `id-${++ids}` }), metrics };
+  return { authorizer: new Authorizer({ identity: IDENTITY, tenant: 'finance', policy: () => policy, metrics, newId: () => `id-${++ids}` }), metrics };
 }
 
 describe('callOf', () => {
@@ -32,36 +32,36 @@ describe('callOf', () => {
 });
 
 describe('Authorizer', () => {
-  it('denies every call with portcullis:no-bundle and is not ready until a policy is loaded', () => {
+  it('denies every call with portcullis:no-bundle and is not ready until a policy is loaded', async () => {
     const { authorizer } = authorizerWith(undefined);
     expect(authorizer.ready).toBe(false);
-    expect(authorizer.authorize({ tool: 'stripe-payments' }, 'http')).toMatchObject({ decision: 'deny', enforced: true, rule: SIDECAR_RULES.noBundle, decisionId: 'id-1' });
+    expect(await authorizer.authorize({ tool: 'stripe-payments' }, { transport: 'http' })).toMatchObject({ decision: 'deny', enforced: true, rule: SIDECAR_RULES.noBundle, decisionId: 'id-1' });
   });
 
-  it("answers with the policy's decision, under the sidecar's identity, with a fresh id each time", () => {
+  it("answers with the policy's decision, under the sidecar's identity, with a fresh id each time", async () => {
     const policy = recordingPolicy(() => allow);
     const { authorizer } = authorizerWith(policy);
     expect(authorizer.ready).toBe(true);
-    expect(authorizer.authorize({ tool: 'stripe-payments', agent: 'root-agent' }, 'http')).toEqual({ ...allow, decisionId: 'id-1' });
-    expect(authorizer.authorize({ tool: 'stripe-payments' }, 'grpc').decisionId).toBe('id-2');
+    expect(await authorizer.authorize({ tool: 'stripe-payments', agent: 'root-agent' }, { transport: 'http' })).toEqual({ ...allow, decisionId: 'id-1' });
+    expect((await authorizer.authorize({ tool: 'stripe-payments' }, { transport: 'grpc' })).decisionId).toBe('id-2');
     expect(policy.calls[0]).toEqual({ tool: 'stripe-payments', namespace: 'finance', agent: 'finance-agent' });
   });
 
   it('lets an InputError through for the transport to answer 400, and counts nothing', async () => {
     const { authorizer, metrics } = authorizerWith(recordingPolicy(() => { throw new InputError('tool', 'must be a string'); }));
-    expect(() => authorizer.authorize({ tool: 1 }, 'http')).toThrow(InputError);
+    await expect(authorizer.authorize({ tool: 1 }, { transport: 'http' })).rejects.toThrow(InputError);
     expect((await metrics.decisions.get()).values).toEqual([]);
   });
 
-  it('denies with portcullis:evaluation-error when the policy throws anything else', () => {
+  it('denies with portcullis:evaluation-error when the policy throws anything else', async () => {
     const { authorizer } = authorizerWith(recordingPolicy(() => { throw new Error('wasm trap'); }));
-    expect(authorizer.authorize({ tool: 't' }, 'http')).toMatchObject({ decision: 'deny', rule: SIDECAR_RULES.evaluationError, reasons: ['evaluation failed: wasm trap'] });
+    expect(await authorizer.authorize({ tool: 't' }, { transport: 'http' })).toMatchObject({ decision: 'deny', rule: SIDECAR_RULES.evaluationError, reasons: ['evaluation failed: wasm trap'] });
   });
 
   it('counts each decision by decision, enforced, policy, rule and tool, and times it', async () => {
     const { authorizer, metrics } = authorizerWith(recordingPolicy(() => allow));
-    authorizer.authorize({ tool: 'stripe-payments' }, 'http');
-    authorizer.authorize({ tool: 'stripe-payments' }, 'grpc');
+    await authorizer.authorize({ tool: 'stripe-payments' }, { transport: 'http' });
+    await authorizer.authorize({ tool: 'stripe-payments' }, { transport: 'grpc' });
     const counted = (await metrics.decisions.get()).values;
     expect(counted).toEqual([{ labels: { decision: 'allow', enforced: 'true', policy: 'payments', rule: 'small-payments', tool: 'stripe-payments' }, value: 2 }]);
     const timed = (await metrics.decisionDuration.get()).values.filter((v) => v.metricName === 'portcullis_decision_duration_seconds_count');

@@ -1,9 +1,11 @@
-// The one decision core every transport calls: authorize(call) → decision.
-// It fixes who is asking (the sidecar's own agent, never the caller's word),
-// fails closed when no policy is loaded, and gives every answer an id, a
-// latency observation and a count.
+// The one decision core every transport calls: authorize(call, context) →
+// decision. It fixes who is asking (the sidecar's own agent, never the
+// caller's word; user and delegation only from verified tokens), keeps the
+// counters of stateful conditions through a CounterStore, fails closed when no
+// policy is loaded, and gives every answer an id, a latency observation, a
+// count and a record for each observer (audit, traces).
 import { randomUUID } from 'node:crypto';
-import type { AuthorizationDecision } from '../compiler/index.ts';
+import type { AuthorizationDecision, CallCounters, Obligations } from '../compiler/index.ts';
 import { BUILTIN_RULES, InputError } from '../compiler/index.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -13,10 +15,14 @@ export const SIDECAR_RULES = {
   noBundle: 'portcullis:no-bundle',
   /** A proxied request the sidecar cannot read whole and unambiguously (envoy-check.ts). */
   uninspectable: 'portcullis:uninspectable-request',
+  /** A stateful condition applies and its counters cannot be read or kept (the store is down). */
+  stateUnavailable: 'portcullis:state-unavailable',
+  /** An agent token forwarded with the call does not verify. */
+  untrustedToken: 'portcullis:untrusted-token',
   evaluationError: BUILTIN_RULES.evaluationError,
 } as const;
 
-export type Transport = 'http' | 'grpc';
+export type Transport = 'http' | 'grpc' | 'envoy-http';
 
 export interface SidecarDecision extends AuthorizationDecision {
   /** Unique per answer: logs, metrics exemplars and the caller's error all name it. */
@@ -29,86 +35,177 @@ export interface AgentIdentity {
   agent: string;
 }
 
+/** What only verified tokens may say about a call. */
+export interface VerifiedFacts {
+  /** The invoking user (id and attributes). */
+  user?: { id: string; attributes?: Record<string, unknown> };
+  /** The agents that asked for the call, outermost first (RFC 8693 `act` chain). */
+  delegation?: string[];
+}
+
+export interface CallContext {
+  transport: Transport;
+  verified?: VerifiedFacts;
+  /** W3C trace context of the request, to continue its trace. */
+  traceparent?: string;
+}
+
+/** Counters reserved for one call; settled once the decision is known. */
+export interface Reservation {
+  counters: CallCounters;
+  /** Keeps what an allowed call used and gives back what a refused one reserved. */
+  settle(decision: AuthorizationDecision): Promise<void>;
+}
+
+/**
+ * Where counters live (in memory, or shared by replicas). reserve is atomic:
+ * concurrent calls cannot both see the last token or the last dollar.
+ */
+export interface CounterStore {
+  reserve(scope: { tenant: string; namespace: string; agent: string }, call: { tool: string; action?: string; params?: unknown }, obligations: Obligations, now: Date): Promise<Reservation>;
+}
+
+/** One decided call, as observers (audit log, tracing) see it. */
+export interface DecisionRecord {
+  decision: SidecarDecision;
+  /** The call as evaluated (after the sidecar fixed identity; without counters). */
+  call: Record<string, unknown>;
+  tenant: string;
+  context: CallContext;
+  /** The tool (or egress:HOST), '' when the request could not be read. */
+  tool: string;
+  startedAt: Date;
+  latencySeconds: number;
+}
+
+export type DecisionObserver = (record: DecisionRecord) => void;
+
 export interface AuthorizerOptions {
   identity: AgentIdentity;
+  tenant: string;
   /** The loaded policy, read at every call so a swapped bundle takes effect on the next one. */
   policy: () => LoadedPolicy | undefined;
   metrics: SidecarMetrics;
+  counters?: CounterStore;
+  observers?: DecisionObserver[];
   newId?: () => string;
+  now?: () => Date;
 }
 
 /**
  * Fields a caller may not assert: the agent and namespace are the sidecar's own,
- * user and delegation will come only from verified tokens, time is the
- * sidecar's clock, and counters are the sidecar's state.
+ * user and delegation come only from verified tokens, time is the sidecar's
+ * clock, and counters are the sidecar's state.
  */
 const ASSERTED_BY_SIDECAR = new Set(['namespace', 'agent', 'user', 'delegation', 'time', 'counters']);
 
 /** The caller's call with what only the sidecar may say replaced by what it knows. */
-export function callOf(request: Record<string, unknown>, identity: AgentIdentity): Record<string, unknown> {
+export function callOf(request: Record<string, unknown>, identity: AgentIdentity, verified: VerifiedFacts = {}): Record<string, unknown> {
   const call: Record<string, unknown> = {};
   for (const [field, value] of Object.entries(request)) {
     if (!ASSERTED_BY_SIDECAR.has(field)) call[field] = value;
   }
-  return { ...call, namespace: identity.namespace, agent: identity.agent };
+  return {
+    ...call,
+    namespace: identity.namespace,
+    agent: identity.agent,
+    ...(verified.user === undefined ? {} : { user: verified.user }),
+    ...(verified.delegation === undefined ? {} : { delegation: verified.delegation }),
+  };
+}
+
+function toolOf(call: Record<string, unknown>): string {
+  if (typeof call.tool === 'string') return call.tool;
+  const egress = call.egress as { host?: unknown } | undefined;
+  return typeof egress?.host === 'string' ? `egress:${egress.host}` : '';
+}
+
+function hasObligations(obligations: Obligations): boolean {
+  return obligations.calls.length + obligations.rate.length + obligations.spend.length > 0;
 }
 
 export class Authorizer {
   private readonly options: AuthorizerOptions;
   private readonly newId: () => string;
+  private readonly now: () => Date;
+  private readonly observers: DecisionObserver[];
 
   constructor(options: AuthorizerOptions) {
     this.options = options;
     this.newId = options.newId ?? randomUUID;
+    this.now = options.now ?? ((): Date => new Date());
+    this.observers = [...(options.observers ?? [])];
   }
 
   get ready(): boolean {
     return this.options.policy() !== undefined;
   }
 
+  /** Adds an observer of every decision from now on. */
+  observe(observer: DecisionObserver): void {
+    this.observers.push(observer);
+  }
+
   /**
-   * Decides a call. Throws InputError when the call does not have the contract's
-   * shape (the transport answers 400); anything else is a decision, and every
-   * failure a deny.
+   * Decides a call. Rejects with InputError when the call does not have the
+   * contract's shape (the transport answers 400); anything else is a decision,
+   * and every failure a deny.
    */
-  authorize(request: Record<string, unknown>, transport: Transport): SidecarDecision {
+  async authorize(request: Record<string, unknown>, context: CallContext): Promise<SidecarDecision> {
     const started = process.hrtime.bigint();
-    const decision = { ...this.decide(callOf(request, this.options.identity)), decisionId: this.newId() };
-    const egress = request.egress as { host?: unknown } | undefined;
-    const tool = typeof request.tool === 'string' ? request.tool : typeof egress?.host === 'string' ? `egress:${egress.host}` : '';
-    this.record(decision, tool, transport, started);
+    const startedAt = this.now();
+    const call = callOf(request, this.options.identity, context.verified);
+    const decision = { ...(await this.decide(call, startedAt)), decisionId: this.newId() };
+    this.record({ decision, call, tenant: this.options.tenant, context, tool: toolOf(call), startedAt, latencySeconds: 0 }, started);
     return decision;
   }
 
   /** Denies a request that could not be turned into a call, as a decision like any other. */
-  refuse(reason: string, transport: Transport): SidecarDecision {
+  refuse(reason: string, context: CallContext, rule: string = SIDECAR_RULES.uninspectable): SidecarDecision {
     const started = process.hrtime.bigint();
     const decision: SidecarDecision = {
       decision: 'deny',
       enforced: true,
       policy: null,
-      rule: SIDECAR_RULES.uninspectable,
+      rule,
       revision: this.options.policy()?.revision ?? '',
       reasons: [reason],
       decisionId: this.newId(),
     };
-    this.record(decision, '', transport, started);
+    const { namespace, agent } = this.options.identity;
+    this.record({ decision, call: { namespace, agent }, tenant: this.options.tenant, context, tool: '', startedAt: this.now(), latencySeconds: 0 }, started);
     return decision;
   }
 
-  private record(decision: SidecarDecision, tool: string, transport: Transport, started: bigint): void {
+  private record(record: DecisionRecord, started: bigint): void {
     const { metrics } = this.options;
-    metrics.decisionDuration.observe({ transport }, Number(process.hrtime.bigint() - started) / 1e9);
-    metrics.decisions.inc({ decision: decision.decision, enforced: String(decision.enforced), policy: decision.policy ?? '', rule: decision.rule, tool });
+    const latencySeconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const { decision } = record;
+    metrics.decisionDuration.observe({ transport: record.context.transport }, latencySeconds);
+    metrics.decisions.inc({ decision: decision.decision, enforced: String(decision.enforced), policy: decision.policy ?? '', rule: decision.rule, tool: record.tool });
+    for (const observer of this.observers) observer({ ...record, latencySeconds });
   }
 
-  private decide(call: Record<string, unknown>): AuthorizationDecision {
+  private async decide(call: Record<string, unknown>, now: Date): Promise<AuthorizationDecision> {
     const policy = this.options.policy();
     if (policy === undefined) {
       return { decision: 'deny', enforced: true, policy: null, rule: SIDECAR_RULES.noBundle, revision: '', reasons: ['no valid policy bundle is loaded yet'] };
     }
     try {
-      return policy.authorize(call);
+      const reservation = await this.reserve(policy, call, now);
+      if (reservation === 'unavailable') {
+        return { decision: 'deny', enforced: true, policy: null, rule: SIDECAR_RULES.stateUnavailable, revision: policy.revision, reasons: ['the counters of a stateful condition cannot be read: the counter store is unavailable'] };
+      }
+      let decision: AuthorizationDecision;
+      try {
+        decision = policy.authorize(reservation === undefined ? call : { ...call, counters: reservation.counters });
+      } catch (error) {
+        // Whatever failed, the call does not run: give back what it reserved.
+        await reservation?.settle({ decision: 'deny', enforced: true, policy: null, rule: SIDECAR_RULES.evaluationError, revision: policy.revision, reasons: [] });
+        throw error;
+      }
+      await reservation?.settle(decision);
+      return decision;
     } catch (error) {
       if (error instanceof InputError) throw error;
       return {
@@ -119,6 +216,21 @@ export class Authorizer {
         revision: policy.revision,
         reasons: [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`],
       };
+    }
+  }
+
+  /** Reserves the counters a stateful call needs; undefined when it needs none. */
+  private async reserve(policy: LoadedPolicy, call: Record<string, unknown>, now: Date): Promise<Reservation | 'unavailable' | undefined> {
+    const store = this.options.counters;
+    if (store === undefined || typeof call.tool !== 'string') return undefined;
+    const action = typeof call.action === 'string' ? call.action : undefined;
+    const obligations = policy.obligations(this.options.identity.namespace, call.tool, action);
+    if (!hasObligations(obligations)) return undefined;
+    try {
+      const { namespace, agent } = this.options.identity;
+      return await store.reserve({ tenant: this.options.tenant, namespace, agent }, { tool: call.tool, ...(action === undefined ? {} : { action }), params: call.params }, obligations, now);
+    } catch {
+      return 'unavailable';
     }
   }
 }

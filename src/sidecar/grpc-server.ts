@@ -37,13 +37,14 @@ function authorizationService(): ServiceDefinition {
 }
 
 /** Decides one CheckRequest; every failure past parsing is a deny, never a gRPC error Envoy might be told to ignore. */
-export function decideCheck(request: CheckRequest, options: GrpcServerOptions): SidecarDecision {
+export async function decideCheck(request: CheckRequest, options: GrpcServerOptions): Promise<SidecarDecision> {
+  const context = { transport: 'grpc' } as const;
   const call = callOfCheck(request, options.tools, options.inspectionLimit);
-  if (call.kind === 'refuse') return options.authorizer.refuse(call.reason, 'grpc');
+  if (call.kind === 'refuse') return options.authorizer.refuse(call.reason, context);
   try {
-    return options.authorizer.authorize(call.call, 'grpc');
+    return await options.authorizer.authorize(call.call, context);
   } catch (error) {
-    if (error instanceof InputError) return options.authorizer.refuse(error.message, 'grpc');
+    if (error instanceof InputError) return options.authorizer.refuse(error.message, context);
     throw error;
   }
 }
@@ -52,16 +53,14 @@ export function createGrpcServer(options: GrpcServerOptions): Server {
   const server = new Server();
   const implementation: UntypedServiceImplementation = {
     Check: (call: ServerUnaryCall<CheckRequest, CheckResponse>, callback: sendUnaryData<CheckResponse>): void => {
-      let decision: SidecarDecision;
-      try {
-        decision = decideCheck(call.request, options);
-      } catch (error) {
-        // Envoy treats a failed Check as a deny unless failure_mode_allow is set; the bootstrap never sets it.
-        options.log.error({ err: error }, 'ext_authz Check failed');
-        callback({ code: status.INTERNAL, details: 'internal error' });
-        return;
-      }
-      callback(null, checkResponseOf(decision));
+      decideCheck(call.request, options).then(
+        (decision) => { callback(null, checkResponseOf(decision)); },
+        (error: unknown) => {
+          // Envoy treats a failed Check as a deny unless failure_mode_allow is set; the bootstrap never sets it.
+          options.log.error({ err: error }, 'ext_authz Check failed');
+          callback({ code: status.INTERNAL, details: 'internal error' });
+        },
+      );
     },
   };
   server.addService(authorizationService(), implementation);

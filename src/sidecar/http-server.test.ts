@@ -16,13 +16,14 @@ const allowAll: LoadedPolicy = {
     normalizeInput(input, () => new Date());
     return { decision: 'allow', enforced: true, policy: 'p', rule: 'r', revision: '1-aaaaaaaaaaaaaaaa', reasons: [] };
   },
+  obligations: () => ({ calls: [], rate: [], spend: [] }),
 };
 
 let server: Server | undefined;
 
 async function serve(policy: LoadedPolicy | undefined, maxBodyBytes?: number): Promise<string> {
   const metrics = createSidecarMetrics();
-  const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, policy: () => policy, metrics });
+  const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, tenant: 'finance', policy: () => policy, metrics });
   server = createHttpServer({ authorizer, registry: metrics.registry, ...(maxBodyBytes === undefined ? {} : { maxBodyBytes }) });
   const listening = server;
   await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));

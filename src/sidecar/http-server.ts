@@ -74,7 +74,7 @@ async function authorizeCall(request: IncomingMessage, response: ServerResponse,
   }
   if (call === null || typeof call !== 'object' || Array.isArray(call)) throw new HttpError(400, 'the call must be a JSON object');
   try {
-    const decision = options.authorizer.authorize(call as Record<string, unknown>, 'http');
+    const decision = await options.authorizer.authorize(call as Record<string, unknown>, { transport: 'http' });
     send(response, 200, decision, { [DECISION_ID_HEADER]: decision.decisionId });
   } catch (error) {
     if (error instanceof InputError) throw new HttpError(400, error.message, error.field);

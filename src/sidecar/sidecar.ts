@@ -38,7 +38,7 @@ export class Sidecar {
     this.options = options;
     this.metrics = options.metrics ?? createSidecarMetrics();
     this.bundles = new BundleSource({ kubeConfig: options.kubeConfig, namespace: options.identity.namespace, tenant: options.tenant, log: options.log, metrics: this.metrics });
-    this.authorizer = new Authorizer({ identity: options.identity, policy: () => this.bundles.policy, metrics: this.metrics });
+    this.authorizer = new Authorizer({ identity: options.identity, tenant: options.tenant, policy: () => this.bundles.policy, metrics: this.metrics });
     this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry });
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools: options.tools, log: options.log });
   }
