@@ -136,6 +136,7 @@ beforeAll(async () => {
     agent(NS, 'payer', withRoles('payments')),
     agent(NS, 'idle'),
     agent(NS, 'frozen', suspended),
+    agent(NS, 'revoked', (a) => { a.spec.revokedBefore = '2026-11-23T15:00:00+01:00'; }),
     agent(NS, 'regional', withAttributes({ region: 'eu' })),
     agent('other', 'bot'),
     toolPolicy(NS, 'operators', operatorRules()),
@@ -227,6 +228,13 @@ describe('agents, subjects and tenants', () => {
   it('denies every call of a suspended agent, even one a rule allows', () => {
     const answer = evaluator.authorize({ namespace: NS, agent: 'frozen', tool: 'frozen-tool' });
     expect(answer).toMatchObject({ decision: 'deny', enforced: true, policy: null, rule: BUILTIN_RULES.suspended });
+  });
+
+  it("tells the sidecar an agent's standing: suspended, and revokedBefore normalized to UTC", () => {
+    expect(evaluator.standing(NS, 'frozen')).toEqual({ suspended: true });
+    expect(evaluator.standing(NS, 'revoked')).toEqual({ suspended: false, revokedBefore: new Date('2026-11-23T14:00:00Z') });
+    expect(evaluator.standing(NS, 'ghost')).toBeUndefined();
+    expect(evaluator.standing('other', 'frozen')).toBeUndefined();
   });
 
   it('denies an agent that has no AgentIdentity', () => {

@@ -278,7 +278,14 @@ export class PolicyEvaluator {
     }
   }
 
-  private agentOf(call: NormalizedCall): AgentData | undefined {
+  /** Whether an agent of this tenant is suspended and since when its tokens are revoked; undefined for an unknown agent. */
+  standing(namespace: string, agent: string): AgentStanding | undefined {
+    const data = this.agentOf({ namespace, agent });
+    if (data === undefined) return undefined;
+    return { suspended: data.suspended, ...(data.revokedBefore === undefined ? {} : { revokedBefore: new Date(data.revokedBefore) }) };
+  }
+
+  private agentOf(call: Pick<NormalizedCall, 'namespace' | 'agent'>): AgentData | undefined {
     const agents = Object.hasOwn(this.data.agents, call.namespace) ? this.data.agents[call.namespace] : undefined;
     return agents !== undefined && Object.hasOwn(agents, call.agent) ? agents[call.agent] : undefined;
   }
@@ -352,6 +359,12 @@ export class PolicyEvaluator {
     if (result.inPlay > MAX_EXPLAINED) reasons.push(`and ${result.inPlay - MAX_EXPLAINED} more rules that did not hold`);
     return reasons;
   }
+}
+
+/** What the sidecar checks of an agent's tokens; see PolicyEvaluator.standing. */
+export interface AgentStanding {
+  suspended: boolean;
+  revokedBefore?: Date;
 }
 
 /** What the sidecar counts for a call; see PolicyEvaluator.obligations. */

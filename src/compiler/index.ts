@@ -5,7 +5,7 @@ export type { CompiledTenant, GeneratedTenant } from './compile.ts';
 export { compileTenant, generateTenant } from './compile.ts';
 export type { CompileErrorCode, ErrorLocation } from './errors.ts';
 export { COMPILE_ERROR_CODES, CompileError, CompileErrors, InputError } from './errors.ts';
-export type { AuthorizationDecision, DecisionHooks, EvaluatorOptions, Obligations, PolicyArtifact } from './evaluate.ts';
+export type { AgentStanding, AuthorizationDecision, DecisionHooks, EvaluatorOptions, Obligations, PolicyArtifact } from './evaluate.ts';
 export { approvalKey, BUILTIN_RULES, DEFAULT_HOOKS, PolicyEvaluator } from './evaluate.ts';
 export type { AuthorizationInput, CallCounters, NormalizedCall } from './input.ts';
 export { normalizeInput } from './input.ts';

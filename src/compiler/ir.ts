@@ -87,6 +87,8 @@ export interface AgentData {
   attributes: Record<string, string>;
   autonomyLevel: number;
   suspended: boolean;
+  /** Agent tokens issued before this time (RFC 3339) are refused: the sidecar checks them, not the policy. */
+  revokedBefore?: string;
 }
 
 export interface EgressData {
@@ -379,6 +381,12 @@ function limitsOf(policy: Loaded<ToolPolicy>, nextOrder: () => number): LimitDat
   return [...rates, ...budgets];
 }
 
+/** An RFC 3339 time in one spelling (UTC, milliseconds), so equal times give equal bundles; an unreadable one revokes everything. */
+function normalizedTime(value: string): string {
+  const time = new Date(value);
+  return Number.isNaN(time.getTime()) ? new Date(8.64e15).toISOString() : time.toISOString();
+}
+
 function agentData(agent: AgentIdentity): AgentData {
   const spec = agent.spec;
   const attributes = record<string>();
@@ -389,6 +397,7 @@ function agentData(agent: AgentIdentity): AgentData {
     attributes,
     autonomyLevel: spec.autonomyLevel ?? 0,
     suspended: spec.suspended ?? false,
+    ...(spec.revokedBefore === undefined ? {} : { revokedBefore: normalizedTime(spec.revokedBefore) }),
   };
 }
 

@@ -10,7 +10,7 @@ const IDENTITY = { namespace: 'finance', agent: 'finance-agent' };
 /** A policy that records the calls it was asked and answers with `answer`. */
 function recordingPolicy(answer: (call: unknown) => AuthorizationDecision): LoadedPolicy & { calls: unknown[] } {
   const calls: unknown[] = [];
-  return { revision: '7-aaaaaaaaaaaaaaaa', tenant: 'finance', calls, authorize: (call) => (calls.push(call), answer(call)), obligations: () => ({ calls: [], rate: [], spend: [] }) };
+  return { revision: '7-aaaaaaaaaaaaaaaa', tenant: 'finance', calls, authorize: (call) => (calls.push(call), answer(call)), obligations: () => ({ calls: [], rate: [], spend: [] }), standing: () => undefined };
 }
 
 const allow: AuthorizationDecision = { decision: 'allow', enforced: true, policy: 'payments', rule: 'small-payments', revision: '7-aaaaaaaaaaaaaaaa', reasons: [] };

@@ -36,7 +36,7 @@ const loadStandIn = (artifact: PolicyArtifact): Promise<LoadedPolicy> =>
     revision: artifact.revision,
     tenant: artifact.data.portcullis.tenant,
     authorize: (): AuthorizationDecision => ({ decision: 'allow', enforced: true, policy: 'p', rule: 'r', revision: artifact.revision, reasons: [] }),
-    obligations: () => ({ calls: [], rate: [], spend: [] }),
+    obligations: () => ({ calls: [], rate: [], spend: [] }), standing: () => undefined,
   });
 
 describe('judgeBundle', () => {

@@ -3,7 +3,7 @@
 // No Kubernetes client here: the watch (bundle-source.ts) hands in what it saw.
 import type { BundleJwks } from '../bundle/index.ts';
 import { BundleError, fromConfigMapData, fromJwks, verifyBundle } from '../bundle/index.ts';
-import type { AuthorizationDecision, Obligations, PolicyArtifact, TenantData } from '../compiler/index.ts';
+import type { AgentStanding, AuthorizationDecision, Obligations, PolicyArtifact, TenantData } from '../compiler/index.ts';
 import { PolicyEvaluator } from '../compiler/index.ts';
 
 export const BUNDLE_CONFIGMAP = 'portcullis-bundle';
@@ -26,6 +26,8 @@ export interface LoadedPolicy {
   authorize(input: unknown): AuthorizationDecision;
   /** The counters a call of this tool and action needs (PolicyEvaluator.obligations). */
   obligations(namespace: string, tool: string, action?: string): Obligations;
+  /** Whether an agent is suspended and since when its tokens are revoked (PolicyEvaluator.standing). */
+  standing(namespace: string, agent: string): AgentStanding | undefined;
 }
 
 export type BundleVerdict =

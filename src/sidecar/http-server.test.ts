@@ -16,7 +16,7 @@ const allowAll: LoadedPolicy = {
     normalizeInput(input, () => new Date());
     return { decision: 'allow', enforced: true, policy: 'p', rule: 'r', revision: '1-aaaaaaaaaaaaaaaa', reasons: [] };
   },
-  obligations: () => ({ calls: [], rate: [], spend: [] }),
+  obligations: () => ({ calls: [], rate: [], spend: [] }), standing: () => undefined,
 };
 
 let server: Server | undefined;
