@@ -57,6 +57,22 @@ describe('agent token source', () => {
     source.stop();
   });
 
+  it('renews at once when asked, at most once a second', async () => {
+    vi.useFakeTimers({ now: 0 });
+    let calls = 0;
+    const source = new AgentTokenSource({ fetchToken: () => Promise.resolve({ token: `t${String(++calls)}`, expiresInS: 600 }), now: () => Date.now(), random: () => 0 });
+    await source.start();
+    source.renew();
+    source.renew();
+    await vi.advanceTimersByTimeAsync(1);
+    expect([calls, source.current]).toEqual([2, 't2']);
+    await vi.advanceTimersByTimeAsync(1000);
+    source.renew();
+    await vi.advanceTimersByTimeAsync(1);
+    expect([calls, source.current]).toEqual([3, 't3']);
+    source.stop();
+  });
+
   it('ends start() when stopped while waiting to retry', async () => {
     const source = new AgentTokenSource({ fetchToken: () => Promise.reject(new Error('down')), random: () => 1 });
     const started = source.start();

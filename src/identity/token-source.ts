@@ -31,6 +31,8 @@ export class AgentTokenSource {
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
   private stopped = false;
+  private renewing = false;
+  private lastRenewMs = Number.NEGATIVE_INFINITY;
   /** Ends the wait between two first attempts, so stop() also ends start(). */
   private wake: (() => void) | undefined;
 
@@ -53,6 +55,18 @@ export class AgentTokenSource {
         this.timer = setTimeout(resolve, this.retryIn());
       });
     }
+  }
+
+  /**
+   * Fetches a new token now, as after a revocation: at most one fetch at a
+   * time and one a second, so a stream of refused calls does not hammer the
+   * token service.
+   */
+  renew(): void {
+    if (this.stopped || this.renewing || this.now() - this.lastRenewMs < 1000) return;
+    this.renewing = true;
+    this.lastRenewMs = this.now();
+    void this.refresh().finally(() => { this.renewing = false; });
   }
 
   stop(): void {
