@@ -24,7 +24,15 @@ export const SIDECAR_RULES = {
 
 export type Transport = 'http' | 'grpc' | 'envoy-http';
 
-export interface SidecarDecision extends AuthorizationDecision {
+/** When a call a limit refused (rateLimits[N], budgets[N], or a rule that failed only on callsOver) may succeed. */
+export interface RetryHint {
+  /** Whole seconds to wait before retrying, at least 1: the value of a Retry-After header. */
+  retryAfterSeconds?: number;
+  /** Budgets: when the day's spend resets, the next local midnight in the budget's zone (RFC 3339 with offset). */
+  resetsAt?: string;
+}
+
+export interface SidecarDecision extends AuthorizationDecision, RetryHint {
   /** Unique per answer: logs, metrics exemplars and the caller's error all name it. */
   decisionId: string;
 }
@@ -53,8 +61,11 @@ export interface CallContext {
 /** Counters reserved for one call; settled once the decision is known. */
 export interface Reservation {
   counters: CallCounters;
-  /** Keeps what an allowed call used and gives back what a refused one reserved. */
-  settle(decision: AuthorizationDecision): Promise<void>;
+  /**
+   * Keeps what an allowed call used and gives back what a refused one reserved;
+   * for a call a limit refused, says when to retry. Never rejects.
+   */
+  settle(decision: AuthorizationDecision): Promise<RetryHint | undefined>;
 }
 
 /**
@@ -186,7 +197,7 @@ export class Authorizer {
     for (const observer of this.observers) observer({ ...record, latencySeconds });
   }
 
-  private async decide(call: Record<string, unknown>, now: Date): Promise<AuthorizationDecision> {
+  private async decide(call: Record<string, unknown>, now: Date): Promise<AuthorizationDecision & RetryHint> {
     const policy = this.options.policy();
     if (policy === undefined) {
       return { decision: 'deny', enforced: true, policy: null, rule: SIDECAR_RULES.noBundle, revision: '', reasons: ['no valid policy bundle is loaded yet'] };
@@ -204,8 +215,8 @@ export class Authorizer {
         await reservation?.settle({ decision: 'deny', enforced: true, policy: null, rule: SIDECAR_RULES.evaluationError, revision: policy.revision, reasons: [] });
         throw error;
       }
-      await reservation?.settle(decision);
-      return decision;
+      const hint = await reservation?.settle(decision);
+      return hint === undefined ? decision : { ...decision, ...hint };
     } catch (error) {
       if (error instanceof InputError) throw error;
       return {
