@@ -9,7 +9,7 @@ import { loadPolicy } from '@open-policy-agent/opa-wasm';
 import { canonicalJson, sha256Hex } from './canonical.ts';
 import { detectThreats } from './detectors.ts';
 import { InputError } from './errors.ts';
-import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat } from './ir.ts';
+import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat, ToolData } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
 import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
@@ -122,6 +122,8 @@ export function approvalKey(tenant: string, call: NormalizedCall): string {
 export class PolicyEvaluator {
   readonly revision: string;
   readonly tenant: string;
+  /** The tenant's tool declarations, which map requests on the wire to tool and action. */
+  readonly tools: readonly ToolData[];
   private readonly policy: LoadedPolicy;
   private readonly data: TenantData;
   private readonly hooks: DecisionHooks;
@@ -138,6 +140,7 @@ export class PolicyEvaluator {
     this.data = artifact.data.portcullis;
     this.revision = artifact.revision;
     this.tenant = this.data.tenant;
+    this.tools = this.data.tools;
     this.hooks = options.hooks ?? DEFAULT_HOOKS;
     this.now = options.now ?? ((): Date => new Date());
     let usesThreats = false;
@@ -377,7 +380,7 @@ export interface Obligations {
   spend: ({ key: string; dailyUSD: number; timeZone: string } & ({ param: string } | { perCall: number }))[];
 }
 
-const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones'];
+const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones', 'tools'];
 
 /** A bundle whose data is not a compiled tenant is refused at load, not discovered call by call. */
 function checkTenantData(data: unknown): void {

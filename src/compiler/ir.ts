@@ -3,7 +3,7 @@
 // the decision core. Everything a rule says is made explicit here (defaults
 // filled in, regexes anchored, clock times in minutes, param paths split), so
 // the program and the core never interpret the user's spelling.
-import type { AgentIdentity, EgressRule, PolicyRule, RuleCondition, ToolPolicy } from '../api/index.ts';
+import type { AgentIdentity, EgressRule, PolicyRule, RuleCondition, ToolDeclaration, ToolPolicy } from '../api/index.ts';
 import { WEEKDAYS } from '../api/index.ts';
 import { canonicalJson } from './canonical.ts';
 import { CompileError, CompileErrors } from './errors.ts';
@@ -15,6 +15,8 @@ export type Decision = 'allow' | 'deny' | 'sanitize' | 'approval_needed';
 export type Scalar = string | number | boolean;
 export type Threat = 'prompt_injection' | 'sql_injection' | 'path_traversal' | 'pii';
 export type RedactSpec = 'ssn' | 'email' | 'credit_card' | 'phone' | 'iban' | 'pii' | { param: string };
+/** A detector a rule applies to the tool's answer (redactResponse). */
+export type ResponseRedactSpec = Exclude<RedactSpec, { param: string }>;
 
 /** A dotted parameter path, split: "invoice.amount" is ["invoice", "amount"]. */
 export type ParamPath = string[];
@@ -51,6 +53,8 @@ export interface RuleData {
   check: number[];
   approval?: { approvers: string[]; ttl?: string };
   redact?: RedactSpec[];
+  /** Detectors the sidecar applies to the answer of a call this rule decided (allow and sanitize). */
+  redactResponse?: ResponseRedactSpec[];
 }
 
 export interface LimitData {
@@ -114,6 +118,26 @@ export interface CustomModuleData {
   key: number;
 }
 
+/**
+ * A tool as requests on the wire reach it (ToolPolicy spec.tools, one per name in
+ * the tenant): the sidecar maps proxied requests to tool and action with these.
+ */
+export interface ToolData {
+  name: string;
+  /** Absent port: any port. */
+  http?: { host: string; port?: number; actions: ToolActionData[] };
+  /** Absent path: every path of the host is the MCP endpoint. */
+  mcp?: { host: string; port?: number; path?: string };
+}
+
+export interface ToolActionData {
+  name: string;
+  method: string;
+  /** A trailing /* matches any suffix. */
+  path: string;
+  readOnly?: boolean;
+}
+
 export interface TenantData {
   tenant: string;
   agents: Record<string, Record<string, AgentData>>;
@@ -136,6 +160,8 @@ export interface TenantData {
   conditions: ConditionData[];
   /** Every time zone a time condition names: the core reads the local clock in each. */
   zones: string[];
+  /** The tools the tenant's policies declare, by name. */
+  tools: ToolData[];
 }
 
 /** A raw Rego module of a ToolPolicy, its package moved under data.portcullis.custom. */
@@ -274,6 +300,7 @@ function ruleData(policy: string, rule: PolicyRule, order: number, table: Condit
   if (rule.approval !== undefined) out.approval = { ...rule.approval, approvers: [...rule.approval.approvers] };
   const redact: RedactSpec[] | undefined = rule.redact;
   if (redact !== undefined) out.redact = [...redact];
+  if (rule.redactResponse !== undefined) out.redactResponse = [...rule.redactResponse];
   return out;
 }
 
@@ -322,6 +349,93 @@ function checkToolConflicts(policies: readonly Loaded<ToolPolicy>[], errors: Com
       );
     }
   }
+}
+
+/** The first declaration of each tool name, with where it is (conflicting ones are reported by checkToolConflicts). */
+function firstDeclarations(policies: readonly Loaded<ToolPolicy>[]): { tool: ToolDeclaration; where: Loaded<ToolPolicy>; index: number }[] {
+  const first = new Map<string, { tool: ToolDeclaration; where: Loaded<ToolPolicy>; index: number }>();
+  for (const policy of policies) {
+    for (const [index, tool] of (policy.resource.spec.tools ?? []).entries()) {
+      if (!first.has(tool.name)) first.set(tool.name, { tool, where: policy, index });
+    }
+  }
+  return [...first.values()];
+}
+
+const portsOverlap = (a: number | undefined, b: number | undefined): boolean => a === undefined || b === undefined || a === b;
+
+/** Endpoint paths overlap when either takes every path, they are equal, or a /* prefix covers the other. */
+function pathsOverlap(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined || a === b) return true;
+  const covers = (pattern: string, path: string): boolean => pattern.endsWith('/*') && path.startsWith(pattern.slice(0, -1));
+  return covers(a, b) || covers(b, a);
+}
+
+/** What a tool claims: requests to host (and port), and for MCP the endpoint path (absent: every path). */
+interface Claim {
+  kind: 'http' | 'mcp';
+  host: string;
+  port: number | undefined;
+  path: string | undefined;
+}
+
+function claimOf(tool: ToolDeclaration): Claim | undefined {
+  if (tool.http !== undefined) return { kind: 'http', host: tool.http.host, port: tool.http.port, path: undefined };
+  if (tool.mcp !== undefined) return { kind: 'mcp', host: tool.mcp.host, port: tool.mcp.port, path: tool.mcp.path };
+  return undefined;
+}
+
+/**
+ * Where two tools would both claim a request, the sidecar could not tell which
+ * tool it is: one host (and port) is one HTTP tool, one endpoint one MCP tool.
+ * An HTTP tool and an MCP endpoint may share a host (the endpoint's path is the
+ * MCP tool, the rest the HTTP tool) unless the MCP tool takes every path.
+ */
+function overlapOf(a: Claim, b: Claim): string | undefined {
+  if (a.host !== b.host || !portsOverlap(a.port, b.port)) return undefined;
+  const port = a.port ?? b.port;
+  const at = `${a.host}${port === undefined ? '' : `:${port}`}`;
+  if (a.kind === 'http' && b.kind === 'http') return at;
+  if (a.kind === 'mcp' && b.kind === 'mcp') return pathsOverlap(a.path, b.path) ? `${at}${a.path ?? b.path ?? ''}` : undefined;
+  const mcp = a.kind === 'mcp' ? a : b;
+  return mcp.path === undefined ? at : undefined;
+}
+
+function checkToolRoutes(policies: readonly Loaded<ToolPolicy>[], errors: CompileError[]): void {
+  const tools = firstDeclarations(policies);
+  for (const [i, a] of tools.entries()) {
+    for (const b of tools.slice(i + 1)) {
+      const [claimA, claimB] = [claimOf(a.tool), claimOf(b.tool)];
+      const where = claimA === undefined || claimB === undefined ? undefined : overlapOf(claimA, claimB);
+      if (where === undefined) continue;
+      for (const [self, other] of [[a, b], [b, a]] as const) {
+        errors.push(
+          new CompileError('conflict_error', `tools ${self.tool.name} and ${other.tool.name} both claim requests to ${where} (declared by ${resourceName('ToolPolicy', other.where)})`, {
+            ...self.where.source,
+            resource: resourceName('ToolPolicy', self.where),
+            field: `spec.tools[${self.index}]`,
+          }),
+        );
+      }
+    }
+  }
+}
+
+/** The tenant's tools by name, as the sidecar reads them. */
+function toolData(policies: readonly Loaded<ToolPolicy>[]): ToolData[] {
+  return firstDeclarations(policies)
+    .map(({ tool }): ToolData => {
+      const out: ToolData = { name: tool.name };
+      if (tool.http !== undefined) {
+        const actions = (tool.http.actions ?? []).map((a): ToolActionData => ({ name: a.name, method: a.method, path: a.path, ...(a.readOnly === undefined ? {} : { readOnly: a.readOnly }) }));
+        out.http = { host: tool.http.host, ...(tool.http.port === undefined ? {} : { port: tool.http.port }), actions };
+      }
+      if (tool.mcp !== undefined) {
+        out.mcp = { host: tool.mcp.host, ...(tool.mcp.port === undefined ? {} : { port: tool.mcp.port }), ...(tool.mcp.path === undefined ? {} : { path: tool.mcp.path }) };
+      }
+      return out;
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 const PACKAGE_LINE = /^([ \t]*)package[ \t]+[^\s#]+/m;
@@ -445,6 +559,7 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
   checkDuplicates('ToolPolicy', resources.policies, errors);
   checkDuplicates('EgressRule', resources.egressRules, errors);
   checkToolConflicts(resources.policies, errors);
+  checkToolRoutes(resources.policies, errors);
 
   let order = 0;
   const nextOrder = (): number => order++;
@@ -460,6 +575,7 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
     modules: [],
     conditions: [],
     zones: [],
+    tools: toolData(resources.policies),
   };
   const table = new ConditionTable();
   const zones = new Set<string>();

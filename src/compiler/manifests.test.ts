@@ -179,6 +179,56 @@ describe('conflicts inside a tenant', () => {
     ]);
   });
 
+  const irErrors = (a: unknown[], b: unknown[]): [string, string | undefined, string | undefined, string][] => {
+    const declare = (tools: unknown[]) => (p: { spec: { tools?: unknown } }): void => {
+      p.spec.tools = tools;
+    };
+    const set = parseManifests(yamlOf([toolPolicy('finance', 'a', [], declare(a)), toolPolicy('finance', 'b', [], declare(b))]), 'tools.yaml');
+    try {
+      buildTenantIr(tenantResources(set, 'finance'));
+    } catch (error) {
+      if (error instanceof CompileErrors) return error.errors.map((e) => [e.code, e.location.resource, e.location.field, e.detail]);
+      throw error;
+    }
+    return [];
+  };
+
+  it.each([
+    ['two HTTP tools on one host, one of them on any port', [{ name: 'pay', http: { host: 'api.svc', port: 8080 } }], [{ name: 'refund', http: { host: 'api.svc' } }], 'api.svc:8080'],
+    ['two MCP tools on one endpoint', [{ name: 'ehr', mcp: { host: 'mcp.svc', path: '/mcp' } }], [{ name: 'crm', mcp: { host: 'mcp.svc', path: '/mcp' } }], 'mcp.svc/mcp'],
+    ['an MCP tool under a /* endpoint and one inside it', [{ name: 'ehr', mcp: { host: 'mcp.svc', path: '/mcp/*' } }], [{ name: 'crm', mcp: { host: 'mcp.svc', path: '/mcp/crm' } }], 'mcp.svc/mcp/*'],
+    ['an HTTP tool and an MCP tool that takes every path of the host', [{ name: 'pay', http: { host: 'api.svc' } }], [{ name: 'ehr', mcp: { host: 'api.svc' } }], 'api.svc'],
+  ])('rejects %s, naming both policies', (_name, a, b, where) => {
+    const errors = irErrors(a, b);
+    expect(errors.map(([code, resource, field]) => [code, resource, field])).toEqual([
+      ['conflict_error', 'ToolPolicy finance/a', 'spec.tools[0]'],
+      ['conflict_error', 'ToolPolicy finance/b', 'spec.tools[0]'],
+    ]);
+    expect(errors[0]?.[3]).toContain(`both claim requests to ${where}`);
+  });
+
+  it.each([
+    ['one host on two ports', [{ name: 'pay', http: { host: 'api.svc', port: 8080 } }], [{ name: 'refund', http: { host: 'api.svc', port: 9090 } }]],
+    ['an HTTP tool and an MCP endpoint on one host', [{ name: 'pay', http: { host: 'api.svc' } }], [{ name: 'ehr', mcp: { host: 'api.svc', path: '/mcp' } }]],
+    ['two MCP endpoints on one host', [{ name: 'ehr', mcp: { host: 'mcp.svc', path: '/ehr' } }], [{ name: 'crm', mcp: { host: 'mcp.svc', path: '/crm' } }]],
+  ])('accepts tools that share a host without sharing a request: %s', (_name, a, b) => {
+    expect(irErrors(a, b)).toEqual([]);
+  });
+
+  it('carries the declared tools into the bundle data, once per name, sorted', () => {
+    const declare = (p: { spec: { tools?: unknown } }): void => {
+      p.spec.tools = [
+        { name: 'stripe', http: { host: 'pay.svc', port: 8080, actions: [{ name: 'create', method: 'POST', path: '/v1/payments' }] } },
+        { name: 'ehr', mcp: { host: 'ehr.svc', path: '/mcp' } },
+      ];
+    };
+    const set = parseManifests(yamlOf([toolPolicy('finance', 'a', [], declare), toolPolicy('finance', 'b', [], declare)]), 'tools.yaml');
+    expect(buildTenantIr(tenantResources(set, 'finance')).data.tools).toEqual([
+      { name: 'ehr', mcp: { host: 'ehr.svc', path: '/mcp' } },
+      { name: 'stripe', http: { host: 'pay.svc', port: 8080, actions: [{ name: 'create', method: 'POST', path: '/v1/payments' }] } },
+    ]);
+  });
+
   it('accepts two policies that declare one tool the same way', () => {
     const declare = (p: { spec: { tools?: unknown } }): void => {
       p.spec.tools = [{ name: 'stripe', http: { host: 'one.svc' } }];
