@@ -254,11 +254,17 @@ const rule = titled(
         ),
       ),
       redact: list('What to redact from the parameters (sanitize only).', redaction, { maxItems: 64 }),
+      redactResponse: list(
+        "Detectors applied to the tool's answer (JSON, text or text/event-stream) before the agent reads it: every match is replaced by its marker. Allow and sanitize only; enforced by the sidecar's Envoy ext_proc filter.",
+        enumOf('A detector.', REDACTION_DETECTORS),
+        { maxItems: REDACTION_DETECTORS.length, minItems: 1, 'x-kubernetes-list-type': 'set' },
+      ),
     },
     {
       required: ['name', 'tool', 'decision'],
       'x-kubernetes-validations': [
         cel("!has(self.approval) || self.decision == 'approval_needed'", 'approval goes only with decision approval_needed'),
+        cel("!has(self.redactResponse) || self.decision in ['allow', 'sanitize']", 'redactResponse goes only with decision allow or sanitize'),
       ],
     },
   ),

@@ -542,6 +542,46 @@ export interface PolicyRule {
    * Items: What sanitize redacts: a detector (ssn, email, credit_card, phone, iban, pii) applied to every parameter, or {param: PATH} to redact one parameter whole.
    */
   redact?: ("ssn" | "email" | "credit_card" | "phone" | "iban" | "pii" | {param: string})[];
+  /**
+   * Detectors applied to the tool's answer (JSON, text or text/event-stream) before the agent reads it: every match is replaced by its marker. Allow and sanitize only; enforced by the sidecar's Envoy ext_proc filter.
+   *
+   * @minItems 1
+   * @maxItems 6
+   *
+   * Items: A detector.
+   */
+  redactResponse?:
+    | ["ssn" | "email" | "credit_card" | "phone" | "iban" | "pii"]
+    | [
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii"
+      ]
+    | [
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii"
+      ]
+    | [
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii"
+      ]
+    | [
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii"
+      ]
+    | [
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii",
+        "ssn" | "email" | "credit_card" | "phone" | "iban" | "pii"
+      ];
 }
 /**
  * One condition of a rule. A rule holds when all its conditions hold. A condition on a missing parameter, or on a value of the wrong type, does not hold.

@@ -154,6 +154,12 @@ beforeAll(async () => {
       p.spec.budgets = [{ tool: 'llm', dailyUSD: 20, costParam: 'cost', onExceed: 'deny' }];
     }),
     toolPolicy(NS, 'second-policy', [{ name: 'deny-d2', tool: 'prec', decision: 'deny', when: [{ param: 'd2', exists: true }] }]),
+    toolPolicy(NS, 'answers', [
+      { name: 'answers-allow', tool: 'answers', decision: 'allow', redactResponse: ['email', 'ssn'] },
+      { name: 'answers-sanitize-a', tool: 'answers', decision: 'sanitize', when: [{ param: 's', exists: true }], ...redact('email'), redactResponse: ['phone'] },
+      { name: 'answers-sanitize-b', tool: 'answers', decision: 'sanitize', when: [{ param: 's', exists: true }], ...redact('ssn'), redactResponse: ['ssn'] },
+      { name: 'answers-deny', tool: 'answers', decision: 'deny', when: [{ param: 'd', exists: true }] },
+    ]),
     toolPolicy(NS, 'by-role', [{ name: 'role-allow', tool: 'role-tool', decision: 'allow' }], forSubjects({ roles: ['payments'] })),
     toolPolicy(NS, 'trial', [
       { name: 'trial-allow', tool: 'trial', decision: 'allow', when: [{ param: 'ok', equals: true }] },
@@ -221,6 +227,24 @@ describe('precedence: deny > approval_needed > sanitize > allow', () => {
   it('answers exactly the contract fields', () => {
     expect(Object.keys(call('prec', {})).sort()).toEqual(['decision', 'enforced', 'policy', 'reasons', 'revision', 'rule']);
     expect(Object.keys(call('prec', { a: 1 })).sort()).toEqual(['approval', 'decision', 'enforced', 'policy', 'reasons', 'revision', 'rule']);
+  });
+});
+
+describe('what is redacted, and what the answer asks to redact', () => {
+  it("carries the deciding allow rule's redactResponse, in the detectors' order", () => {
+    const answer = call('answers', {});
+    expect(answer).toMatchObject({ decision: 'allow', rule: 'answers-allow', redactResponse: ['ssn', 'email'] });
+    expect(answer.redacted).toBeUndefined();
+  });
+
+  it('merges the redactResponse of every sanitize rule that matched, and lists what was redacted by path and detector', () => {
+    const answer = call('answers', { s: 1, note: 'ssn 123-45-6789, mail dana@example.com' });
+    expect(answer).toMatchObject({ decision: 'sanitize', redactResponse: ['ssn', 'phone'], redacted: ['note:email', 'note:ssn'] });
+    expect(JSON.stringify(answer.redacted)).not.toContain('6789');
+  });
+
+  it('asks for no response redaction when the call is denied', () => {
+    expect(call('answers', { d: 1 }).redactResponse).toBeUndefined();
   });
 });
 

@@ -6,10 +6,11 @@
 // sanitize and computes the approval key.
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { loadPolicy } from '@open-policy-agent/opa-wasm';
+import { REDACTION_DETECTORS } from '../api/index.ts';
 import { canonicalJson, sha256Hex } from './canonical.ts';
 import { detectThreats } from './detectors.ts';
 import { InputError } from './errors.ts';
-import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, RuleData, TenantData, Threat, ToolData } from './ir.ts';
+import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, ResponseRedactSpec, RuleData, TenantData, Threat, ToolData } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
 import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
@@ -34,6 +35,10 @@ export interface AuthorizationDecision {
   params?: unknown;
   /** The approval key: approval_needed only. */
   approval?: string;
+  /** sanitize only: what was redacted from the parameters, as `PATH:DETECTOR` (`patient.ssn:ssn`), never the text. */
+  redacted?: string[];
+  /** allow and sanitize: the detectors to apply to the tool's answer (the deciding rules' redactResponse). */
+  redactResponse?: ResponseRedactSpec[];
 }
 
 /** Rule names the core uses when no rule of a policy decided. They hold a colon, which no rule name can. */
@@ -236,10 +241,12 @@ export class PolicyEvaluator {
   }
 
   private answer(partial: Omit<AuthorizationDecision, 'revision'>): AuthorizationDecision {
-    const { decision, enforced, policy, rule, reasons, params, approval } = partial;
+    const { decision, enforced, policy, rule, reasons, params, approval, redacted, redactResponse } = partial;
     const out: AuthorizationDecision = { decision, enforced, policy, rule, revision: this.revision, reasons };
     if (params !== undefined) out.params = params;
     if (approval !== undefined) out.approval = approval;
+    if (redacted !== undefined) out.redacted = redacted;
+    if (redactResponse !== undefined) out.redactResponse = redactResponse;
     return out;
   }
 
@@ -308,10 +315,21 @@ export class PolicyEvaluator {
       const spec = [...peers].sort((a, b) => a - b).flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
       const redacted = this.hooks.redact(call.params, dedupe(spec));
       answer.params = redacted.params;
+      answer.redacted = redacted.redacted;
       if (redacted.redacted.length > 0) answer.reasons = [...answer.reasons, `redacted ${redacted.redacted.join(', ')}`];
     }
+    const redactResponse = this.responseRedaction(outcome, peers);
+    if (redactResponse.length > 0) answer.redactResponse = redactResponse;
     if (outcome.decision === 'approval_needed') answer.approval = approvalKey(this.tenant, call);
     return this.answer(answer);
+  }
+
+  /** The deciding rule's redactResponse; for sanitize, that of every sanitize rule that matched (like redact). */
+  private responseRedaction(outcome: Match, peers: number[]): ResponseRedactSpec[] {
+    if (outcome.source !== 'rule' || outcome.key === undefined || (outcome.decision !== 'allow' && outcome.decision !== 'sanitize')) return [];
+    const keys = outcome.decision === 'sanitize' ? [...new Set([outcome.key, ...peers])] : [outcome.key];
+    const detectors = new Set(keys.flatMap((key) => this.rulesByKey.get(key)?.redactResponse ?? []));
+    return REDACTION_DETECTORS.filter((detector) => detectors.has(detector));
   }
 
   private matchReasons(words: Words, outcome: Match): string[] {

@@ -84,6 +84,16 @@ describe('manifest errors name the file, document, resource, rule and field', ()
       expected: { code: 'schema_error', location: { rule: 's', field: 'spec.rules[0].redact[0]' } },
     },
     {
+      name: 'redactResponse on a deny rule is a schema_error',
+      text: policyWith('    - { name: d, tool: a, decision: deny, redactResponse: [ssn] }\n'),
+      expected: { code: 'schema_error', location: { rule: 'd', field: 'spec.rules[0].redactResponse' } },
+    },
+    {
+      name: 'a redactResponse entry that is no detector is a schema_error',
+      text: policyWith('    - { name: r, tool: a, decision: allow, redactResponse: [passport] }\n'),
+      expected: { code: 'schema_error', location: { rule: 'r', field: 'spec.rules[0].redactResponse[0]' } },
+    },
+    {
       name: 'a decision that does not exist is a schema_error',
       text: policyWith('    - { name: s, tool: a, decision: permit }\n'),
       expected: { code: 'schema_error', location: { rule: 's', field: 'spec.rules[0].decision' } },

@@ -217,6 +217,7 @@ function checkRule(problems: Problems, path: Path, rule: Json): void {
   if (rule.decision === 'sanitize' && list(rule.redact).length === 0) problems.add([...path, 'redact'], 'sanitize needs at least one redact entry');
   if ('redact' in rule && rule.decision !== 'sanitize') problems.add([...path, 'redact'], 'redact goes only with decision sanitize');
   for (const [i, item] of list(rule.redact).entries()) checkRedaction(problems, [...path, 'redact', i], item);
+  if ('redactResponse' in rule && rule.decision !== 'allow' && rule.decision !== 'sanitize') problems.add([...path, 'redactResponse'], 'redactResponse goes only with decision allow or sanitize');
   if (isObject(rule.approval)) checkDuration(problems, [...path, 'approval', 'ttl'], rule.approval.ttl, '1m', '168h');
   for (const [i, condition] of objects(rule.when)) checkCondition(problems, [...path, 'when', i], condition);
 }
