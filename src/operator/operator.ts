@@ -17,6 +17,7 @@ import { CompileError, CompileErrors } from '../compiler/errors.ts';
 import type { Loaded, TenantResources } from '../compiler/manifests.ts';
 import { validateResource } from '../compiler/validate.ts';
 import { statusChanged } from './conditions.ts';
+import { SIDECAR_ACCESS_NAME, sidecarRole, sidecarRoleBinding } from './sidecar-access.ts';
 import { ResilientInformer } from './informers.ts';
 import type { LeaderElectionOptions } from './leader.ts';
 import { LeaderElector } from './leader.ts';
@@ -78,6 +79,8 @@ export class Operator {
   private readonly seenGenerations = new Map<string, number>();
   /** The digest of what this process last wrote to each ConfigMap (NAMESPACE/NAME). */
   private readonly written = new Map<string, string>();
+  /** The sidecar Role and RoleBinding last applied per namespace, so unchanged ones are not written again. */
+  private readonly accessApplied = new Map<string, string>();
   /** Each namespace's tenant as last seen, to enqueue the old tenant when it changes. */
   private readonly tenantOfNs = new Map<string, string>();
   /** The last problems reported per resource, so an Event goes out once per new problem. */
@@ -271,6 +274,7 @@ export class Operator {
       const inForce = this.inForce(existing);
       const outcome = await this.compileAndDistribute(tenant, members, refs, inForce, existing, log);
       if (!outcome.ok) result = 'invalid';
+      await this.grantSidecarAccess(tenant, members, refs);
       await this.writeStatuses(tenant, refs, outcome, inForce, log);
     }
     await this.prune(tenant, members, existing, log);
@@ -570,19 +574,61 @@ export class Operator {
       .catch((error: unknown) => { this.options.log.warn({ error: describeError(error) }, 'could not record an event'); });
   }
 
+  /** Lets the sidecars of each member namespace read their bundle: a Role, bound to the ServiceAccounts of the namespace's agents. */
+  private async grantSidecarAccess(tenant: string, members: readonly string[], refs: readonly { kind: ResourceKind; object: AnyResource }[]): Promise<void> {
+    for (const namespace of members) {
+      const accounts = refs.flatMap(({ kind, object }) => {
+        const account = kind === 'AgentIdentity' && object.metadata?.namespace === namespace ? (object as AgentIdentity).spec.serviceAccountName : undefined;
+        return typeof account === 'string' && account !== '' ? [account] : [];
+      });
+      for (const object of [sidecarRole(namespace, tenant), sidecarRoleBinding(namespace, tenant, accounts)]) {
+        const key = `${object.kind ?? ''}/${namespace}`;
+        const digest = JSON.stringify(object);
+        if (this.accessApplied.get(key) === digest) continue;
+        await this.objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+        this.accessApplied.set(key, digest);
+      }
+    }
+  }
+
+  /**
+   * Deletes an object of the tenant from a namespace that left it — only while it is still this
+   * tenant's (preconditions on uid and resourceVersion), since the namespace's new tenant may
+   * already have written its own.
+   */
+  private async deleteIfTenants(tenant: string, ref: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const current = await this.objects.read(ref);
+        const { uid, resourceVersion, labels } = current.metadata ?? {};
+        if (labels?.[TENANT_LABEL] !== tenant) return;
+        await this.objects.delete(ref, undefined, undefined, undefined, undefined, undefined, { preconditions: { ...(uid === undefined ? {} : { uid }), ...(resourceVersion === undefined ? {} : { resourceVersion }) } });
+        return;
+      } catch (error) {
+        const code = (error as { code?: number } | null)?.code;
+        if (code === 404) return;
+        // Changed since it was read: read it again to see whose it is now.
+        if (code !== 409) throw error;
+      }
+    }
+  }
+
   /** Deletes the tenant's bundle (and trust) from namespaces that are no longer its members. */
   private async prune(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
     for (const namespace of existing.keys()) {
       if (members.includes(namespace)) continue;
       for (const name of [BUNDLE_CONFIGMAP, TRUST_CONFIGMAP]) {
         this.written.delete(`${namespace}/${name}`);
-        await this.core.deleteNamespacedConfigMap({ name, namespace }).catch((error: unknown) => {
-          if ((error as { code?: number } | null)?.code !== 404) throw error;
-        });
+        await this.deleteIfTenants(tenant, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace } });
       }
-      log.info({ namespace }, 'bundle pruned from a namespace that left the tenant');
+      for (const kind of ['RoleBinding', 'Role']) {
+        this.accessApplied.delete(`${kind}/${namespace}`);
+        await this.deleteIfTenants(tenant, { apiVersion: 'rbac.authorization.k8s.io/v1', kind, metadata: { name: SIDECAR_ACCESS_NAME, namespace } });
+      }
+      log.info({ namespace }, 'bundle and sidecar access pruned from a namespace that left the tenant');
     }
   }
+
 }
 
 const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';

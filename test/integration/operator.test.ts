@@ -1,6 +1,6 @@
 // The operator against the real API server: bundles, status, pruning and recovery.
 
-import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -18,6 +18,7 @@ const plane = inject('controlPlane');
 const kc = kubeConfigOf(plane);
 const core = kc.makeApiClient(CoreV1Api);
 const custom = kc.makeApiClient(CustomObjectsApi);
+const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
 const OPERATOR_NS = 'portcullis-system';
 const metrics = createOperatorMetrics();
 
@@ -119,6 +120,21 @@ describe('the operator', () => {
     expect(cm?.metadata?.labels).toMatchObject({ 'portcullis.dev/tenant': 'alpha', 'app.kubernetes.io/managed-by': 'portcullis-operator' });
   });
 
+  it("lets the agents' ServiceAccounts of each member namespace read their bundle, and nobody else", async () => {
+    const canI = async (verb: string, resource: string, as: string, ns: string): Promise<string> => {
+      const result = await kubectl(plane, ['auth', 'can-i', verb, resource, '-n', ns, `--as=system:serviceaccount:${as}`], { allowFailure: true });
+      return result.stdout.trim();
+    };
+    await eventually('the worker to be able to watch configmaps in alpha-one', async () => ((await canI('watch', 'configmaps', 'alpha-one:worker', 'alpha-one')) === 'yes' ? true : undefined));
+    expect(await canI('get', 'configmaps', 'alpha-one:worker', 'alpha-one')).toBe('yes');
+    expect(await canI('create', 'events', 'alpha-one:worker', 'alpha-one')).toBe('yes');
+    expect(await canI('update', 'configmaps', 'alpha-one:worker', 'alpha-one')).toBe('no');
+    expect(await canI('get', 'secrets', 'alpha-one:worker', 'alpha-one')).toBe('no');
+    expect(await canI('watch', 'configmaps', 'alpha-one:default', 'alpha-one')).toBe('no');
+    // alpha-two holds no AgentIdentity: its binding names nobody.
+    expect(await canI('watch', 'configmaps', 'alpha-one:worker', 'alpha-two')).toBe('no');
+  });
+
   it('grows the revision when a rule changes, and the new bundle holds the change', async () => {
     const before = (await verifiedBundle('alpha-one', 'alpha')).manifest.revision;
     await apply([policy('alpha-one', 'payments', [allowRule('small', 100), allowRule('medium', 1000)])]);
@@ -189,6 +205,14 @@ describe('the operator', () => {
     expect(moved.metadata?.labels?.['portcullis.dev/tenant']).toBe('beta');
     await verifiedBundle('alpha-two', 'beta');
     await expect(verifiedBundle('alpha-two', 'alpha')).rejects.toThrow(/tenant/);
+    // Whichever tenant reconciled first, the sidecar access in alpha-two ends up beta's, not deleted.
+    const binding = await eventually("alpha-two's sidecar RoleBinding to be beta's", async () => {
+      const rb = await rbac.readNamespacedRoleBinding({ name: 'portcullis-sidecar', namespace: 'alpha-two' }).catch(() => undefined);
+      return rb?.metadata?.labels?.['portcullis.dev/tenant'] === 'beta' ? rb : undefined;
+    });
+    expect(binding.roleRef.name).toBe('portcullis-sidecar');
+    await operator.idle();
+    expect((await rbac.readNamespacedRole({ name: 'portcullis-sidecar', namespace: 'alpha-two' })).metadata?.labels?.['portcullis.dev/tenant']).toBe('beta');
   });
 
   it('prunes bundles when a namespace no longer takes one', async () => {
