@@ -13,7 +13,7 @@ describe('sidecar access', () => {
   });
 
   it('grants reading ConfigMaps and recording events, and nothing that writes a bundle', () => {
-    const verbs = sidecarRole('finance', 'acme').rules?.flatMap((r) => (r.resources ?? []).map((res) => `${res}:${(r.verbs ?? []).join(',')}`));
+    const verbs = sidecarRole('finance', 'acme').rules?.flatMap((r) => (r.resources ?? []).map((res) => `${res}:${r.verbs.join(',')}`));
     expect(verbs).toEqual(['configmaps:get,list,watch', 'events:create,patch']);
   });
 });
