@@ -8,6 +8,7 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { parseRevision } from '../bundle/index.ts';
 import { ResilientInformer } from '../operator/informers.ts';
+import type { BundleRefusal } from './bundle-events.ts';
 import type { BundleSnapshot, LoadedPolicy } from './bundle-verdict.ts';
 import { BUNDLE_CONFIGMAP, judgeBundle, TRUST_CONFIGMAP } from './bundle-verdict.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -18,6 +19,8 @@ export interface BundleSourceOptions {
   tenant: string;
   log: Logger;
   metrics: SidecarMetrics;
+  /** Told of every refused bundle (an Event is recorded from it). */
+  onRefused?: (refusal: BundleRefusal) => void;
 }
 
 const WATCHED = new Set([BUNDLE_CONFIGMAP, TRUST_CONFIGMAP]);
@@ -108,6 +111,7 @@ export class BundleSource {
       case 'reject':
         metrics.bundleRejections.inc({ code: verdict.code });
         log.error({ tenant, code: verdict.code, reason: verdict.message, keeping: loaded ?? null }, 'bundle refused');
+        this.options.onRefused?.({ code: verdict.code, message: verdict.message, keeping: loaded, bundle: this.informer.get(BUNDLE_CONFIGMAP, this.options.namespace)?.metadata });
         break;
       case 'waiting':
         log.info({ tenant, reason: verdict.reason, keeping: loaded ?? null }, 'waiting for the bundle');
