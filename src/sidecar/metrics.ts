@@ -9,6 +9,11 @@ export interface SidecarMetrics {
   bundleLoads: Counter;
   bundleRevision: Gauge<'tenant'>;
   informerRestarts: Counter<'informer'>;
+  /** 1 while the counter store answers, 0 while stateful rules deny because it does not. */
+  counterStoreUp: Gauge<'store'>;
+  counterStoreErrors: Counter<'store' | 'operation'>;
+  spendUSD: Counter<'agent' | 'tool'>;
+  limitRejections: Counter<'limit' | 'tool' | 'rule'>;
 }
 
 export function createSidecarMetrics(): SidecarMetrics {
@@ -47,6 +52,30 @@ export function createSidecarMetrics(): SidecarMetrics {
       name: 'portcullis_informer_restarts_total',
       help: 'Watches restarted after an error other than 410 Gone',
       labelNames: ['informer'],
+      registers: [registry],
+    }),
+    counterStoreUp: new Gauge({
+      name: 'portcullis_counter_store_up',
+      help: 'Whether the last operation of the counter store (memory or redis) succeeded; while 0, calls with stateful conditions are denied',
+      labelNames: ['store'],
+      registers: [registry],
+    }),
+    counterStoreErrors: new Counter({
+      name: 'portcullis_counter_store_errors_total',
+      help: 'Counter store operations that failed (reserve: the call was denied; settle: a refund was lost)',
+      labelNames: ['store', 'operation'],
+      registers: [registry],
+    }),
+    spendUSD: new Counter({
+      name: 'portcullis_spend_usd_total',
+      help: 'US dollars spent by calls that went ahead, by agent and tool (the cost budgets count)',
+      labelNames: ['agent', 'tool'],
+      registers: [registry],
+    }),
+    limitRejections: new Counter({
+      name: 'portcullis_limit_rejections_total',
+      help: 'Calls refused by a limit: rate (rateLimits), budget (budgets) or calls (callsOver), by tool and deciding rule',
+      labelNames: ['limit', 'tool', 'rule'],
       registers: [registry],
     }),
   };
