@@ -10,6 +10,9 @@ ensure_node
 ensure_node_modules
 say "building or finding kube-apiserver, kubectl, etcd and opa"
 ensure_tools
+say "finding or installing redis-server (Debian's package, unpacked into the cache)"
+redis_env="$(bash "$hack_dir/redis-server.sh" --print-env)"
+export "${redis_env?}"
 say "checking generated API files"
 npm run --silent gen:check
 say "lint"
