@@ -42,7 +42,7 @@ export interface AgentTokensOptions {
 function unverifiedClaims(token: string): Partial<AgentTokenClaims> | undefined {
   try {
     const claims: unknown = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
-    return typeof claims === 'object' && claims !== null ? (claims) : undefined;
+    return typeof claims === 'object' && claims !== null ? claims : undefined;
   } catch {
     return undefined;
   }
