@@ -12,21 +12,33 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import type { Logger } from 'pino';
 import { CredentialsMissingError, IdentityError, RequestInvalidError } from './errors.ts';
 import { JWKS_MAX_AGE_S } from './keyring.ts';
+import type { TokenServiceMetrics } from './metrics.ts';
 import type { TokenExchangeRequest, TokenService } from './token-service.ts';
 
 const MAX_BODY_BYTES = 64 * 1024;
 
-export function tokenServiceHandler(service: TokenService, log: Logger): RequestListener {
+export function tokenServiceHandler(service: TokenService, log: Logger, metrics?: TokenServiceMetrics): RequestListener {
   return (req, res) => {
-    route(service, req, res).catch((error: unknown) => {
-      if (error instanceof IdentityError) {
-        log.warn({ code: error.code, reason: error.message, path: req.url }, 'token request refused');
-        sendJson(res, error.status, { error: error.code, message: error.message });
-        return;
-      }
-      log.error({ error: error instanceof Error ? error.message : String(error), path: req.url }, 'token service failed');
-      sendJson(res, 500, { error: 'internal', message: 'the token service failed; see its log' });
-    });
+    const started = process.hrtime.bigint();
+    const observe = (result: string): void => {
+      if (metrics === undefined || (req.url ?? '').split('?')[0] !== '/v1/token') return;
+      metrics.exchanges.inc({ result });
+      metrics.exchangeDuration.observe({ result }, Number(process.hrtime.bigint() - started) / 1e9);
+    };
+    route(service, req, res).then(
+      () => { observe(res.statusCode === 200 ? 'issued' : res.statusCode === 405 ? 'method_not_allowed' : 'not_found'); },
+      (error: unknown) => {
+        if (error instanceof IdentityError) {
+          log.warn({ code: error.code, reason: error.message, path: req.url }, 'token request refused');
+          sendJson(res, error.status, { error: error.code, message: error.message });
+          observe(error.code);
+          return;
+        }
+        log.error({ error: error instanceof Error ? error.message : String(error), path: req.url }, 'token service failed');
+        sendJson(res, 500, { error: 'internal', message: 'the token service failed; see its log' });
+        observe('internal');
+      },
+    );
   };
 }
 

@@ -7,10 +7,12 @@ import type { AddressInfo } from 'node:net';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { tokenServiceHandler } from './http.ts';
 import type { TokenKeyring } from './keyring.ts';
 import { ensureTokenKeyring, readTokenKeyring, TOKEN_KEYS_SECRET } from './keyring.ts';
 import { InformerAgentDirectory, LastIssuedRecorder, tokenReviewer } from './kubernetes.ts';
+import { createTokenServiceMetrics } from './metrics.ts';
 import { TokenService } from './token-service.ts';
 
 export interface TokenServiceServerOptions {
@@ -28,6 +30,8 @@ export interface TokenServiceServerOptions {
   rateLimit?: { perSecond: number; burst: number };
   /** The shortest time between two `lastTokenIssued` writes of one agent (default 30 s). */
   statusIntervalMs?: number;
+  /** Where the exchange metrics are registered (the operator's registry). */
+  registry?: Registry;
 }
 
 export interface RunningTokenService {
@@ -66,7 +70,7 @@ export async function startTokenService(options: TokenServiceServerOptions): Pro
     rateLimit: options.rateLimit ?? { perSecond: 5, burst: 20 },
     onIssued: (agent, at) => { recorder.record(agent, at); },
   });
-  const server = createServer(tokenServiceHandler(service, log));
+  const server = createServer(tokenServiceHandler(service, log, options.registry === undefined ? undefined : createTokenServiceMetrics(options.registry)));
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

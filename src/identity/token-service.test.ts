@@ -1,10 +1,12 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromJwks } from '../bundle/index.ts';
 import { IdentityError, TokenReviewUnavailableError } from './errors.ts';
 import { tokenServiceHandler } from './http.ts';
+import { createTokenServiceMetrics } from './metrics.ts';
 import type { TokenKeyring } from './keyring.ts';
 import { loadTokenKeyring, newTokenKey } from './keyring.ts';
 import { agentRecordOf } from './kubernetes.ts';
@@ -172,7 +174,8 @@ describe('AgentIdentity records', () => {
 
 describe('HTTP edge', () => {
   let url = '';
-  const server = createServer(tokenServiceHandler(service(), pino({ level: 'silent' })));
+  const registry = new Registry();
+  const server = createServer(tokenServiceHandler(service(), pino({ level: 'silent' }), createTokenServiceMetrics(registry)));
   beforeAll(async () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${String((server.address() as AddressInfo).port)}`;
@@ -210,6 +213,15 @@ describe('HTTP edge', () => {
     const body = (await res.json()) as { error: string; message: string };
     expect(body.error).toBe(code);
     expect(body.message).not.toBe('');
+  });
+
+  it('counts exchanges by result and times them, and nothing for the JWKS', async () => {
+    await fetch(`${url}/.well-known/jwks.json`);
+    const counted: Record<string, number> = Object.fromEntries((await registry.getSingleMetric('portcullis_token_exchanges_total')?.get())?.values.map((v) => [String(v.labels.result), v.value]) ?? []);
+    // Every test above ran first: two issued, one of each refusal.
+    expect(counted).toMatchObject({ issued: 2, credentials_missing: 1, request_invalid: 2, agent_suspended: 1, agent_unknown: 1, token_review_unavailable: 1, method_not_allowed: 1 });
+    const timed = (await registry.getSingleMetric('portcullis_token_exchange_duration_seconds')?.get())?.values.find((v) => v.metricName === 'portcullis_token_exchange_duration_seconds_count' && v.labels.result === 'issued');
+    expect(timed?.value).toBe(2);
   });
 
   it('serves the keys as a JWKS that verifies the tokens it issues', async () => {

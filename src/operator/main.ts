@@ -187,7 +187,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
   });
   const server = await startOpsServer({ ...ops, ready: () => operator.ready, registry: metrics.registry });
   await operator.start();
-  const tokens = await startTokenService({ kubeConfig, namespace, ...tokenAddress, log: log.child({ component: 'token-service' }) });
+  const tokens = await startTokenService({ kubeConfig, namespace, ...tokenAddress, log: log.child({ component: 'token-service' }), registry: metrics.registry });
   const webhook = await maybeStartWebhook(values, namespace, kubeConfig, log);
   log.info({ identity, namespace, ops: `${ops.host}:${ops.port}`, tokens: tokens.url, webhook: Boolean(webhook) }, 'operator started');
 
