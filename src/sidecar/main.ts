@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
 import { UsageError } from '../cli/io.ts';
+import type { CounterStoreConfig } from './counters/index.ts';
+import { counterStoreConfig } from './counters/index.ts';
 import { Sidecar } from './sidecar.ts';
 import type { ToolTable } from './tools.ts';
 import { parseToolTable, ToolTableError } from './tools.ts';
@@ -27,6 +29,10 @@ Flags:
                            requests to tool and action; without it every proxied request is an egress check
   --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181)
   --grpc-address HOST:PORT Envoy ext_authz v3 gRPC (default 127.0.0.1:9191)
+  --counters memory|redis  where rate limits, budgets and call windows are counted: memory (one replica)
+                           or redis (shared by all replicas of the agent) (default: $PORTCULLIS_COUNTERS,
+                           else redis when a Redis URL is given, else memory)
+  --redis-url URL          redis://[user:password@]host:port[/db] or rediss:// (default: $PORTCULLIS_REDIS_URL)
   --kubeconfig PATH        kubeconfig to use (default: in-cluster, else $KUBECONFIG / ~/.kube/config)
   --log-level LEVEL        trace, debug, info, warn or error (default info)
 `;
@@ -57,6 +63,8 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       tools: { type: 'string' },
       'http-address': { type: 'string' },
       'grpc-address': { type: 'string' },
+      counters: { type: 'string' },
+      'redis-url': { type: 'string' },
       kubeconfig: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -70,6 +78,12 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   const agent = required(values.agent ?? process.env.PORTCULLIS_AGENT, 'agent', 'PORTCULLIS_AGENT');
   const namespace = required(values.namespace ?? process.env.POD_NAMESPACE, 'namespace', 'POD_NAMESPACE');
   const tenant = values.tenant ?? process.env.PORTCULLIS_TENANT ?? namespace;
+  let counters: CounterStoreConfig;
+  try {
+    counters = counterStoreConfig(values.counters ?? process.env.PORTCULLIS_COUNTERS, values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
   const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } });
   const sidecar = new Sidecar({
     kubeConfig: kubeConfigFrom(values.kubeconfig),
@@ -78,10 +92,11 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     tools: await toolTableFrom(values.tools),
     http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
     grpc: listenAddress(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
+    counters,
     log,
   });
   await sidecar.start();
-  log.info({ ports: sidecar.boundPorts }, 'sidecar started');
+  log.info({ ports: sidecar.boundPorts, counters: counters.kind }, 'sidecar started');
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string): void => {
       log.info({ signal }, 'shutting down');

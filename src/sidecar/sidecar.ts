@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import type { AgentIdentity } from './authorizer.ts';
 import { Authorizer } from './authorizer.ts';
 import { BundleSource } from './bundle-source.ts';
+import type { CounterStoreConfig, CountingStore } from './counters/index.ts';
+import { createCounterStore } from './counters/index.ts';
 import { createGrpcServer, listenGrpc } from './grpc-server.ts';
 import { createHttpServer } from './http-server.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -23,11 +25,14 @@ export interface SidecarOptions {
   grpc: { host: string; port: number };
   log: Logger;
   metrics?: SidecarMetrics;
+  /** Where rateLimits, budgets and callsOver are counted: in memory unless given. */
+  counters?: CounterStoreConfig;
 }
 
 export class Sidecar {
   readonly metrics: SidecarMetrics;
   readonly authorizer: Authorizer;
+  readonly counters: CountingStore;
   private readonly bundles: BundleSource;
   private readonly httpServer: HttpServer;
   private readonly grpcServer: GrpcServer;
@@ -38,7 +43,8 @@ export class Sidecar {
     this.options = options;
     this.metrics = options.metrics ?? createSidecarMetrics();
     this.bundles = new BundleSource({ kubeConfig: options.kubeConfig, namespace: options.identity.namespace, tenant: options.tenant, log: options.log, metrics: this.metrics });
-    this.authorizer = new Authorizer({ identity: options.identity, tenant: options.tenant, policy: () => this.bundles.policy, metrics: this.metrics });
+    this.counters = createCounterStore(options.counters ?? { kind: 'memory' }, { metrics: this.metrics, log: options.log });
+    this.authorizer = new Authorizer({ identity: options.identity, tenant: options.tenant, policy: () => this.bundles.policy, metrics: this.metrics, counters: this.counters });
     this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry });
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools: options.tools, log: options.log });
   }
@@ -66,6 +72,7 @@ export class Sidecar {
 
   async stop(): Promise<void> {
     await this.bundles.stop();
+    await this.counters.close();
     await new Promise<void>((resolve) => {
       this.grpcServer.tryShutdown(() => { resolve(); });
     });

@@ -1,0 +1,42 @@
+// The counters behind rateLimits, budgets and callsOver: in memory (the
+// default, one replica) or in Redis (shared by all replicas of an agent).
+import type { Logger } from 'pino';
+import type { SidecarMetrics } from '../metrics.ts';
+import { MemoryBackend } from './memory.ts';
+import { checkRedisUrl, RedisBackend } from './redis.ts';
+import type { CounterStoreKind } from './store.ts';
+import { CountingStore } from './store.ts';
+
+export type { CounterBackend, CounterStoreKind } from './store.ts';
+export { CountingStore } from './store.ts';
+export { MemoryBackend } from './memory.ts';
+export { RedisBackend } from './redis.ts';
+export { localDay, localRfc3339 } from './calendar.ts';
+
+export type CounterStoreConfig = { kind: 'memory' } | { kind: 'redis'; url: string; commandTimeoutMs?: number };
+
+export const COUNTER_STORE_KINDS: readonly CounterStoreKind[] = ['memory', 'redis'];
+
+/**
+ * The store the flags ask for: redis when a Redis URL is given, else memory.
+ * Throws an Error naming the flag when they contradict each other.
+ */
+export function counterStoreConfig(kind: string | undefined, redisUrl: string | undefined): CounterStoreConfig {
+  const url = redisUrl === '' ? undefined : redisUrl;
+  const chosen = kind === undefined || kind === '' ? (url === undefined ? 'memory' : 'redis') : kind;
+  if (chosen === 'memory') {
+    if (url !== undefined) throw new Error('--redis-url is for --counters redis, not memory');
+    return { kind: 'memory' };
+  }
+  if (chosen !== 'redis') throw new Error(`--counters must be one of ${COUNTER_STORE_KINDS.join(', ')}, not ${JSON.stringify(chosen)}`);
+  if (url === undefined) throw new Error('--counters redis needs --redis-url (or $PORTCULLIS_REDIS_URL)');
+  return { kind: 'redis', url: checkRedisUrl(url) };
+}
+
+export function createCounterStore(config: CounterStoreConfig, deps: { metrics: SidecarMetrics; log: Logger }): CountingStore {
+  const backend =
+    config.kind === 'memory'
+      ? new MemoryBackend()
+      : new RedisBackend({ url: config.url, log: deps.log, ...(config.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: config.commandTimeoutMs }) });
+  return new CountingStore({ backend, metrics: deps.metrics, log: deps.log });
+}
