@@ -27,7 +27,7 @@ beforeAll(async () => {
   ({ evaluator } = await compiledEvaluator([agent(NS, 'finance-agent', withRoles('payments')), payments], NS));
 });
 
-function sidecarAt(iso: string): { authorizer: Authorizer; advance(ms: number): void } {
+function sidecarAt(iso: string): { authorizer: Authorizer; advance: (ms: number) => void } {
   let now = Date.parse(iso);
   const clock = (): Date => new Date(now);
   const metrics = createSidecarMetrics();
