@@ -8,7 +8,7 @@ export { JWKS_MAX_AGE_S, rotateTokenKeyring, TOKEN_KEYS_SECRET } from './keyring
 export type { RotateOptions } from './keyring.ts';
 export { ReplayCache } from './replay-cache.ts';
 export type { ReplayVerdict } from './replay-cache.ts';
-export { startTokenService } from './server.ts';
+export { startTokenService, TOKEN_SERVICE_NAME, TOKEN_SERVICE_PORT, tokenServiceUrl } from './server.ts';
 export type { RunningTokenService, TokenServiceServerOptions } from './server.ts';
 export { AgentTokenSource, refreshDelayMs, retryDelayMs, tokenServiceFetcher } from './token-source.ts';
 export type { AgentTokenSourceOptions, FetchedToken } from './token-source.ts';

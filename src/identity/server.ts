@@ -15,6 +15,15 @@ import { InformerAgentDirectory, LastIssuedRecorder, tokenReviewer } from './kub
 import { createTokenServiceMetrics } from './metrics.ts';
 import { TokenService } from './token-service.ts';
 
+/** The Service in front of every replica's token service, and its port (config/manager). */
+export const TOKEN_SERVICE_NAME = 'portcullis-tokens';
+export const TOKEN_SERVICE_PORT = 8443;
+
+/** The token service's in-cluster base URL, which is also the issuer of its tokens. */
+export function tokenServiceUrl(namespace: string, port = TOKEN_SERVICE_PORT): string {
+  return `http://${TOKEN_SERVICE_NAME}.${namespace}.svc:${String(port)}`;
+}
+
 export interface TokenServiceServerOptions {
   kubeConfig: KubeConfig;
   /** The operator's namespace: the token keys Secret lives there. */
@@ -22,7 +31,7 @@ export interface TokenServiceServerOptions {
   host: string;
   port: number;
   log: Logger;
-  /** The `iss` of agent tokens (default: the operator Service's in-cluster address). */
+  /** The `iss` of agent tokens (default: the token Service's in-cluster address, TOKEN_SERVICE_NAME). */
   issuer?: string;
   keySecret?: string;
   /** How often the keys are read again from their Secret (default 15 s). */
@@ -63,7 +72,7 @@ export async function startTokenService(options: TokenServiceServerOptions): Pro
   await agents.start();
   const recorder = new LastIssuedRecorder(kubeConfig, log, options.statusIntervalMs);
   const service = new TokenService({
-    issuer: options.issuer ?? `http://portcullis-operator.${namespace}.svc:${String(options.port)}`,
+    issuer: options.issuer ?? tokenServiceUrl(namespace),
     reviewToken: tokenReviewer(kubeConfig),
     agents,
     keyring: () => keyring,

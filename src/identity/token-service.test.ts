@@ -174,8 +174,8 @@ describe('AgentIdentity records', () => {
 
 describe('HTTP edge', () => {
   let url = '';
-  const registry = new Registry();
-  const server = createServer(tokenServiceHandler(service(), pino({ level: 'silent' }), createTokenServiceMetrics(registry)));
+  const metrics = createTokenServiceMetrics(new Registry());
+  const server = createServer(tokenServiceHandler(service(), pino({ level: 'silent' }), metrics));
   beforeAll(async () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${String((server.address() as AddressInfo).port)}`;
@@ -217,10 +217,10 @@ describe('HTTP edge', () => {
 
   it('counts exchanges by result and times them, and nothing for the JWKS', async () => {
     await fetch(`${url}/.well-known/jwks.json`);
-    const counted: Record<string, number> = Object.fromEntries((await registry.getSingleMetric('portcullis_token_exchanges_total')?.get())?.values.map((v) => [String(v.labels.result), v.value]) ?? []);
+    const counted: Record<string, number> = Object.fromEntries((await metrics.exchanges.get()).values.map((v) => [String(v.labels.result), v.value]));
     // Every test above ran first: two issued, one of each refusal.
     expect(counted).toMatchObject({ issued: 2, credentials_missing: 1, request_invalid: 2, agent_suspended: 1, agent_unknown: 1, token_review_unavailable: 1, method_not_allowed: 1 });
-    const timed = (await registry.getSingleMetric('portcullis_token_exchange_duration_seconds')?.get())?.values.find((v) => v.metricName === 'portcullis_token_exchange_duration_seconds_count' && v.labels.result === 'issued');
+    const timed = (await metrics.exchangeDuration.get()).values.find((v) => v.metricName === 'portcullis_token_exchange_duration_seconds_count' && v.labels.result === 'issued');
     expect(timed?.value).toBe(2);
   });
 

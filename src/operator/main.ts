@@ -13,7 +13,7 @@ import { createOperatorMetrics } from './metrics.ts';
 import { Operator } from './operator.ts';
 import { startOpsServer } from './server.ts';
 import { rotateKeyring } from './signing-keys.ts';
-import { rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET } from '../identity/index.ts';
+import { rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, tokenServiceUrl } from '../identity/index.ts';
 import type { RunningWebhook, WebhookOptions } from '../webhook/index.ts';
 import { startWebhook } from '../webhook/index.ts';
 import type { Logger } from 'pino';
@@ -50,7 +50,7 @@ export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfi
     ips: isIp && host ? [host] : [],
     ...(flags['cert-manager'] !== undefined && flags['cert-dir'] !== undefined ? { certManager: { certificate: flags['cert-manager'], certDir: flags['cert-dir'] } } : {}),
     secretName: 'portcullis-webhook-tls',
-    injection: injectionSettings(flags),
+    injection: injectionSettings(flags, tokenServiceUrl(namespace)),
     log: log.child({ component: 'webhook' }),
   };
 }
@@ -67,11 +67,12 @@ function webhookUrl(flag: string | undefined): URL | undefined {
   return url;
 }
 
-function injectionSettings(flags: WebhookFlags): WebhookOptions['injection'] {
+function injectionSettings(flags: WebhookFlags, tokenService: string): WebhookOptions['injection'] {
   return {
     sidecarImage: flags['sidecar-image'] ?? `ghcr.io/portcullis-dev/portcullis:${VERSION}`,
     envoyImage: flags['envoy-image'] ?? 'envoyproxy/envoy:v1.36.0',
     version: VERSION,
+    tokenService,
   };
 }
 

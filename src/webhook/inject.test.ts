@@ -81,6 +81,13 @@ describe('inject', () => {
     expect(authz?.env?.find((e) => e.name === 'PORTCULLIS_AGENT')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.serviceAccountName');
   });
 
+  it('points the sidecar at the token service and the projected token, when a token service is configured', () => {
+    const withTokens = inject(pod('a'), { ...config, tokenService: 'http://portcullis-tokens.portcullis-system.svc:8443' }, { tenant: 't' }).spec?.initContainers?.[0];
+    expect(withTokens?.args).toEqual(expect.arrayContaining(['--token-service=http://portcullis-tokens.portcullis-system.svc:8443', '--service-account-token=/var/run/secrets/portcullis.dev/token']));
+    const without = inject(pod('a'), config, { tenant: 't' }).spec?.initContainers?.[0];
+    expect(without?.args?.some((a) => a.startsWith('--token-service'))).toBe(false);
+  });
+
   it('mounts a projected token with the portcullis audience for the token exchange', () => {
     const injected = inject(pod('a'), config, context);
     const volume = injected.spec?.volumes?.find((v) => v.name === TOKEN_VOLUME);

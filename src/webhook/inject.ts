@@ -23,6 +23,8 @@ export interface InjectionConfig {
   version: string;
   /** Native sidecars (init containers with restartPolicy Always) need Kubernetes 1.29 or later. */
   nativeSidecars: boolean;
+  /** The token service's base URL, where the sidecar exchanges the pod's token for its agent token. */
+  tokenService?: string;
 }
 
 /** What injection needs to know of the pod's namespace. */
@@ -64,7 +66,13 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
   return {
     name: AUTHZ_CONTAINER,
     image: config.sidecarImage,
-    args: ['sidecar', `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`, `--http-address=0.0.0.0:${PORTS.authzHttp}`, `--tenant=${context.tenant}`],
+    args: [
+      'sidecar',
+      `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`,
+      `--http-address=0.0.0.0:${PORTS.authzHttp}`,
+      `--tenant=${context.tenant}`,
+      ...(config.tokenService === undefined ? [] : [`--token-service=${config.tokenService}`, `--service-account-token=${TOKEN_MOUNT}/token`]),
+    ],
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
