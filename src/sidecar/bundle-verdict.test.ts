@@ -89,6 +89,15 @@ describe('judgeBundle', () => {
     expect(await judgeBundle({ ...snapshot, trust: { data: trustData } }, { tenant: 'finance', load: loadStandIn })).toMatchObject({ kind: 'reject', code: 'trust_invalid' });
   });
 
+  it('refuses a bundle whose tool declarations do not form a routing table, naming the declaration', async () => {
+    const withTools = (tools: unknown[]) => async (artifact: PolicyArtifact): Promise<LoadedPolicy> => ({ ...(await loadStandIn(artifact)), tools: tools as LoadedPolicy['tools'] });
+    const snapshot = await snapshotOf(bundleOf('finance', 1));
+    const verdict = await judgeBundle(snapshot, { tenant: 'finance', load: withTools([{ name: 'ehr', mcp: { host: 'EHR.svc' } }]) });
+    expect(verdict).toMatchObject({ kind: 'reject', code: 'tools_invalid' });
+    expect(verdict.kind === 'reject' && verdict.message).toContain('tools[0].mcp.host');
+    expect(await judgeBundle(snapshot, { tenant: 'finance', load: withTools([{ name: 'ehr', mcp: { host: 'ehr.svc' } }]) })).toMatchObject({ kind: 'load' });
+  });
+
   it('refuses a signed bundle whose policy does not load, with the loader message', async () => {
     const verdict = await judgeBundle(await snapshotOf(bundleOf('finance', 1)), { tenant: 'finance' });
     expect(verdict).toMatchObject({ kind: 'reject', code: 'policy_load_failed' });

@@ -3,8 +3,9 @@
 // No Kubernetes client here: the watch (bundle-source.ts) hands in what it saw.
 import type { BundleJwks } from '../bundle/index.ts';
 import { BundleError, fromConfigMapData, fromJwks, verifyBundle } from '../bundle/index.ts';
-import type { AgentStanding, AuthorizationDecision, Obligations, PolicyArtifact, TenantData } from '../compiler/index.ts';
+import type { AgentStanding, AuthorizationDecision, Obligations, PolicyArtifact, TenantData, ToolData } from '../compiler/index.ts';
 import { PolicyEvaluator } from '../compiler/index.ts';
+import { toolTableOf, ToolTableError } from './tools.ts';
 
 export const BUNDLE_CONFIGMAP = 'portcullis-bundle';
 export const TRUST_CONFIGMAP = 'portcullis-trust';
@@ -17,7 +18,7 @@ export interface BundleSnapshot {
 }
 
 /** Codes of refusals that are not the bundle's own (src/bundle/errors.ts has those). */
-export type SidecarRejectionCode = 'trust_invalid' | 'policy_load_failed';
+export type SidecarRejectionCode = 'trust_invalid' | 'policy_load_failed' | 'tools_invalid';
 
 /** What the sidecar needs of a loaded bundle: PolicyEvaluator, or a stand-in in tests. */
 export interface LoadedPolicy {
@@ -28,6 +29,8 @@ export interface LoadedPolicy {
   obligations(namespace: string, tool: string, action?: string): Obligations;
   /** Whether an agent is suspended and since when its tokens are revoked (PolicyEvaluator.standing). */
   standing(namespace: string, agent: string): AgentStanding | undefined;
+  /** The tenant's tool declarations, which map proxied requests to tool and action; absent: none. */
+  readonly tools?: readonly ToolData[];
 }
 
 export type BundleVerdict =
@@ -101,5 +104,12 @@ export async function judgeBundle(snapshot: BundleSnapshot, options: VerdictOpti
   }
   // The signature names the tenant; the data must agree, or the rules are another tenant's.
   if (policy.tenant !== options.tenant) return reject('bundle_tenant_mismatch', `data.json holds tenant ${policy.tenant}, not ${options.tenant}`);
+  try {
+    // Built now, so a malformed declaration refuses the bundle instead of failing call by call.
+    toolTableOf(policy);
+  } catch (error) {
+    if (error instanceof ToolTableError) return reject('tools_invalid', `the tool declarations of data.json do not load: ${error.message}`);
+    throw error;
+  }
   return { kind: 'load', policy };
 }

@@ -1,23 +1,17 @@
 // Envoy's ext_authz v3 gRPC service (envoy.service.auth.v3.Authorization/Check)
 // over @grpc/grpc-js, from the proto subset in ./proto. A thin adapter: the
-// request becomes a call (envoy-check.ts), the Authorizer decides, the
-// decision becomes a CheckResponse.
+// CheckRequest becomes a proxied request, decideProxied (envoy-check.ts)
+// decides it, and the answer becomes a CheckResponse.
 import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { InputError } from '../compiler/index.ts';
-import type { Authorizer, SidecarDecision } from './authorizer.ts';
-import type { CheckRequest, CheckResponse } from './envoy-check.ts';
-import { callOfCheck, checkResponseOf } from './envoy-check.ts';
-import type { ToolTable } from './tools.ts';
+import type { CheckRequest, CheckResponse, ProxyOptions } from './envoy-check.ts';
+import { checkResponseOf, decideProxied, proxiedRequestOfCheck } from './envoy-check.ts';
 
-export interface GrpcServerOptions {
-  authorizer: Authorizer;
-  tools: ToolTable;
+export interface GrpcServerOptions extends ProxyOptions {
   log: Logger;
-  inspectionLimit?: number;
 }
 
 const PROTO_DIR = join(import.meta.dirname, 'proto');
@@ -36,17 +30,9 @@ function authorizationService(): ServiceDefinition {
   return service;
 }
 
-/** Decides one CheckRequest; every failure past parsing is a deny, never a gRPC error Envoy might be told to ignore. */
-export async function decideCheck(request: CheckRequest, options: GrpcServerOptions): Promise<SidecarDecision> {
-  const context = { transport: 'grpc' } as const;
-  const call = callOfCheck(request, options.tools, options.inspectionLimit);
-  if (call.kind === 'refuse') return options.authorizer.refuse(call.reason, context);
-  try {
-    return await options.authorizer.authorize(call.call, context);
-  } catch (error) {
-    if (error instanceof InputError) return options.authorizer.refuse(error.message, context);
-    throw error;
-  }
+/** Decides one CheckRequest; every failure to read or verify it is a deny, never a gRPC error Envoy might be told to ignore. */
+export async function decideCheck(request: CheckRequest, options: ProxyOptions): Promise<CheckResponse> {
+  return checkResponseOf(await decideProxied(proxiedRequestOfCheck(request), 'grpc', options));
 }
 
 export function createGrpcServer(options: GrpcServerOptions): Server {
@@ -54,7 +40,7 @@ export function createGrpcServer(options: GrpcServerOptions): Server {
   const implementation: UntypedServiceImplementation = {
     Check: (call: ServerUnaryCall<CheckRequest, CheckResponse>, callback: sendUnaryData<CheckResponse>): void => {
       decideCheck(call.request, options).then(
-        (decision) => { callback(null, checkResponseOf(decision)); },
+        (response) => { callback(null, response); },
         (error: unknown) => {
           // Envoy treats a failed Check as a deny unless failure_mode_allow is set; the bootstrap never sets it.
           options.log.error({ err: error }, 'ext_authz Check failed');

@@ -1,5 +1,4 @@
 // `portcullis sidecar`: flags, wiring and graceful shutdown.
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
@@ -7,15 +6,15 @@ import { UsageError } from '../cli/io.ts';
 import type { CounterStoreConfig } from './counters/index.ts';
 import { counterStoreConfig } from './counters/index.ts';
 import { Sidecar } from './sidecar.ts';
-import type { ToolTable } from './tools.ts';
-import { parseToolTable, ToolTableError } from './tools.ts';
 
 export const SIDECAR_USAGE = `Usage: portcullis sidecar [flags]
 
 Decides every tool call of one agent: loads the tenant's signed bundle from
 the ConfigMap portcullis-bundle of its namespace (verified against
 portcullis-trust; a bad bundle is refused and the last good one kept) and
-answers Envoy ext_authz v3 over gRPC and POST /v1/authorize over HTTP.
+answers Envoy ext_authz v3 over gRPC (and, with --envoy-http-address, in
+Envoy's HTTP mode) and POST /v1/authorize over HTTP. The bundle's tool
+declarations map proxied requests to tool and action.
 
 Until agent tokens are verified, the agent is the one named here: the
 agent, namespace, user, delegation, time and counters of a call are never
@@ -25,10 +24,10 @@ Flags:
   --agent NAME             the agent this sidecar answers for (default: $PORTCULLIS_AGENT)
   --namespace NS           the agent's namespace (default: $POD_NAMESPACE)
   --tenant NAME            the tenant whose bundle to accept (default: $PORTCULLIS_TENANT, else the namespace)
-  --tools FILE             tool declarations (ToolPolicy spec.tools, YAML or JSON list) that map proxied
-                           requests to tool and action; without it every proxied request is an egress check
   --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181)
   --grpc-address HOST:PORT Envoy ext_authz v3 gRPC (default 127.0.0.1:9191)
+  --envoy-http-address HOST:PORT
+                           Envoy ext_authz HTTP mode (http_service), on its own listener (default: off)
   --counters memory|redis  where rate limits, budgets and call windows are counted: memory (one replica)
                            or redis (shared by all replicas of the agent) (default: $PORTCULLIS_COUNTERS,
                            else redis when a Redis URL is given, else memory)
@@ -42,16 +41,6 @@ function required(value: string | undefined, flag: string, env: string): string 
   return value;
 }
 
-async function toolTableFrom(path: string | undefined): Promise<ToolTable> {
-  if (path === undefined) return { routes: [] };
-  try {
-    return parseToolTable(await readFile(path, 'utf8'));
-  } catch (error) {
-    if (error instanceof ToolTableError) throw new UsageError(`--tools ${path}: ${error.message}`);
-    throw error;
-  }
-}
-
 export async function sidecarCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -60,9 +49,9 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       agent: { type: 'string' },
       namespace: { type: 'string' },
       tenant: { type: 'string' },
-      tools: { type: 'string' },
       'http-address': { type: 'string' },
       'grpc-address': { type: 'string' },
+      'envoy-http-address': { type: 'string' },
       counters: { type: 'string' },
       'redis-url': { type: 'string' },
       kubeconfig: { type: 'string' },
@@ -89,9 +78,9 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     kubeConfig: kubeConfigFrom(values.kubeconfig),
     identity: { namespace, agent },
     tenant,
-    tools: await toolTableFrom(values.tools),
     http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
     grpc: listenAddress(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
+    ...(values['envoy-http-address'] === undefined ? {} : { envoyHttp: listenAddress(values['envoy-http-address'], 'envoy-http-address') }),
     counters,
     log,
   });

@@ -1,37 +1,91 @@
 import { describe, expect, it } from 'vitest';
-import { matchRoute, parseToolTable, ToolTableError } from './tools.ts';
+import type { AuthorizationDecision } from '../compiler/index.ts';
+import type { LoadedPolicy } from './bundle-verdict.ts';
+import { matchRoute, NO_TOOLS, toolTable, toolTableOf, ToolTableError } from './tools.ts';
 
-describe('parseToolTable', () => {
-  it('reads HTTP tools with their actions and leaves MCP tools out', () => {
-    const table = parseToolTable(`
-- name: stripe-payments
-  http: { host: Payments.Tools.Svc, port: 8080, actions: [{ name: create_payment, method: POST, path: /v1/payments }] }
-- name: ehr
-  mcp: { host: ehr-mcp.tools.svc, path: /mcp }
-`);
-    expect(table.routes).toEqual([{ tool: 'stripe-payments', host: 'payments.tools.svc', port: 8080, actions: [{ name: 'create_payment', method: 'POST', path: '/v1/payments' }] }]);
-  });
+const TOOLS = [
+  {
+    name: 'stripe-payments',
+    http: {
+      host: 'payments.tools.svc',
+      port: 8080,
+      actions: [
+        { name: 'get_any', method: 'GET', path: '/v1/*' },
+        { name: 'get_payment', method: 'GET', path: '/v1/payments/*' },
+        { name: 'list_payments', method: 'GET', path: '/v1/payments' },
+        { name: 'create_payment', method: 'POST', path: '/v1/payments' },
+      ],
+    },
+  },
+  { name: 'wiki', http: { host: 'wiki.tools.svc' } },
+  { name: 'ehr', mcp: { host: 'ehr-mcp.tools.svc', path: '/mcp' } },
+  { name: 'crm', mcp: { host: 'payments.tools.svc', port: 8080, path: '/mcp/*' } },
+  { name: 'anything-mcp', mcp: { host: 'all.mcp.svc' } },
+];
 
+describe('toolTable', () => {
   it.each([
-    ['a document that is not a list', 'name: x', /must hold a list/],
-    ['a tool declared twice', '[{name: a}, {name: a}]', /declared twice/],
-    ['an action with an unknown method', '[{name: a, http: {host: h, actions: [{name: x, method: TRACE, path: /}]}}]', /needs a name, a method/],
-    ['a relative action path', '[{name: a, http: {host: h, actions: [{name: x, method: GET, path: v1}]}}]', /must start with/],
-  ])('refuses %s', (_name, text, message) => {
-    expect(() => parseToolTable(text)).toThrow(ToolTableError);
-    expect(() => parseToolTable(text)).toThrow(message);
+    ['a tool without a name', [{ http: { host: 'h' } }], /tools\[0\]: a tool needs a name/],
+    ['a tool declared twice', [{ name: 'a', http: { host: 'h' } }, { name: 'a', http: { host: 'g' } }], /tools\[1\]: the tool a is declared twice/],
+    ['a tool with both http and mcp', [{ name: 'a', http: { host: 'h' }, mcp: { host: 'h' } }], /exactly one of http or mcp/],
+    ['a host that is not lower-case', [{ name: 'a', http: { host: 'Pay.svc' } }], /tools\[0\]\.http\.host/],
+    ['a port out of range', [{ name: 'a', mcp: { host: 'h', port: 70000 } }], /tools\[0\]\.mcp\.port/],
+    ['an action with an unknown method', [{ name: 'a', http: { host: 'h', actions: [{ name: 'x', method: 'TRACE', path: '/' }] } }], /actions\[0\]: an action needs a name and a method/],
+    ['a relative action path', [{ name: 'a', http: { host: 'h', actions: [{ name: 'x', method: 'GET', path: 'v1' }] } }], /actions\[0\]\.path: must be a path/],
+    ['a relative MCP endpoint path', [{ name: 'a', mcp: { host: 'h', path: 'mcp' } }], /mcp\.path: must be a path/],
+  ])('refuses %s, naming it', (_name, declarations, message) => {
+    expect(() => toolTable(declarations)).toThrow(ToolTableError);
+    expect(() => toolTable(declarations)).toThrow(message);
   });
 });
 
 describe('matchRoute', () => {
-  const table = parseToolTable('[{name: pay, http: {host: pay.svc, port: 8080, actions: [{name: get, method: GET, path: /v1/items/*}]}}]');
+  const table = toolTable(TOOLS);
+  const at = (host: string, port: number, method: string, path: string): ReturnType<typeof matchRoute> => matchRoute(table, { host, port, method, path });
 
   it.each([
-    ['a declared action under a /* path', { host: 'pay.svc', port: 8080, method: 'GET', path: '/v1/items/7' }, { kind: 'tool', tool: 'pay', action: 'get' }],
-    ['the declared host on another port, as egress', { host: 'pay.svc', port: 9090, method: 'GET', path: '/v1/items/7' }, { kind: 'egress' }],
-    ['another method on the declared path', { host: 'pay.svc', port: 8080, method: 'DELETE', path: '/v1/items/7' }, { kind: 'unknown-action', tool: 'pay' }],
-    ['a path that only shares a prefix with /v1/items/*', { host: 'pay.svc', port: 8080, method: 'GET', path: '/v1/itemsX' }, { kind: 'unknown-action', tool: 'pay' }],
-  ])('matches %s', (_name, request, match) => {
-    expect(matchRoute(table, request)).toEqual(match);
+    ['an exact action path over a /* prefix that also covers it', at('payments.tools.svc', 8080, 'GET', '/v1/payments'), { kind: 'tool', tool: 'stripe-payments', action: 'list_payments' }],
+    ['the longest /* prefix over a shorter one', at('payments.tools.svc', 8080, 'GET', '/v1/payments/p_1'), { kind: 'tool', tool: 'stripe-payments', action: 'get_payment' }],
+    ['a shorter /* prefix where only it matches', at('payments.tools.svc', 8080, 'GET', '/v1/refunds/r_1'), { kind: 'tool', tool: 'stripe-payments', action: 'get_any' }],
+    ['another method on a declared path, as an unknown action', at('payments.tools.svc', 8080, 'DELETE', '/v1/payments'), { kind: 'unknown-action', tool: 'stripe-payments' }],
+    ['a path that only shares a prefix with /v1/*', at('payments.tools.svc', 8080, 'GET', '/v1x'), { kind: 'unknown-action', tool: 'stripe-payments' }],
+    ['the declared host on another port, as egress', at('payments.tools.svc', 9090, 'GET', '/v1/payments'), { kind: 'egress' }],
+    ['a tool that declares no actions, on any port', at('wiki.tools.svc', 9000, 'GET', '/pages/home'), { kind: 'tool', tool: 'wiki' }],
+    ['an MCP endpoint at its path', at('ehr-mcp.tools.svc', 80, 'POST', '/mcp'), { kind: 'mcp', tool: 'ehr' }],
+    ['another path of a host that only has an MCP endpoint, as egress', at('ehr-mcp.tools.svc', 80, 'POST', '/other'), { kind: 'egress' }],
+    ['an MCP endpoint under /* before the HTTP tool of the same host', at('payments.tools.svc', 8080, 'POST', '/mcp/crm'), { kind: 'mcp', tool: 'crm' }],
+    ['an MCP tool that takes every path of its host', at('all.mcp.svc', 443, 'GET', '/anything'), { kind: 'mcp', tool: 'anything-mcp' }],
+    ['an undeclared host, as egress', at('api.example.com', 443, 'GET', '/'), { kind: 'egress' }],
+  ])('matches %s', (_name, match, expected) => {
+    expect(match).toEqual(expected);
+  });
+
+  it('prefers a port-specific route of a host over one on any port, whatever the declared order', () => {
+    const both = toolTable([{ name: 'any-port', mcp: { host: 'h.svc' } }, { name: 'on-8080', mcp: { host: 'h.svc', port: 8080 } }]);
+    expect(matchRoute(both, { host: 'h.svc', port: 8080, method: 'POST', path: '/' })).toEqual({ kind: 'mcp', tool: 'on-8080' });
+    expect(matchRoute(both, { host: 'h.svc', port: 9090, method: 'POST', path: '/' })).toEqual({ kind: 'mcp', tool: 'any-port' });
+  });
+});
+
+describe('toolTableOf', () => {
+  const policy = (tools: LoadedPolicy['tools']): LoadedPolicy => ({
+    revision: '1-aaaaaaaaaaaaaaaa',
+    tenant: 'finance',
+    authorize: (): AuthorizationDecision => ({ decision: 'deny', enforced: true, policy: null, rule: 'r', revision: '1-aaaaaaaaaaaaaaaa', reasons: [] }),
+    obligations: () => ({ calls: [], rate: [], spend: [] }),
+    standing: () => undefined,
+    ...(tools === undefined ? {} : { tools }),
+  });
+
+  it('maps nothing without a loaded policy, or with one that declares no tools', () => {
+    expect(toolTableOf(undefined)).toBe(NO_TOOLS);
+    expect(toolTableOf(policy(undefined))).toEqual(NO_TOOLS);
+  });
+
+  it('builds the table of a loaded policy once, and a new policy gets its own', () => {
+    const first = policy([{ name: 'ehr', mcp: { host: 'ehr.svc', path: '/mcp' } }]);
+    expect(toolTableOf(first)).toBe(toolTableOf(first));
+    const second = policy([{ name: 'records', mcp: { host: 'ehr.svc', path: '/mcp' } }]);
+    expect(matchRoute(toolTableOf(second), { host: 'ehr.svc', port: 80, method: 'POST', path: '/mcp' })).toEqual({ kind: 'mcp', tool: 'records' });
   });
 });

@@ -1,75 +1,160 @@
-// Which tool and action a request on the wire is: the `spec.tools` declarations
-// of the tenant's ToolPolicies (DESIGN.md). The compiled bundle does not carry
-// them yet, so the sidecar reads the same declarations from a file given with
-// --tools (a YAML or JSON list of ToolDeclaration). Pure.
-import { parse } from 'yaml';
-import type { ToolAction, ToolDeclaration } from '../api/index.ts';
+// Which tool and action a request on the wire is: the tool declarations the
+// loaded bundle carries (ToolPolicy spec.tools, DESIGN.md), so a changed
+// declaration reaches the sidecar with the bundle. Pure.
+import type { ToolData } from '../compiler/index.ts';
+import type { LoadedPolicy } from './bundle-verdict.ts';
 
 export class ToolTableError extends Error {
   override readonly name = 'ToolTableError';
+}
+
+interface ActionRoute {
+  name: string;
+  method: string;
+  path: string;
 }
 
 export interface HttpRoute {
   tool: string;
   host: string;
   port?: number;
-  actions: ToolAction[];
+  /** Most specific first: exact paths, then /* prefixes from the longest. */
+  actions: ActionRoute[];
+}
+
+export interface McpRoute {
+  tool: string;
+  host: string;
+  port?: number;
+  /** The endpoint path (a trailing /* matches any suffix); absent: every path of the host. */
+  path?: string;
 }
 
 export interface ToolTable {
-  routes: HttpRoute[];
+  /** Port-specific routes first, then the most specific endpoint path. */
+  mcp: McpRoute[];
+  /** Port-specific routes first. */
+  http: HttpRoute[];
 }
 
+export const NO_TOOLS: ToolTable = { mcp: [], http: [] };
+
 export type RouteMatch =
-  /** A declared tool and, when the tool declares actions, the action. */
+  /** A declared HTTP tool and, when the tool declares actions, the action. */
   | { kind: 'tool'; tool: string; action?: string }
+  /** A declared MCP endpoint: the JSON-RPC message names the action. */
+  | { kind: 'mcp'; tool: string }
   /** The tool is declared but declares no action for this method and path. */
   | { kind: 'unknown-action'; tool: string }
   /** No tool is declared at this host and port: an egress check. */
   | { kind: 'egress' };
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
+const HOST = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function checkAction(action: unknown, where: string): ToolAction {
-  if (!isRecord(action) || typeof action.name !== 'string' || typeof action.path !== 'string' || typeof action.method !== 'string' || !METHODS.has(action.method)) {
-    throw new ToolTableError(`${where}: an action needs a name, a method (${[...METHODS].join(', ')}) and a path`);
-  }
-  if (!action.path.startsWith('/')) throw new ToolTableError(`${where}: the path ${action.path} must start with /`);
-  return { name: action.name, method: action.method as ToolAction['method'], path: action.path };
+function checkHost(value: unknown, where: string): string {
+  if (typeof value !== 'string' || !HOST.test(value)) throw new ToolTableError(`${where}.host: must be a lower-case host name`);
+  return value;
 }
 
-/** Reads a tool table from the text of a --tools file. MCP declarations are kept out until the sidecar inspects MCP. */
-export function parseToolTable(text: string): ToolTable {
-  const declarations: unknown = parse(text);
-  if (!Array.isArray(declarations)) throw new ToolTableError('the tools file must hold a list of tool declarations (the shape of ToolPolicy spec.tools)');
-  const routes: HttpRoute[] = [];
+function checkPort(value: unknown, where: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 65535) throw new ToolTableError(`${where}.port: must be a port 1..65535`);
+  return value;
+}
+
+function checkPath(value: unknown, where: string): string {
+  if (typeof value !== 'string' || !value.startsWith('/')) throw new ToolTableError(`${where}: must be a path starting with /`);
+  return value;
+}
+
+function checkAction(action: unknown, where: string): ActionRoute {
+  if (!isRecord(action) || typeof action.name !== 'string' || action.name === '' || typeof action.method !== 'string' || !METHODS.has(action.method)) {
+    throw new ToolTableError(`${where}: an action needs a name and a method (${[...METHODS].join(', ')})`);
+  }
+  return { name: action.name, method: action.method, path: checkPath(action.path, `${where}.path`) };
+}
+
+/** Exact paths before /* prefixes, longer prefixes before shorter: the most specific declaration wins. */
+function specificity(path: string | undefined): number {
+  if (path === undefined) return 0;
+  return path.endsWith('/*') ? path.length : Number.MAX_SAFE_INTEGER;
+}
+
+const byPortThenPath = (a: { port?: number; path?: string }, b: { port?: number; path?: string }): number =>
+  Number(a.port === undefined) - Number(b.port === undefined) || specificity(b.path) - specificity(a.path);
+
+/**
+ * The routing table of a bundle's tool declarations. The bundle is signed, but
+ * its data is still read as outside input: a malformed declaration throws a
+ * ToolTableError naming it, so the bundle is refused at load, not call by call.
+ */
+export function toolTable(declarations: readonly unknown[]): ToolTable {
+  const table: ToolTable = { mcp: [], http: [] };
   const names = new Set<string>();
   declarations.forEach((declaration: unknown, i) => {
     const where = `tools[${i}]`;
-    if (!isRecord(declaration) || typeof declaration.name !== 'string') throw new ToolTableError(`${where}: a tool needs a name`);
-    if (names.has(declaration.name)) throw new ToolTableError(`${where}: the tool ${declaration.name} is declared twice`);
-    names.add(declaration.name);
-    const http = (declaration as Partial<ToolDeclaration>).http;
-    if (http === undefined) return;
-    if (!isRecord(http) || typeof http.host !== 'string') throw new ToolTableError(`${where}.http: needs a host`);
-    const actions = (http.actions ?? []).map((a, j) => checkAction(a, `${where}.http.actions[${j}]`));
-    routes.push({ tool: declaration.name, host: http.host.toLowerCase(), ...(http.port === undefined ? {} : { port: http.port }), actions });
+    if (!isRecord(declaration) || typeof declaration.name !== 'string' || declaration.name === '') throw new ToolTableError(`${where}: a tool needs a name`);
+    const tool = declaration.name;
+    if (names.has(tool)) throw new ToolTableError(`${where}: the tool ${tool} is declared twice`);
+    names.add(tool);
+    const { http, mcp } = declaration;
+    if ((http === undefined) === (mcp === undefined)) throw new ToolTableError(`${where}: must declare exactly one of http or mcp`);
+    if (isRecord(http)) {
+      const port = checkPort(http.port, `${where}.http`);
+      if (http.actions !== undefined && !Array.isArray(http.actions)) throw new ToolTableError(`${where}.http.actions: must be a list`);
+      const actions = ((http.actions ?? []) as unknown[]).map((a, j) => checkAction(a, `${where}.http.actions[${j}]`));
+      actions.sort((a, b) => specificity(b.path) - specificity(a.path));
+      table.http.push({ tool, host: checkHost(http.host, `${where}.http`), ...(port === undefined ? {} : { port }), actions });
+    } else if (isRecord(mcp)) {
+      const port = checkPort(mcp.port, `${where}.mcp`);
+      const path = mcp.path === undefined ? undefined : checkPath(mcp.path, `${where}.mcp.path`);
+      table.mcp.push({ tool, host: checkHost(mcp.host, `${where}.mcp`), ...(port === undefined ? {} : { port }), ...(path === undefined ? {} : { path }) });
+    } else {
+      throw new ToolTableError(`${where}: http or mcp must be an object`);
+    }
   });
-  return { routes };
+  table.http.sort(byPortThenPath);
+  table.mcp.sort(byPortThenPath);
+  return table;
 }
 
-function pathMatches(pattern: string, path: string): boolean {
+const tables = new WeakMap<LoadedPolicy, ToolTable>();
+
+/** The routing table of a loaded policy, built once per bundle; no tools without a policy. */
+export function toolTableOf(policy: LoadedPolicy | undefined): ToolTable {
+  if (policy === undefined) return NO_TOOLS;
+  let table = tables.get(policy);
+  if (table === undefined) {
+    const declarations: readonly ToolData[] = policy.tools ?? [];
+    table = toolTable(declarations);
+    tables.set(policy, table);
+  }
+  return table;
+}
+
+function pathMatches(pattern: string | undefined, path: string): boolean {
+  if (pattern === undefined) return true;
   if (pattern.endsWith('/*')) return path.startsWith(pattern.slice(0, -1));
   return path === pattern;
 }
 
-/** The tool and action of a request to host:port with this method and path (the path without its query). */
+const atHost = (host: string, port: number) => (route: { host: string; port?: number }): boolean => route.host === host && (route.port === undefined || route.port === port);
+
+/**
+ * The tool and action of a request to host:port with this method and path (the
+ * path without its query). An MCP endpoint is matched before an HTTP tool of
+ * the same host: the endpoint's path is the MCP tool, the rest the HTTP tool.
+ */
 export function matchRoute(table: ToolTable, request: { host: string; port: number; method: string; path: string }): RouteMatch {
-  const route = table.routes.find((r) => r.host === request.host && (r.port === undefined || r.port === request.port));
+  const at = atHost(request.host, request.port);
+  const mcp = table.mcp.find((r) => at(r) && pathMatches(r.path, request.path));
+  if (mcp !== undefined) return { kind: 'mcp', tool: mcp.tool };
+  const route = table.http.find(at);
   if (route === undefined) return { kind: 'egress' };
   if (route.actions.length === 0) return { kind: 'tool', tool: route.tool };
   const action = route.actions.find((a) => a.method === request.method && pathMatches(a.path, request.path));
