@@ -226,6 +226,7 @@ describe('the counting store: an unavailable backend', () => {
       kind: 'redis',
       reserve: (plan, member) => (down ? Promise.reject(new Error('Connection is closed.')) : memory.reserve(plan, member)),
       settle: (plan, reserved, member, adjustment) => memory.settle(plan, reserved, member, adjustment),
+      ready: () => memory.ready(),
       close: () => memory.close(),
     };
     const metrics = createSidecarMetrics();
@@ -246,7 +247,7 @@ describe('the counting store: an unavailable backend', () => {
     const metrics = createSidecarMetrics();
     const memory = new MemoryBackend();
     const store = new CountingStore({
-      backend: { kind: 'redis', reserve: (p, m) => memory.reserve(p, m), settle: () => Promise.reject(new Error('Command timed out')), close: () => memory.close() },
+      backend: { kind: 'redis', reserve: (p, m) => memory.reserve(p, m), settle: () => Promise.reject(new Error('Command timed out')), ready: () => memory.ready(), close: () => memory.close() },
       metrics,
       log: pino({ level: 'silent' }),
     });

@@ -121,6 +121,10 @@ export class MemoryBackend implements CounterBackend {
     return Promise.resolve({ now, windowWaits });
   }
 
+  ready(): Promise<void> {
+    return Promise.resolve();
+  }
+
   close(): Promise<void> {
     this.buckets.clear();
     this.spends.clear();

@@ -19,6 +19,8 @@ export interface CounterBackend {
   /** Takes a token from each bucket that has one, adds the cost to each spend it fits, adds the call to each window. */
   reserve(plan: ReservationPlan, member: string): Promise<Reserved>;
   settle(plan: ReservationPlan, reserved: Reserved, member: string, adjustment: Adjustment): Promise<Settled>;
+  /** Resolves once the backend answers (a connected client); rejects when its first attempt fails. */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,11 @@ export class CountingStore implements CounterStore {
       counters: countersOf(plan, reserved),
       settle: (decision) => this.settle({ scope, tool: call.tool, plan, reserved, member }, decision),
     };
+  }
+
+  /** Resolves once the backend answers; calls made before are denied (fail closed), not held. */
+  ready(): Promise<void> {
+    return this.options.backend.ready();
   }
 
   close(): Promise<void> {
