@@ -1,9 +1,20 @@
 // The sidecar against the real API server: the in-process operator writes a
-// tenant's bundle, a spawned `portcullis sidecar` loads it, and Envoy's own
-// ext_authz types (the Go client) and /v1/authorize get the same answers.
+// tenant's bundle, a spawned `portcullis sidecar` loads it (tool declarations
+// included), and Envoy's own ext_authz types (the Go client), Envoy's HTTP
+// mode and /v1/authorize get the same answers. A real MCP client and server
+// (@modelcontextprotocol/sdk) talk through a proxy that asks the sidecar first.
 import { CoreV1Api } from '@kubernetes/client-node';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Server as McpServer } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, Server } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -26,13 +37,16 @@ let operator: Operator;
 let sidecar: TrackedProcess;
 let httpBase: string;
 let grpcAddress: string;
+let envoyHttpPort: number;
 
 const apply = async (docs: unknown[]): Promise<void> => {
   await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: docs.map((d) => stringify(d)).join('---\n') });
 };
 
+const MCP_HOST = 'ehr-mcp.tools.svc';
 const TOOLS = [
   { name: 'stripe-payments', http: { host: 'payments.tools.svc', port: 8080, actions: [{ name: 'create_payment', method: 'POST', path: '/v1/payments' }] } },
+  { name: 'ehr', mcp: { host: MCP_HOST, path: '/mcp' } },
 ];
 
 /** The payments policy of DESIGN.md; `smallMax` is the bound of small-payments. */
@@ -55,6 +69,9 @@ function paymentsPolicy(smallMax: number): unknown {
           when: [{ param: 'amount', gt: 5000 }], approval: { approvers: ['group:finance-leads'], ttl: '15m' },
         },
         { name: 'no-coerced-payments', tool: 'stripe-payments', decision: 'deny', when: [{ delegatedBy: ['planner-agent'] }] },
+        // The MCP handshake and listing, named mcp:METHOD; tools/call names the MCP tool.
+        { name: 'ehr-protocol', tool: 'ehr', actions: ['mcp:initialize', 'mcp:notifications/initialized', 'mcp:tools/list', 'mcp:stream', 'mcp:end-session'], decision: 'allow' },
+        { name: 'ehr-read', tool: 'ehr', actions: ['read_record'], decision: 'allow', when: [{ param: 'patient', regex: '^p-[0-9]+$' }] },
       ],
     },
   };
@@ -133,6 +150,109 @@ async function metric(name: string): Promise<string[]> {
   return text.split('\n').filter((line) => line.startsWith(name));
 }
 
+interface JsonRpcError { jsonrpc: string; id?: number | string; error: { code: number; message: string; data: Answer } }
+
+const jsonRpc = (id: number | string | null, method: string, params?: Record<string, unknown>): string =>
+  JSON.stringify({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) });
+/** A POST to the declared MCP endpoint, as Envoy would describe it to ext_authz. */
+const mcpRequest = (body: string, headers: Record<string, string> = {}): Parameters<typeof check>[0] => ({
+  method: 'POST', host: MCP_HOST, path: '/mcp', headers: { 'content-type': 'application/json', ...headers }, body,
+});
+
+async function readAll(stream: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function listen(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+async function closeServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+}
+
+/** Headers that are the connection's own, not the message's: a proxy does not pass them on. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'host', 'content-length']);
+const endToEnd = (headers: IncomingHttpHeaders): OutgoingHttpHeaders => Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP_BY_HOP.has(name)));
+
+/** The MCP server the agent calls: the SDK's server over streamable HTTP with sessions, two tools, and a record of the calls it ran. */
+async function startMcpServer(): Promise<{ server: Server; port: number; ran: string[] }> {
+  const ran: string[] = [];
+  // The low-level Server takes tools declared in plain JSON Schema; McpServer's registerTool takes only zod schemas.
+  // eslint-disable-next-line @typescript-eslint/no-deprecated
+  const mcp = new McpServer({ name: 'ehr', version: '1.0.0' }, { capabilities: { tools: {} } });
+  mcp.setRequestHandler(ListToolsRequestSchema, () => ({
+    tools: [
+      { name: 'read_record', inputSchema: { type: 'object' as const, properties: { patient: { type: 'string' } } } },
+      { name: 'export_records', inputSchema: { type: 'object' as const } },
+    ],
+  }));
+  mcp.setRequestHandler(CallToolRequestSchema, (request) => {
+    ran.push(request.params.name);
+    return { content: [{ type: 'text' as const, text: `${request.params.name} ${JSON.stringify(request.params.arguments ?? {})}` }] };
+  });
+  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID() });
+  await mcp.connect(transport);
+  const server = createServer((req, res) => { void transport.handleRequest(req, res); });
+  return { server, port: await listen(server), ran };
+}
+
+/** Headers Envoy forwards to the HTTP mode: its allowed_headers as docs/sidecar.md lists them. */
+const FORWARDED_TO_SIDECAR = ['content-type', 'mcp-method', 'mcp-name', 'mcp-protocol-version', 'mcp-session-id', 'traceparent', 'x-portcullis-agent-token'];
+
+function exchange(port: number, options: { method: string; path: string; headers: OutgoingHttpHeaders; body: Buffer }): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const outgoing = httpRequest({ host: '127.0.0.1', port, method: options.method, path: options.path, headers: options.headers }, (response) => {
+      readAll(response).then((body) => { resolve({ status: response.statusCode ?? 0, headers: response.headers, body }); }, reject);
+    });
+    outgoing.on('error', reject);
+    outgoing.end(options.body);
+  });
+}
+
+/**
+ * Envoy's part, played by a test proxy in front of the MCP server: it asks the
+ * sidecar's HTTP ext_authz mode about every request, as Envoy's http_service
+ * does (the request's method, path and body, Host the tool's host, the allowed
+ * headers), forwards what is let through with the answer's headers, and sends
+ * the client the sidecar's answer for the rest.
+ */
+async function startMcpProxy(upstreamPort: number): Promise<{ server: Server; port: number; denied: { request: string; status: number; answer: string }[] }> {
+  const denied: { request: string; status: number; answer: string }[] = [];
+  const server = createServer((req, res) => {
+    void (async (): Promise<void> => {
+      const body = await readAll(req);
+      const headers: OutgoingHttpHeaders = { host: MCP_HOST, 'content-length': body.length, ...(body.length > 0 ? { 'x-envoy-auth-partial-body': 'false' } : {}) };
+      for (const name of FORWARDED_TO_SIDECAR) {
+        const value = req.headers[name];
+        if (typeof value === 'string') headers[name] = value;
+      }
+      const verdict = await exchange(envoyHttpPort, { method: req.method ?? '', path: req.url ?? '', headers, body });
+      if (verdict.status !== 200) {
+        denied.push({ request: body.toString('utf8'), status: verdict.status, answer: verdict.body.toString('utf8') });
+        res.writeHead(verdict.status, endToEnd(verdict.headers));
+        res.end(verdict.body);
+        return;
+      }
+      const upstream = httpRequest(
+        { host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: { ...endToEnd(req.headers), ...endToEnd(verdict.headers) } },
+        (response) => {
+          res.writeHead(response.statusCode ?? 502, endToEnd(response.headers));
+          response.pipe(res);
+        },
+      );
+      upstream.on('error', () => res.destroy());
+      res.on('close', () => upstream.destroy());
+      upstream.end(body);
+    })().catch(() => res.destroy());
+  });
+  return { server, port: await listen(server), denied };
+}
+
 beforeAll(async () => {
   operator = await startOperator();
   await apply([
@@ -141,14 +261,13 @@ beforeAll(async () => {
     paymentsPolicy(5000),
   ]);
   const kubeconfig = await agentKubeconfig();
-  const tools = join(plane.runDir, 'sidecar-tools.yaml');
-  await writeFile(tools, stringify(TOOLS));
   const [httpPort, grpcPort] = [await freePort(), await freePort()];
+  envoyHttpPort = await freePort();
   httpBase = `http://127.0.0.1:${httpPort}`;
   grpcAddress = `127.0.0.1:${grpcPort}`;
   sidecar = await spawnTracked(plane, process.execPath, [
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS, '--tenant', TENANT,
-    '--tools', tools, '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpcAddress,
+    '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpcAddress, '--envoy-http-address', `127.0.0.1:${envoyHttpPort}`,
   ]);
   await eventually('the sidecar to be ready', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000);
 });
@@ -252,5 +371,68 @@ describe('the sidecar', () => {
     const after = (await authorize(paymentCall(2000))).body;
     expect(after).toMatchObject({ decision: 'allow', revision: good.revision });
     expect((await authorize(paymentCall(4200))).body).toMatchObject({ decision: 'deny', revision: good.revision });
+  });
+});
+
+describe('MCP through Envoy ext_authz over gRPC', () => {
+  it('judges tools/call by the MCP tool and its arguments, and denies with a JSON-RPC error echoing the id', async () => {
+    const allowed = await check(mcpRequest(jsonRpc(1, 'tools/call', { name: 'read_record', arguments: { patient: 'p-1' } })));
+    expect(headerOf(allowed.ok_response?.headers, 'x-portcullis-decision')).toBe('allow');
+    expect(headerOf((await check(mcpRequest(jsonRpc(2, 'tools/list')))).ok_response?.headers, 'x-portcullis-decision')).toBe('allow');
+
+    const denied = await check(mcpRequest(jsonRpc('req-3', 'tools/call', { name: 'read_record', arguments: { patient: '../all' } })));
+    expect(denied.status?.code).toBe(7);
+    expect(denied.denied_response?.status.code).toBe('Forbidden');
+    const error = JSON.parse(denied.denied_response?.body ?? '{}') as JsonRpcError;
+    expect(error).toMatchObject({ jsonrpc: '2.0', id: 'req-3', error: { code: -31403, data: { decision: 'deny', policy: null, rule: 'portcullis:default-deny' } } });
+    expect(error.error.data.reasons.join(' ')).toContain('ehr-read');
+    expect(error.error.data.decisionId).toBe(headerOf(denied.denied_response?.headers, 'x-portcullis-decision-id'));
+  });
+
+  it('denies 2026-07-28 headers that disagree with the body, a batch, and a null id, never judging a part', async () => {
+    const modern = (name: string): Record<string, string> => ({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name });
+    const agreeing = await check(mcpRequest(jsonRpc(4, 'tools/call', { name: 'read_record', arguments: { patient: 'p-1' } }), modern('read_record')));
+    expect(headerOf(agreeing.ok_response?.headers, 'x-portcullis-decision')).toBe('allow');
+
+    const answers = await Promise.all([
+      check(mcpRequest(jsonRpc(5, 'tools/call', { name: 'export_records', arguments: {} }), modern('read_record'))),
+      check(mcpRequest(`[${jsonRpc(6, 'tools/list')}]`)),
+      check(mcpRequest(jsonRpc(null, 'tools/list'))),
+    ]);
+    const errors = answers.map((a) => JSON.parse(a.denied_response?.body ?? '{}') as JsonRpcError);
+    expect(errors.map((e) => [e.id, e.error.data.rule])).toEqual([[5, 'portcullis:uninspectable-request'], [undefined, 'portcullis:uninspectable-request'], [undefined, 'portcullis:uninspectable-request']]);
+    expect(errors.map((e) => e.error.data.reasons[0])).toEqual([
+      expect.stringContaining('the Mcp-Name header ("read_record") does not agree'),
+      expect.stringContaining('batch'),
+      expect.stringContaining('neither a string nor an integer'),
+    ]);
+  });
+});
+
+describe('a real MCP client and server through a proxy that asks the sidecar first (Envoy HTTP mode)', () => {
+  it('runs an allowed tool, and answers a denied one with the JSON-RPC error, which never reaches the server', async () => {
+    const ehr = await startMcpServer();
+    const proxy = await startMcpProxy(ehr.port);
+    const client = new Client({ name: 'finance-agent', version: '1.0.0' });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${proxy.port}/mcp`)));
+      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['read_record', 'export_records']);
+      expect((await client.callTool({ name: 'read_record', arguments: { patient: 'p-7' } })).content).toEqual([{ type: 'text', text: 'read_record {"patient":"p-7"}' }]);
+
+      const refused: unknown = await client.callTool({ name: 'export_records', arguments: { all: true } }).then(() => undefined, (error: unknown) => error);
+      expect(refused).toBeInstanceOf(Error);
+      const message = (refused as Error).message;
+      const error = JSON.parse(message.slice(message.indexOf('{'))) as JsonRpcError;
+      expect(error).toMatchObject({ jsonrpc: '2.0', error: { code: -31403, data: { decision: 'deny', rule: 'portcullis:default-deny' } } });
+      const [denial] = proxy.denied;
+      expect(denial?.status).toBe(403);
+      expect(error.id).toBe((JSON.parse(denial?.request ?? '{}') as { id: number }).id);
+      expect(ehr.ran).toEqual(['read_record']);
+      expect((await metric('portcullis_decision_duration_seconds_count{transport="envoy-http"}'))[0]).toMatch(/ [1-9]\d*$/);
+    } finally {
+      await client.close();
+      await closeServer(proxy.server);
+      await closeServer(ehr.server);
+    }
   });
 });

@@ -16,7 +16,9 @@
 //	 "truncated": false, "context_extensions": {"k": "v"}}
 //
 // As Envoy does, the headers map carries the pseudo-headers :method, :path,
-// :authority and :scheme next to the request's own headers, lower-cased.
+// :authority and :scheme next to the request's own headers, lower-cased, and
+// x-envoy-auth-partial-body with a body (true when "truncated" says the body
+// given is the part Envoy kept).
 package main
 
 import (
@@ -100,9 +102,10 @@ func checkRequest(r *request) *auth.CheckRequest {
 			http.Body = r.Body
 		}
 	}
-	if r.Truncated {
-		// Envoy marks a body cut at max_request_bytes with this header.
-		headers["x-envoy-auth-partial-body"] = "true"
+	if r.Body != "" {
+		// Envoy adds this header whenever it buffered a body for the check
+		// (with_request_body): "true" when it cut it at max_request_bytes.
+		headers["x-envoy-auth-partial-body"] = fmt.Sprint(r.Truncated)
 	}
 	return &auth.CheckRequest{Attributes: &auth.AttributeContext{
 		Source:            &auth.AttributeContext_Peer{Address: socket("10.0.0.2", 40000)},
