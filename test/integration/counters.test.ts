@@ -34,6 +34,7 @@ const POLICY = toolPolicy(NS, 'payments', [
   { name: 'small-payments', tool: 'stripe-payments', actions: ['create_payment'], decision: 'allow', when: [{ param: 'amount', max: 5000 }] },
   { name: 'llm', tool: 'openai-api', decision: 'allow' },
   { name: 'crm-lookups', tool: 'crm', decision: 'allow' },
+  { name: 'few-exports', tool: 'export_customer_data', decision: 'allow', when: [{ callsOver: { window: '1m', max: 2 } }] },
 ], (p) => {
   p.spec.subjects = { agents: [AGENT], roles: ['payments'] };
   p.spec.mode = 'enforce';
@@ -152,12 +153,26 @@ describe('two Authorizers in one process, each with its own Redis connection', (
     }
   });
 
+  it('counts calls in a sliding window across both (callsOver max 2 in 1m), forgets refused ones, and says when to retry', async () => {
+    const [a, b] = pair;
+    const exportCall = { tool: 'export_customer_data', params: {} };
+    expect((await a(exportCall)).decision).toBe('allow');
+    expect((await b(exportCall)).decision).toBe('allow');
+    for (const decide of [a, b, a]) {
+      const refused = await decide(exportCall);
+      expect(refused).toMatchObject({ decision: 'deny', rule: 'portcullis:default-deny' });
+      expect(refused.reasons).toEqual(['payments/few-exports: calls to the tool in the last 1m: 2 before this one, over max 2']);
+      expect(refused.retryAfterSeconds).toBeGreaterThanOrEqual(55);
+      expect(refused.retryAfterSeconds).toBeLessThanOrEqual(60);
+    }
+  });
+
   it('counts spend by agent and tool and limiter rejections in the metrics', async () => {
     const spent = await Promise.all(metrics.map(async (m) => (await m.spendUSD.get()).values.find((v) => v.labels.tool === 'openai-api')?.value ?? 0));
     // 28 × $0.70 + $0.40 before the outage, $19.50 after it.
     expect(spent.reduce((x, y) => x + y, 0)).toBeCloseTo(39.5, 6);
     const rejections = await Promise.all(metrics.map(async (m) => (await m.limitRejections.get()).values));
-    expect(rejections.flat().map((v) => v.labels.limit)).toEqual(expect.arrayContaining(['rate', 'budget']));
+    expect(rejections.flat().map((v) => v.labels.limit)).toEqual(expect.arrayContaining(['rate', 'budget', 'calls']));
   });
 });
 
