@@ -1,0 +1,249 @@
+// The audit trail's record format: one entry per decision, and the entries
+// that open a chain and sign it. Pure: building, hashing and reading entries.
+//
+// An audit line is a pino JSON line whose `audit` member is the entry; the
+// rest of the line (level, time, msg) is the log envelope and is not hashed.
+// Each entry names its chain, its place in it (seq) and the hash of the entry
+// before it (prev); its own hash covers its canonical JSON without `hash` and
+// `sig`, so changing any member, or the order, breaks the chain.
+import { canonicalJson, sha256Hex } from '../compiler/index.ts';
+import type { DecisionRecord } from '../sidecar/authorizer.ts';
+
+/** The version of the entry format, in every entry as `v`. */
+export const AUDIT_FORMAT_VERSION = 1;
+
+/** The line member that holds the entry, and marks a line as an audit line. */
+export const AUDIT_LINE_KEY = 'audit';
+
+export type EntryType = 'open' | 'decision' | 'checkpoint';
+
+/** A point in a chain: an entry, by chain, seq and hash. */
+export interface ChainRef {
+  chain: string;
+  seq: number;
+  hash: string;
+}
+
+/** An Ed25519 public key as a JWK (RFC 8037). */
+export interface PublicKeyJwk {
+  kty: 'OKP';
+  crv: 'Ed25519';
+  x: string;
+}
+
+interface EntryBase {
+  v: typeof AUDIT_FORMAT_VERSION;
+  type: EntryType;
+  /** A random id, new each time a writer starts. */
+  chain: string;
+  /** 0 for the entry that opens the chain, then one more for each entry. */
+  seq: number;
+  /** ISO 8601, UTC. */
+  time: string;
+  /** The hash of the entry before this one in the chain; null for the opening entry. */
+  prev: string | null;
+  /** SHA-256 (hex) of the canonical JSON of the entry without `hash` and `sig`. */
+  hash: string;
+}
+
+/** The first entry of a chain: who writes it and the key its checkpoints are signed with. */
+export interface OpenEntry extends EntryBase {
+  type: 'open';
+  tenant: string;
+  namespace: string;
+  agent: string;
+  key: { kid: string; jwk: PublicKeyJwk; ephemeral: boolean };
+  /** The last audit entry the file held when this chain began, so removing a whole chain shows. */
+  after?: ChainRef;
+}
+
+/** What one decision records (DESIGN.md: audit, metrics, traces). */
+export interface DecisionFields {
+  decisionId: string;
+  tenant: string;
+  namespace: string;
+  agent: string;
+  /** The invoking user's id, from a verified token. */
+  user: string | null;
+  /** The agents that asked for the call, outermost first. */
+  delegation: string[];
+  /** The tool, or egress:HOST for an egress check; '' when the request could not be read. */
+  tool: string;
+  action: string | null;
+  egress?: { host: string; port: number };
+  /** "sha256:" and the SHA-256 (hex) of the canonical JSON of the call's params; null without params. */
+  paramsDigest: string | null;
+  decision: string;
+  enforced: boolean;
+  policy: string | null;
+  rule: string;
+  revision: string;
+  reasons: string[];
+  /** The approval key of an approval_needed decision. */
+  approval?: string;
+  latencyMs: number;
+  transport: string;
+  /** The W3C trace context the call came with, to find its trace. */
+  traceparent?: string;
+}
+
+export interface DecisionEntry extends EntryBase, DecisionFields {
+  type: 'decision';
+}
+
+/** Signs the chain up to and including itself: `sig` is over its own hash. */
+export interface CheckpointEntry extends EntryBase {
+  type: 'checkpoint';
+  /** The RFC 7638 thumbprint of the signing key. */
+  kid: string;
+  /** True for the checkpoint a writer writes when it closes: nothing follows it in the chain. */
+  final: boolean;
+  /** Ed25519 signature (base64url) of checkpointMessage(hash). */
+  sig: string;
+}
+
+export type AuditEntry = OpenEntry | DecisionEntry | CheckpointEntry;
+
+/** Members that the hash does not cover: the hash itself, and the signature made over it. */
+const UNHASHED = new Set(['hash', 'sig']);
+
+/** The hash an entry should carry: over its canonical JSON without `hash` and `sig`. */
+export function entryHash(entry: Readonly<Record<string, unknown>>): string {
+  const content: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(entry)) {
+    if (!UNHASHED.has(key)) content[key] = value;
+  }
+  return sha256Hex(canonicalJson(content));
+}
+
+/** The bytes a checkpoint's signature is over: a fixed label (so the key signs nothing else by accident) and the hash. */
+export function checkpointMessage(hash: string): Uint8Array {
+  return new TextEncoder().encode(`portcullis audit checkpoint v${AUDIT_FORMAT_VERSION}\n${hash}`);
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+function stringOr<T>(value: unknown, fallback: T): string | T {
+  return typeof value === 'string' ? value : fallback;
+}
+
+function egressOf(call: Record<string, unknown>): { host: string; port: number } | undefined {
+  const egress = call.egress as { host?: unknown; port?: unknown } | undefined;
+  if (typeof egress?.host !== 'string' || typeof egress.port !== 'number') return undefined;
+  return { host: egress.host, port: egress.port };
+}
+
+function delegationOf(call: Record<string, unknown>): string[] {
+  return Array.isArray(call.delegation) ? call.delegation.filter((agent): agent is string => typeof agent === 'string') : [];
+}
+
+/** The parameter digest: params are recorded by digest only, never by value. */
+export function paramsDigest(params: unknown): string | null {
+  return params === undefined ? null : `sha256:${sha256Hex(canonicalJson(params))}`;
+}
+
+/** What a decided call records; the time is when the decision started. */
+export function decisionFields(record: DecisionRecord): { time: Date; fields: DecisionFields } {
+  const { decision, call, context } = record;
+  const user = call.user as { id?: unknown } | undefined;
+  const egress = egressOf(call);
+  const fields: DecisionFields = {
+    decisionId: decision.decisionId,
+    tenant: record.tenant,
+    namespace: stringOr(call.namespace, ''),
+    agent: stringOr(call.agent, ''),
+    user: stringOr(user?.id, null),
+    delegation: delegationOf(call),
+    tool: record.tool,
+    action: stringOr(call.action, null),
+    ...(egress === undefined ? {} : { egress }),
+    paramsDigest: paramsDigest(call.params),
+    decision: decision.decision,
+    enforced: decision.enforced,
+    policy: decision.policy,
+    rule: decision.rule,
+    revision: decision.revision,
+    reasons: decision.reasons,
+    ...(decision.approval === undefined ? {} : { approval: decision.approval }),
+    // Microsecond resolution: finer digits are noise, and they would only lengthen every line.
+    latencyMs: Math.round(record.latencySeconds * 1e6) / 1e3,
+    transport: context.transport,
+    ...(context.traceparent !== undefined && TRACEPARENT.test(context.traceparent) ? { traceparent: context.traceparent } : {}),
+  };
+  return { time: record.startedAt, fields };
+}
+
+/** What one line of a log is to the audit trail. */
+export type AuditLine =
+  | { kind: 'entry'; entry: AuditEntry }
+  /** An audit line whose entry lacks what every entry of its type has. */
+  | { kind: 'malformed'; reason: string; chain?: string; seq?: number }
+  /** Not JSON, but it holds an audit member: a torn or edited audit line. */
+  | { kind: 'unreadable' }
+  /** Any other line (ordinary log lines share the stream). */
+  | { kind: 'other' };
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** The first thing missing or wrong in the members every entry has. */
+function commonProblem(entry: Record<string, unknown>): string | undefined {
+  if (entry.v !== AUDIT_FORMAT_VERSION) return `format version ${JSON.stringify(entry.v)} is not ${AUDIT_FORMAT_VERSION}`;
+  if (typeof entry.chain !== 'string' || entry.chain === '') return 'no chain id';
+  if (typeof entry.seq !== 'number' || !Number.isSafeInteger(entry.seq) || entry.seq < 0) return 'seq is not a whole number';
+  if (typeof entry.hash !== 'string' || !HEX64.test(entry.hash)) return 'hash is not 64 hex digits';
+  if (entry.prev !== null && (typeof entry.prev !== 'string' || !HEX64.test(entry.prev))) return 'prev is neither null nor 64 hex digits';
+  if (typeof entry.time !== 'string') return 'no time';
+  return undefined;
+}
+
+/** The first thing missing or wrong in a parsed entry, or undefined when it has the shape of its type. */
+function shapeProblem(entry: Record<string, unknown>): string | undefined {
+  const common = commonProblem(entry);
+  if (common !== undefined) return common;
+  switch (entry.type) {
+    case 'open': {
+      const key = entry.key as { kid?: unknown; jwk?: { x?: unknown } } | undefined;
+      return typeof key?.kid === 'string' && typeof key.jwk?.x === 'string' ? undefined : 'the opening entry names no key (key.kid, key.jwk)';
+    }
+    case 'checkpoint':
+      return typeof entry.kid === 'string' && typeof entry.sig === 'string' && typeof entry.final === 'boolean' ? undefined : 'the checkpoint lacks kid, sig or final';
+    case 'decision':
+      return undefined;
+    default:
+      return `type ${JSON.stringify(entry.type)} is not open, decision or checkpoint`;
+  }
+}
+
+/** Reads one line of a log. */
+export function readAuditLine(line: string): AuditLine {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch {
+    return line.includes(`"${AUDIT_LINE_KEY}"`) ? { kind: 'unreadable' } : { kind: 'other' };
+  }
+  if (!isObject(parsed) || !isObject(parsed[AUDIT_LINE_KEY])) return { kind: 'other' };
+  const entry = parsed[AUDIT_LINE_KEY];
+  const problem = shapeProblem(entry);
+  if (problem === undefined) return { kind: 'entry', entry: entry as unknown as AuditEntry };
+  return {
+    kind: 'malformed',
+    reason: problem,
+    ...(typeof entry.chain === 'string' ? { chain: entry.chain } : {}),
+    ...(typeof entry.seq === 'number' ? { seq: entry.seq } : {}),
+  };
+}
+
+/** The last well-formed audit entry of a text, as a reference: where a new chain in the same file begins. */
+export function lastEntryRef(text: string): ChainRef | undefined {
+  const lines = text.split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const read = readAuditLine(lines[i] ?? '');
+    if (read.kind === 'entry') return { chain: read.entry.chain, seq: read.entry.seq, hash: read.entry.hash };
+  }
+  return undefined;
+}
