@@ -22,7 +22,7 @@ export const SIDECAR_RULES = {
   evaluationError: BUILTIN_RULES.evaluationError,
 } as const;
 
-export type Transport = 'http' | 'grpc' | 'envoy-http';
+export type Transport = 'http' | 'grpc' | 'envoy-http' | 'ext-proc';
 
 /** When a call a limit refused (rateLimits[N], budgets[N], or a rule that failed only on callsOver) may succeed. */
 export interface RetryHint {
@@ -87,6 +87,21 @@ export interface DecisionRecord {
   tool: string;
   startedAt: Date;
   latencySeconds: number;
+  /**
+   * Set only on the record ext_proc adds once the answer of a call whose
+   * decision asked for response redaction has passed (or failed); the
+   * decision itself was recorded, and counted, when it was made.
+   */
+  response?: ResponseRedaction;
+}
+
+/** What became of the answer of a call whose decision named redactResponse detectors. */
+export interface ResponseRedaction {
+  /** `PATH:DETECTOR`, sorted: a JSON path into the answer, '' for a text answer as a whole. Never the text. */
+  redacted: string[];
+  /** complete: the whole answer passed, redacted; failed: it was ended with an error instead; interrupted: the stream ended first. */
+  outcome: 'complete' | 'failed' | 'interrupted';
+  reason?: string;
 }
 
 export type DecisionObserver = (record: DecisionRecord) => void;
@@ -186,6 +201,14 @@ export class Authorizer {
     const { namespace, agent } = this.options.identity;
     this.record({ decision, call: { namespace, agent }, tenant: this.options.tenant, context, tool: '', startedAt: this.now(), latencySeconds: 0 }, started);
     return decision;
+  }
+
+  /** Tells the observers what became of a decided call's answer (see DecisionRecord.response); counts nothing. */
+  recordResponse(decision: SidecarDecision, request: Record<string, unknown>, context: CallContext, response: ResponseRedaction, startedAt: Date): void {
+    const call = callOf(request, this.options.identity, context.verified);
+    const latencySeconds = (this.now().getTime() - startedAt.getTime()) / 1000;
+    const record: DecisionRecord = { decision, call, tenant: this.options.tenant, context, tool: toolOf(call), startedAt, latencySeconds, response };
+    for (const observer of this.observers) observer(record);
   }
 
   private record(record: DecisionRecord, started: bigint): void {
