@@ -1,6 +1,6 @@
 // The sidecar assembled: the bundle watch, the decision core, and its
-// listeners (HTTP for /v1/authorize and operations, gRPC for Envoy ext_authz,
-// and optionally HTTP for Envoy ext_authz's HTTP mode).
+// listeners (HTTP for /v1/authorize and operations, gRPC for Envoy ext_authz
+// and ext_proc, and optionally HTTP for Envoy ext_authz's HTTP mode).
 import type { Server as GrpcServer } from '@grpc/grpc-js';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Server as HttpServer } from 'node:http';
@@ -12,6 +12,7 @@ import { BundleSource } from './bundle-source.ts';
 import type { CounterStoreConfig, CountingStore } from './counters/index.ts';
 import { createCounterStore } from './counters/index.ts';
 import { createEnvoyHttpServer } from './envoy-http.ts';
+import { addExternalProcessor } from './ext-proc.ts';
 import { createGrpcServer, listenGrpc } from './grpc-server.ts';
 import { createHttpServer } from './http-server.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -53,6 +54,7 @@ export class Sidecar {
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log });
+    addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log });
     this.envoyHttpServer = options.envoyHttp === undefined ? undefined : createEnvoyHttpServer({ authorizer: this.authorizer, tools, log: options.log });
   }
 
