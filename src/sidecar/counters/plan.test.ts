@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import type { AuthorizationDecision } from '../../compiler/index.ts';
 import { counterStoreConfig } from './index.ts';
+import type { LimitKind } from './plan.ts';
 import { callsOverFailures, costOf, planReservation, refusingLimit } from './plan.ts';
 
 const SCOPE = { tenant: 'finance', namespace: 'finance', agent: 'finance-agent' };
@@ -45,14 +47,14 @@ describe('planReservation', () => {
 
 describe('refusingLimit and callsOverFailures', () => {
   const base = { enforced: true, policy: 'p', revision: 'r', reasons: [] };
-  it.each([
+  it.each<[string, AuthorizationDecision, LimitKind | undefined]>([
     ['a rate limit', { ...base, decision: 'approval_needed', rule: 'rateLimits[2]' }, 'rate'],
     ['a budget', { ...base, decision: 'deny', rule: 'budgets[0]' }, 'budget'],
     ['a rule of a shadow policy, which lets the call through', { ...base, enforced: false, decision: 'deny', rule: 'rateLimits[0]' }, undefined],
     ['an allowed call', { ...base, decision: 'allow', rule: 'rateLimits[0]' }, undefined],
     ['a plain deny rule', { ...base, decision: 'deny', rule: 'no-coerced-payments' }, undefined],
     ['a default deny whose rule failed only on callsOver', { ...base, decision: 'deny', rule: 'portcullis:default-deny', reasons: ['p/r: calls to the tool in the last 1h: 9 before this one, over max 9'] }, 'calls'],
-  ] as const)('names %s', (_, decision, expected) => {
+  ])('names %s', (_, decision, expected) => {
     expect(refusingLimit(decision)).toBe(expected);
   });
 
