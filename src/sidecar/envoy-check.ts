@@ -324,8 +324,8 @@ export interface ProxyOptions {
    * with the rule portcullis:untrusted-token.
    */
   verify?: (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
-  /** Headers added to every answer that lets a call through (the agent's identity token). */
-  okHeaders?: () => Record<string, string>;
+  /** Headers added to every answer that lets a call through (the agent's identity token), given the request's lower-cased headers. */
+  okHeaders?: (headers: ReadonlyMap<string, string>) => Record<string, string>;
 }
 
 async function verified(request: ProxiedRequest, options: ProxyOptions): Promise<VerifiedFacts | { refuse: string } | undefined> {
@@ -349,7 +349,7 @@ export async function decideProxied(request: ProxiedRequest | { refuse: string }
   const context: CallContext = { transport, ...(mapping.traceparent === undefined ? {} : { traceparent: mapping.traceparent }) };
   const answer = (decision: SidecarDecision): ProxyAnswer => {
     const passes = !decision.enforced || decision.decision === 'allow';
-    const okHeaders = passes ? options.okHeaders?.() : undefined;
+    const okHeaders = passes ? options.okHeaders?.(request.headers) : undefined;
     return answerOf(decision, { ...(mapping.mcp === undefined ? {} : { mcp: mapping.mcp }), ...(okHeaders === undefined ? {} : { okHeaders }) });
   };
   if (mapping.result.kind === 'refuse') return answer(options.authorizer.refuse(mapping.result.reason, context));

@@ -5,6 +5,7 @@ import type { AuthorizationDecision } from '../compiler/index.ts';
 import { normalizeInput } from '../compiler/index.ts';
 import { Authorizer } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
+import type { HttpServerOptions } from './http-server.ts';
 import { createHttpServer } from './http-server.ts';
 import { createSidecarMetrics } from './metrics.ts';
 
@@ -21,10 +22,12 @@ const allowAll: LoadedPolicy = {
 
 let server: Server | undefined;
 
-async function serve(policy: LoadedPolicy | undefined, maxBodyBytes?: number): Promise<string> {
+let seen: unknown[] = [];
+
+async function serve(policy: LoadedPolicy | undefined, maxBodyBytes?: number, verify?: HttpServerOptions['verify']): Promise<string> {
   const metrics = createSidecarMetrics();
-  const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, tenant: 'finance', policy: () => policy, metrics });
-  server = createHttpServer({ authorizer, registry: metrics.registry, ...(maxBodyBytes === undefined ? {} : { maxBodyBytes }) });
+  const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, tenant: 'finance', policy: () => policy, metrics, observers: [(r) => { seen.push(r.context); }] });
+  server = createHttpServer({ authorizer, registry: metrics.registry, ...(maxBodyBytes === undefined ? {} : { maxBodyBytes }), ...(verify === undefined ? {} : { verify }) });
   const listening = server;
   await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
   return `http://127.0.0.1:${(listening.address() as AddressInfo).port}`;
@@ -72,6 +75,27 @@ describe('the sidecar HTTP listener', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(503);
     expect(await (await post(base, '{"tool": "t"}')).json()).toMatchObject({ decision: 'deny', rule: 'portcullis:no-bundle' });
+  });
+
+  it('puts the verified delegation and a well-formed traceparent into the call context', async () => {
+    seen = [];
+    const base = await serve(allowAll, undefined, (headers) => Promise.resolve(headers.get('x-portcullis-agent-token') === 'delegated' ? { delegation: ['planner-agent'] } : {}));
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    await fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-portcullis-agent-token': 'delegated', traceparent }, body: '{"tool": "t"}' });
+    await fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json', traceparent: 'garbage' }, body: '{"tool": "t"}' });
+    expect(seen).toEqual([{ transport: 'http', traceparent, verified: { delegation: ['planner-agent'] } }, { transport: 'http', verified: {} }]);
+  });
+
+  it('denies with portcullis:untrusted-token when the forwarded token is refused, or verifying it fails', async () => {
+    for (const verify of [(): Promise<{ refuse: string }> => Promise.resolve({ refuse: 'token_expired: the token expired' }), (): Promise<never> => Promise.reject(new Error('jwks unreachable'))]) {
+      const base = await serve(allowAll, undefined, verify);
+      const body = (await (await post(base, '{"tool": "t"}')).json()) as { decision: string; rule: string; reasons: string[] };
+      expect(body).toMatchObject({ decision: 'deny', rule: 'portcullis:untrusted-token' });
+      expect(body.reasons[0]).toMatch(/token_expired|jwks unreachable/);
+      const closing = server;
+      if (closing !== undefined) await new Promise((resolve) => closing.close(resolve));
+      server = undefined;
+    }
   });
 
   it('serves the decision metrics and refuses unknown routes and methods', async () => {

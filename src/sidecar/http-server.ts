@@ -5,7 +5,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { Registry } from 'prom-client';
 import { InputError } from '../compiler/index.ts';
-import type { Authorizer } from './authorizer.ts';
+import type { Authorizer, CallContext, VerifiedFacts } from './authorizer.ts';
+import { SIDECAR_RULES } from './authorizer.ts';
 import { parseStrictJson, StrictJsonError } from './strict-json.ts';
 
 export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
@@ -16,6 +17,19 @@ export interface HttpServerOptions {
   authorizer: Authorizer;
   registry: Registry;
   maxBodyBytes?: number;
+  /** Checks the agent token forwarded with a call (as on the proxied path); a refusal is a deny. */
+  verify?: (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** The request's headers, lower-cased, with repeated ones joined as Node joins them. */
+function headerMap(request: IncomingMessage): Map<string, string> {
+  const headers = new Map<string, string>();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+  }
+  return headers;
 }
 
 class HttpError extends Error {
@@ -73,8 +87,18 @@ async function authorizeCall(request: IncomingMessage, response: ServerResponse,
     throw error;
   }
   if (call === null || typeof call !== 'object' || Array.isArray(call)) throw new HttpError(400, 'the call must be a JSON object');
+  const headers = headerMap(request);
+  const traceparent = headers.get('traceparent');
+  const context: CallContext = { transport: 'http', ...(traceparent !== undefined && TRACEPARENT.test(traceparent) ? { traceparent } : {}) };
+  const verdict = await options.verify?.(headers).catch((error: unknown) => ({ refuse: `the forwarded tokens could not be verified: ${error instanceof Error ? error.message : String(error)}` }));
+  if (verdict !== undefined && 'refuse' in verdict) {
+    const refused = options.authorizer.refuse(verdict.refuse, context, SIDECAR_RULES.untrustedToken);
+    send(response, 200, refused, { [DECISION_ID_HEADER]: refused.decisionId });
+    return;
+  }
+  if (verdict !== undefined) context.verified = verdict;
   try {
-    const decision = await options.authorizer.authorize(call as Record<string, unknown>, { transport: 'http' });
+    const decision = await options.authorizer.authorize(call as Record<string, unknown>, context);
     send(response, 200, decision, { [DECISION_ID_HEADER]: decision.decisionId });
   } catch (error) {
     if (error instanceof InputError) throw new HttpError(400, error.message, error.field);
