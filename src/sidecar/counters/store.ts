@@ -46,7 +46,14 @@ export class CountingStore implements CounterStore {
   }
 
   async reserve(scope: CounterScope, call: CountedCall, obligations: Obligations, now: Date): Promise<Reservation> {
-    const plan = planReservation(scope, call, obligations, now.getTime());
+    let plan: ReservationPlan;
+    try {
+      plan = planReservation(scope, call, obligations, now.getTime());
+    } catch (error) {
+      // Obligations a compiled bundle cannot hold (an unknown zone, a window that is no duration): the call is denied.
+      this.options.log.error({ tool: call.tool, err: error instanceof Error ? error.message : String(error) }, 'cannot plan the counters of a call');
+      throw error;
+    }
     const member = this.newMember();
     let reserved: Reserved;
     try {
