@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries the tests run against — kube-apiserver, kubectl, etcd,
-# opa, and two programs on go-control-plane's generated Envoy types
-# (hack/tools/extauthz-client, hack/tools/envoy-check) — from source through
+# opa, and three programs on go-control-plane's generated Envoy types
+# (hack/tools/extauthz-client, hack/tools/extproc-client, hack/tools/envoy-check) — from source through
 # the Go module proxy, at the versions pinned in
 # hack/versions.env, into a cache keyed by version. A second run finds them and
 # builds nothing. Prints, as its last line, nothing: callers read the paths with
@@ -10,9 +10,9 @@
 # Binaries that already exist are used instead of building:
 #   KUBEBUILDER_ASSETS=DIR          (envtest's convention: DIR/kube-apiserver, DIR/etcd, DIR/kubectl)
 #   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA,
-#   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_ENVOY_CHECK  (explicit paths)
+#   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_EXTPROC_CLIENT, TEST_ASSET_ENVOY_CHECK  (explicit paths)
 #
-# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa extauthz-client envoy-check
+# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa extauthz-client extproc-client envoy-check
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,11 +28,11 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=true ;;
-    kube-apiserver|kubectl|etcd|opa|extauthz-client|envoy-check) wanted+=("$arg") ;;
-    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa extauthz-client envoy-check)" ;;
+    kube-apiserver|kubectl|etcd|opa|extauthz-client|extproc-client|envoy-check) wanted+=("$arg") ;;
+    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa extauthz-client extproc-client envoy-check)" ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa extauthz-client envoy-check)
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa extauthz-client extproc-client envoy-check)
 
 require_go() {
   command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set TEST_ASSET_* / KUBEBUILDER_ASSETS to existing binaries"
@@ -119,7 +119,8 @@ build_opa() {
 
 # Go programs built on go-control-plane's generated Envoy types, one folder
 # each under hack/tools/: extauthz-client (sends ext_authz Check requests as
-# Envoy does) and envoy-check (validates bootstraps against Envoy's types).
+# Envoy does), extproc-client (drives ext_proc Process streams as Envoy does)
+# and envoy-check (validates bootstraps against Envoy's types).
 # A tool's own source is part of its cache key: an edit to it rebuilds it.
 envoy_tool_dir() {
   local source_hash
@@ -152,6 +153,7 @@ path_of() {
     etcd) explicit="${TEST_ASSET_ETCD:-}" ;;
     opa) explicit="${TEST_ASSET_OPA:-}" ;;
     extauthz-client) explicit="${TEST_ASSET_EXTAUTHZ_CLIENT:-}" ;;
+    extproc-client) explicit="${TEST_ASSET_EXTPROC_CLIENT:-}" ;;
     envoy-check) explicit="${TEST_ASSET_ENVOY_CHECK:-}" ;;
   esac
   if [ -n "$explicit" ]; then echo "$explicit"; return; fi
@@ -160,7 +162,7 @@ path_of() {
     kube-apiserver|kubectl) echo "$cache/kubernetes-$KUBERNETES_VERSION/$1" ;;
     etcd) echo "$cache/etcd-$ETCD_VERSION/etcd" ;;
     opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
-    extauthz-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
+    extauthz-client|extproc-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
   esac
 }
 
@@ -171,6 +173,7 @@ env_name() {
     etcd) echo TEST_ASSET_ETCD ;;
     opa) echo TEST_ASSET_OPA ;;
     extauthz-client) echo TEST_ASSET_EXTAUTHZ_CLIENT ;;
+    extproc-client) echo TEST_ASSET_EXTPROC_CLIENT ;;
     envoy-check) echo TEST_ASSET_ENVOY_CHECK ;;
   esac
 }
@@ -178,14 +181,14 @@ env_name() {
 for tool in "${wanted[@]}"; do
   path="$(path_of "$tool")"
   if [ -x "$path" ]; then continue; fi
-  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_ENVOY_CHECK='' path_of "$tool")" ]; then
+  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' path_of "$tool")" ]; then
     die "$(env_name "$tool") or KUBEBUILDER_ASSETS names $path, which is not an executable file"
   fi
   case "$tool" in
     kube-apiserver|kubectl) build_kubernetes ;;
     etcd) build_etcd ;;
     opa) build_opa ;;
-    extauthz-client|envoy-check) build_envoy_tool "$tool" ;;
+    extauthz-client|extproc-client|envoy-check) build_envoy_tool "$tool" ;;
   esac
   [ -x "$path" ] || die "$tool was built but $path is missing"
 done

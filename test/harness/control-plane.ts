@@ -29,6 +29,8 @@ export interface Tools {
   opa: string;
   /** An Envoy ext_authz client from go-control-plane's generated types (hack/tools/extauthz-client). */
   extauthzClient: string;
+  /** An Envoy ext_proc client from go-control-plane's generated types (hack/tools/extproc-client). */
+  extprocClient: string;
 }
 
 const TOOL_ENV = {
@@ -37,6 +39,7 @@ const TOOL_ENV = {
   kubectl: 'TEST_ASSET_KUBECTL',
   opa: 'TEST_ASSET_OPA',
   extauthzClient: 'TEST_ASSET_EXTAUTHZ_CLIENT',
+  extprocClient: 'TEST_ASSET_EXTPROC_CLIENT',
 } as const;
 
 /**
@@ -63,7 +66,7 @@ export async function findTools(): Promise<Tools> {
     if (!path) throw new Error(`${TOOL_ENV[key]} is not set and hack/build-tools.sh did not print it`);
     return path;
   };
-  return { kubeApiserver: pick('kubeApiserver'), etcd: pick('etcd'), kubectl: pick('kubectl'), opa: pick('opa'), extauthzClient: pick('extauthzClient') };
+  return { kubeApiserver: pick('kubeApiserver'), etcd: pick('etcd'), kubectl: pick('kubectl'), opa: pick('opa'), extauthzClient: pick('extauthzClient'), extprocClient: pick('extprocClient') };
 }
 
 export async function freePort(): Promise<number> {
