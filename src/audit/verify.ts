@@ -116,7 +116,17 @@ interface Analysis {
   open?: Seen;
 }
 
-const range = (from: number, to: number, noun = 'seq'): string => (from === to ? `${noun} ${from}` : `${noun} ${from}–${to}`);
+/** "record seq 7", "is" or "records seq 7–9", "are". */
+const records = (from: number, to: number): [string, string] => (from === to ? [`record seq ${from}`, 'is'] : [`records seq ${from}–${to}`, 'are']);
+const lineSpan = (from: number, to: number): string => (from === to ? `line ${from}` : `lines ${from}–${to}`);
+const missingRecords = (from: number, to: number, chain: string): string => {
+  const [what, are] = records(from, to);
+  return `${what} of chain ${short(chain)} ${are} missing`;
+};
+const unsignedRecords = (from: number, to: number, chain: string): string => {
+  const [what, are] = records(from, to);
+  return `${what} of chain ${short(chain)} ${are} not signed by a valid checkpoint`;
+};
 const short = (id: string): string => id.slice(0, 8);
 
 function seenOf(entry: ReturnType<typeof readAuditLine> & { kind: 'entry' }, line: number): Seen {
@@ -308,11 +318,11 @@ function reportGaps(state: ChainState, canonical: Map<number, Seen>, lastSeq: nu
     const after = canonical.get(seq);
     const where = before === undefined ? `before line ${after?.line ?? '?'}` : `between line ${before.line} and line ${after?.line ?? '?'}`;
     if (gapStart === 0 && firstInInput) {
-      findings.push({ kind: 'head-missing', chain: state.id, seq: 0, ...(after === undefined ? {} : { line: after.line }), message: `the input begins at seq ${seq} of chain ${short(state.id)} (line ${after?.line ?? '?'}): its records ${range(0, seq - 1)} are in an older file, or were removed` });
+      findings.push({ kind: 'head-missing', chain: state.id, seq: 0, ...(after === undefined ? {} : { line: after.line }), message: `the input begins at seq ${seq} of chain ${short(state.id)} (line ${after?.line ?? '?'}): its ${records(0, seq - 1).join(' ')} in an older file, or removed` });
       gapStart = undefined;
       continue;
     }
-    findings.push({ kind: 'dropped', chain: state.id, seq: gapStart, ...(after === undefined ? {} : { line: after.line }), message: `records ${range(gapStart, seq - 1)} of chain ${short(state.id)} are missing (${where}): they were dropped` });
+    findings.push({ kind: 'dropped', chain: state.id, seq: gapStart, ...(after === undefined ? {} : { line: after.line }), message: `${missingRecords(gapStart, seq - 1, state.id)} (${where}): dropped` });
     gapStart = undefined;
   }
 }
@@ -381,7 +391,7 @@ function analyzeChain(state: ChainState, firstInInput: boolean, pinned: Readonly
   const { finalValid } = analysis;
   const after = finalValid === undefined ? undefined : spanOf(canonical.values(), (e) => e.seq > finalValid.seq);
   if (finalValid !== undefined && after !== undefined) {
-    findings.push(finding('inserted', state, after.first, `${range(after.first.line, after.last.line, 'lines')}: records ${range(finalValid.seq + 1, lastSeq)} of chain ${short(state.id)} follow its closing checkpoint (line ${finalValid.line}): they were added`));
+    findings.push(finding('inserted', state, after.first, `${lineSpan(after.first.line, after.last.line)}: ${records(finalValid.seq + 1, lastSeq)[0]} of chain ${short(state.id)} after its closing checkpoint (line ${finalValid.line}): added`));
   }
   return analysis;
 }
@@ -404,7 +414,7 @@ function linkChains(analyses: Analysis[], findings: Finding[]): void {
     const named = before.canonical.get(after.seq);
     if (named === undefined) {
       if (before.lastSeq < after.seq) {
-        findings.push(finding('dropped', before.state, open, `chain ${short(before.state.id)} ends at seq ${before.lastSeq}, but chain ${short(state.id)} (line ${open.line}) was opened after its seq ${after.seq}: records ${range(before.lastSeq + 1, after.seq)} are missing`));
+        findings.push(finding('dropped', before.state, open, `chain ${short(before.state.id)} ends at seq ${before.lastSeq}, but chain ${short(state.id)} (line ${open.line}) was opened after its seq ${after.seq}: ${records(before.lastSeq + 1, after.seq).join(' ')} missing`));
       }
       return;
     }
@@ -425,7 +435,7 @@ function judgeTail(analysis: Analysis, findings: Finding[], notices: string[]): 
   const covered = Math.max(analysis.signedThrough, analysis.vouchedThrough);
   const unsigned = finalValid === undefined ? spanOf(canonical.values(), (e) => e.seq > covered) : undefined;
   if (unsigned !== undefined) {
-    findings.push(finding('unsigned', state, unsigned.first, `${range(unsigned.first.line, unsigned.last.line, 'lines')}: records ${range(covered + 1, lastSeq)} of chain ${short(state.id)} are not signed by a valid checkpoint`));
+    findings.push(finding('unsigned', state, unsigned.first, `${lineSpan(unsigned.first.line, unsigned.last.line)}: ${unsignedRecords(covered + 1, lastSeq, state.id)}`));
   }
   if (analysis.finalSeen) return;
   const last = canonical.get(lastSeq);

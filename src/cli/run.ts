@@ -1,6 +1,7 @@
 // The portcullis command line: subcommand dispatch and error reporting. Each
 // subcommand returns its exit code; errors are printed here, once.
 import { CompileError, CompileErrors, InputError } from '../compiler/index.ts';
+import { AUDIT_USAGE, auditCommand } from './audit.ts';
 import { BUNDLE_USAGE, bundleCommand } from './bundle.ts';
 import { EVAL_USAGE, evalCommand } from './eval.ts';
 import type { CliIo } from './io.ts';
@@ -15,6 +16,7 @@ Commands:
   eval     decide one call against policy files (no cluster needed)
   test     run policy test cases
   bundle   build, inspect and verify signed tenant bundles
+  audit    verify an audit log (hash chain and signed checkpoints); make its signing key
   operator run the operator (reconciles policies into signed per-tenant bundles)
   sidecar  run the authorization sidecar of an agent pod (Envoy ext_authz and /v1/authorize)
   help     show this text, or the text of a command: portcullis help eval
@@ -28,6 +30,7 @@ const COMMANDS: Readonly<Record<string, { run: Command; usage: string }>> = {
   eval: { run: evalCommand, usage: EVAL_USAGE },
   test: { run: testCommand, usage: TEST_USAGE },
   bundle: { run: bundleCommand, usage: BUNDLE_USAGE },
+  audit: { run: auditCommand, usage: AUDIT_USAGE },
   operator: { run: (args) => operatorCommand(args), usage: OPERATOR_USAGE },
   sidecar: { run: (args) => sidecarCommand(args), usage: SIDECAR_USAGE },
 };
