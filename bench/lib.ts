@@ -43,7 +43,8 @@ export function machine(): string {
   return `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${process.platform}`;
 }
 
-export async function report(name: string, figures: Figure[]): Promise<void> {
+/** Prints the table and writes bench/results/NAME.json; `notes` say what the figures mean (peer, setup, differences). */
+export async function report(name: string, figures: Figure[], notes: string[] = []): Promise<void> {
   const rows = figures.map((f) => [
     f.metric,
     `${f.value} ${f.unit}`,
@@ -59,9 +60,10 @@ export async function report(name: string, figures: Figure[]): Promise<void> {
   console.log(line(header));
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const row of rows) console.log(line(row));
+  for (const note of notes) console.log(`- ${note}`);
   const dir = join(import.meta.dirname, 'results');
   await mkdir(dir, { recursive: true });
-  const out = { name, date: new Date().toISOString(), machine: machine(), figures };
+  const out = { name, date: new Date().toISOString(), machine: machine(), figures, ...(notes.length > 0 ? { notes } : {}) };
   await writeFile(join(dir, `${name}.json`), `${JSON.stringify(out, null, 2)}\n`);
   console.log(`\nwrote bench/results/${name}.json`);
 }
