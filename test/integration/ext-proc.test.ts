@@ -1,0 +1,196 @@
+// Redaction in the path of the call: the in-process operator writes a tenant's
+// bundle whose rules sanitize requests and ask for answers to be redacted
+// (redactResponse), a spawned `portcullis sidecar` loads it, and a client
+// built from go-control-plane's ext_proc types (hack/tools/extproc-client)
+// drives Process streams exactly as Envoy's ext_proc filter would.
+import { execFile } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { stringify } from 'yaml';
+import type { Operator } from '../../src/operator/operator.ts';
+import type { TrackedProcess } from '../harness/cluster.ts';
+import { eventually, spawnTracked } from '../harness/cluster.ts';
+import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
+
+const execFileAsync = promisify(execFile);
+const plane = inject('controlPlane');
+const OPERATOR_NS = 'extproc-system';
+const NS = 'extproc-health';
+const AGENT = 'clerk-agent';
+const EHR = 'ehr.tools.svc';
+
+let operator: Operator;
+let sidecar: TrackedProcess;
+let httpBase: string;
+let grpcAddress: string;
+
+const apply = async (docs: unknown[]): Promise<void> => {
+  await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: docs.map((d) => stringify(d)).join('---\n') });
+};
+
+const recordsPolicy = {
+  apiVersion: 'portcullis.dev/v1alpha1',
+  kind: 'ToolPolicy',
+  metadata: { name: 'records', namespace: NS },
+  spec: {
+    subjects: { agents: [AGENT] },
+    tools: [{ name: 'ehr', http: { host: EHR, actions: [{ name: 'read_record', method: 'POST', path: '/v1/records' }, { name: 'notes', method: 'POST', path: '/v1/notes' }] } }],
+    rules: [
+      { name: 'ehr-read', tool: 'ehr', actions: ['read_record'], decision: 'sanitize', redact: ['ssn', 'email'], redactResponse: ['ssn', 'email'] },
+      { name: 'ehr-notes', tool: 'ehr', actions: ['notes'], decision: 'allow', redactResponse: ['pii'] },
+    ],
+  },
+};
+
+/** The operator with config/rbac's permissions, renamed into its own namespace. */
+async function startOperator(): Promise<Operator> {
+  await ensureNamespace(plane, OPERATOR_NS);
+  const overlay = join(plane.runDir, 'extproc-rbac');
+  await mkdir(overlay, { recursive: true });
+  await writeFile(join(overlay, 'kustomization.yaml'), stringify({
+    apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', namespace: OPERATOR_NS, namePrefix: 'extproc-',
+    resources: [relative(overlay, join(REPO_ROOT, 'config', 'rbac'))],
+  }));
+  await kubectl(plane, ['apply', '-k', overlay]);
+  return startLocalOperator(plane, {
+    kubeConfig: await serviceAccountKubeConfig(plane, OPERATOR_NS, 'extproc-portcullis-operator'),
+    namespace: OPERATOR_NS,
+    identity: 'extproc-test-operator',
+  });
+}
+
+/** A kubeconfig file for the agent's ServiceAccount, which may only read the namespace's ConfigMaps. */
+async function agentKubeconfig(): Promise<string> {
+  await apply([
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT, namespace: NS } },
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'portcullis-sidecar', namespace: NS }, rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] }] },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'portcullis-sidecar', namespace: NS },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'portcullis-sidecar' }, subjects: [{ kind: 'ServiceAccount', name: AGENT, namespace: NS }],
+    },
+  ]);
+  const token = (await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--duration=2h'])).stdout.trim();
+  const path = join(plane.runDir, 'extproc-agent.kubeconfig');
+  await writeFile(path, stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
+    clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
+    users: [{ name: 'agent', user: { token } }],
+    contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
+  }));
+  return path;
+}
+
+interface Scenario {
+  request: { method: string; host: string; path: string; headers?: Record<string, string>; body?: string };
+  response?: { status?: number; headers?: Record<string, string>; chunks?: string[] };
+}
+
+interface Header { key: string; value: string }
+interface Outcome {
+  upstream_request?: { headers: Header[]; body: string };
+  downstream_response?: { headers: Header[]; body: string; chunks?: string[] };
+  immediate_response?: { phase: string; status: number; headers: Header[]; body: string };
+  stream_error?: string;
+  request_body_mode: string;
+  response_body_mode: string;
+}
+
+let runs = 0;
+/** Runs one request and its answer through the sidecar's ext_proc with the Go client, as Envoy would. */
+async function drive(scenario: Scenario): Promise<Outcome> {
+  const file = join(plane.runDir, `extproc-scenario-${++runs}.json`);
+  await writeFile(file, JSON.stringify(scenario));
+  const { stdout } = await execFileAsync(plane.tools.extprocClient, ['-addr', grpcAddress, '-scenario', file], { maxBuffer: 8 << 20 });
+  return JSON.parse(stdout) as Outcome;
+}
+
+const headerOf = (headers: Header[] | undefined, key: string): string | undefined => headers?.find((h) => h.key === key)?.value;
+const json = { 'content-type': 'application/json' };
+
+beforeAll(async () => {
+  operator = await startOperator();
+  await apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+    { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name: AGENT, namespace: NS }, spec: { serviceAccountName: AGENT, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } } },
+    recordsPolicy,
+  ]);
+  const kubeconfig = await agentKubeconfig();
+  const [httpPort, grpcPort] = [await freePort(), await freePort()];
+  httpBase = `http://127.0.0.1:${httpPort}`;
+  grpcAddress = `127.0.0.1:${grpcPort}`;
+  sidecar = await spawnTracked(plane, process.execPath, [
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS,
+    '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpcAddress,
+  ]);
+  await eventually('the sidecar to be ready', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000);
+});
+
+afterAll(async () => {
+  await sidecar.kill('SIGTERM');
+  await operator.stop();
+});
+
+describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
+  it('sends a sanitized request upstream with the SSN and the e-mail redacted and content-length fixed', async () => {
+    const body = JSON.stringify({ patient: { name: 'Dana Ruiz', ssn: '123-45-6789', contact: 'write to dana@example.com' }, reason: 'checkup' });
+    const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/records', headers: { ...json, 'accept-encoding': 'gzip' }, body }, response: { headers: json, chunks: ['{"ok": true}'] } });
+    const upstream = outcome.upstream_request;
+    expect(JSON.parse(upstream?.body ?? '{}')).toEqual({ patient: { name: 'Dana Ruiz', ssn: '[REDACTED:ssn]', contact: 'write to [REDACTED:email]' }, reason: 'checkup' });
+    expect(headerOf(upstream?.headers, 'content-length')).toBe(String(Buffer.byteLength(upstream?.body ?? '')));
+    // The answer is to be redacted too: it must come back uncompressed.
+    expect(headerOf(upstream?.headers, 'accept-encoding')).toBeUndefined();
+    const metrics = await (await fetch(`${httpBase}/metrics`)).text();
+    expect(metrics).toMatch(/portcullis_decisions_total\{decision="sanitize",enforced="true",policy="records",rule="ehr-read",tool="ehr"\} [1-9]/);
+    expect(metrics).toMatch(/portcullis_decision_duration_seconds_count\{transport="ext-proc"\} [1-9]/);
+  });
+
+  it('redacts a JSON answer value by value, keeping its other bytes, with its content-length', async () => {
+    const answer = '{"record": {"ssn": "123-45-6789", "email": "dana@example.com", "visits": 3}}';
+    const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/records', headers: json, body: '{"patient": "p-1"}' }, response: { headers: { ...json, 'content-length': String(answer.length) }, chunks: [answer] } });
+    expect(outcome.response_body_mode).toBe('BUFFERED');
+    expect(outcome.downstream_response?.body).toBe('{"record": {"ssn": "[REDACTED:ssn]", "email": "[REDACTED:email]", "visits": 3}}');
+    expect(headerOf(outcome.downstream_response?.headers, 'content-length')).toBe(String(outcome.downstream_response?.body.length));
+  });
+
+  it('redacts a streamed text/event-stream answer chunk by chunk, a secret split across two chunks included', async () => {
+    const chunks = [
+      'event: message\ndata: {"jsonrpc": "2.0", "result": {"text": "SSN 123-45-',
+      '6789, card 4111 1111"}}\n\n',
+      'data: {"text": " 1111 1111 and dana@exa',
+      'mple.com"}\n\n',
+      'data: {"text": "done"}\n\n',
+    ];
+    const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/notes', headers: json, body: '{"patient": "p-1"}' }, response: { headers: { 'content-type': 'text/event-stream' }, chunks } });
+    expect(outcome.response_body_mode).toBe('STREAMED');
+    const passed = outcome.downstream_response?.chunks ?? [];
+    expect(passed).toHaveLength(chunks.length);
+    // Nothing of the SSN passes with the first chunk: its tail is held back until the second completes it.
+    expect(passed[0]).toBe('event: message\ndata: {"jsonrpc": "2.0", "result": {"text": "');
+    expect(passed[0]).not.toMatch(/123/);
+    expect(passed.join('')).toBe(
+      'event: message\ndata: {"jsonrpc": "2.0", "result": {"text": "SSN [REDACTED:ssn], card 4111 1111"}}\n\ndata: {"text": " 1111 1111 and [REDACTED:email]"}\n\ndata: {"text": "done"}\n\n',
+    );
+    // A complete event passes as it comes.
+    expect(passed[4]).toBe(chunks[4]);
+  });
+
+  it('ends an answer over the inspection limit with 502 and never passes it', async () => {
+    const answer = JSON.stringify({ ssn: '123-45-6789', pad: 'x'.repeat(1024 * 1024) });
+    const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/records', headers: json, body: '{"patient": "p-1"}' }, response: { headers: json, chunks: [answer] } });
+    expect(outcome.downstream_response).toBeUndefined();
+    expect(outcome.immediate_response).toMatchObject({ phase: 'response_body', status: 502 });
+    expect(JSON.parse(outcome.immediate_response?.body ?? '{}')).toMatchObject({ reason: 'the answer is over the inspection limit of 1048576 bytes' });
+  });
+
+  it('resets a streamed answer that cannot be redacted in bounded memory, after what was already redacted', async () => {
+    // An address that keeps growing: every cut would split it, so more than the bound would have to be held back.
+    const chunks = ['data: {"text": "ok"}\n\ndata: write to a@b.c', ...Array.from({ length: 12 }, () => 'o'.repeat(100)), '"}\n\n'];
+    const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/notes', headers: json, body: '{"patient": "p-1"}' }, response: { headers: { 'content-type': 'text/event-stream' }, chunks } });
+    expect(outcome.immediate_response).toMatchObject({ phase: 'response_body', status: 502 });
+    expect(outcome.downstream_response?.body ?? '').toBe('');
+    expect((outcome.downstream_response?.chunks ?? []).join('')).toBe('data: {"text": "ok"}\n\ndata: write to ');
+  });
+});
