@@ -17,6 +17,8 @@ export interface HttpServerOptions {
   authorizer: Authorizer;
   registry: Registry;
   maxBodyBytes?: number;
+  /** Why the sidecar is not ready besides a missing bundle (draining, no agent token), or undefined. */
+  notReady?: () => string | undefined;
   /** Checks the agent token forwarded with a call (as on the proxied path); a refusal is a deny. */
   verify?: (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
 }
@@ -121,10 +123,12 @@ async function route(request: IncomingMessage, response: ServerResponse, options
     case '/healthz':
       send(response, 200, 'ok\n');
       return;
-    case '/readyz':
-      if (options.authorizer.ready) send(response, 200, 'ok\n');
-      else send(response, 503, 'no valid policy bundle is loaded yet\n');
+    case '/readyz': {
+      const notReady = options.notReady?.() ?? (options.authorizer.ready ? undefined : 'no valid policy bundle is loaded yet');
+      if (notReady === undefined) send(response, 200, 'ok\n');
+      else send(response, 503, `${notReady}\n`);
       return;
+    }
     default:
       send(response, 200, await options.registry.metrics(), { 'content-type': options.registry.contentType });
   }

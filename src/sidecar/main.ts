@@ -1,10 +1,11 @@
 // `portcullis sidecar`: flags, wiring and graceful shutdown.
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
+import { durationFlag, kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
 import { UsageError } from '../cli/io.ts';
 import type { CounterStoreConfig } from './counters/index.ts';
 import { counterStoreConfig } from './counters/index.ts';
+import type { SidecarTokenOptions } from './sidecar.ts';
 import { Sidecar } from './sidecar.ts';
 
 export const SIDECAR_USAGE = `Usage: portcullis sidecar [flags]
@@ -16,9 +17,11 @@ answers Envoy ext_authz v3 over gRPC (and, with --envoy-http-address, in
 Envoy's HTTP mode) and POST /v1/authorize over HTTP. The bundle's tool
 declarations map proxied requests to tool and action.
 
-Until agent tokens are verified, the agent is the one named here: the
-agent, namespace, user, delegation, time and counters of a call are never
-taken from the caller (they are set or dropped by the sidecar).
+The agent is the one named here, never the caller's word; time and counters
+are the sidecar's own. With --token-service the sidecar holds the agent's
+token (sent upstream on every allowed call in x-portcullis-agent-token) and
+verifies a token forwarded in that header: its delegation chain becomes the
+call's delegation. Without it, user and delegation are never set.
 
 Flags:
   --agent NAME             the agent this sidecar answers for (default: $PORTCULLIS_AGENT)
@@ -32,9 +35,35 @@ Flags:
                            or redis (shared by all replicas of the agent) (default: $PORTCULLIS_COUNTERS,
                            else redis when a Redis URL is given, else memory)
   --redis-url URL          redis://[user:password@]host:port[/db] or rediss:// (default: $PORTCULLIS_REDIS_URL)
+  --token-service URL      the operator's token service (default: $PORTCULLIS_TOKEN_SERVICE; off when unset)
+  --token-issuer ISS       the issuer agent tokens must name (default: the token service URL)
+  --service-account-token PATH
+                           the pod's projected ServiceAccount token, audience portcullis
+                           (default /var/run/secrets/portcullis.dev/token)
+  --shutdown-delay DURATION
+                           on SIGTERM, keep deciding (not ready) this long while Envoy drains (default 5s)
   --kubeconfig PATH        kubeconfig to use (default: in-cluster, else $KUBECONFIG / ~/.kube/config)
   --log-level LEVEL        trace, debug, info, warn or error (default info)
 `;
+
+function tokenOptions(service: string | undefined, issuer: string | undefined, path: string | undefined): SidecarTokenOptions | undefined {
+  if (service === undefined || service === '') {
+    if (issuer !== undefined) throw new UsageError('--token-issuer needs --token-service');
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(service);
+  } catch {
+    throw new UsageError(`--token-service: ${JSON.stringify(service)} is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--token-service: ${JSON.stringify(service)} is not an http or https URL`);
+  return {
+    service: url.toString().replace(/\/$/, ''),
+    ...(issuer === undefined ? {} : { issuer }),
+    serviceAccountTokenPath: path ?? '/var/run/secrets/portcullis.dev/token',
+  };
+}
 
 function required(value: string | undefined, flag: string, env: string): string {
   if (value === undefined || value === '') throw new UsageError(`--${flag} (or $${env}) is required`);
@@ -54,6 +83,10 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       'envoy-http-address': { type: 'string' },
       counters: { type: 'string' },
       'redis-url': { type: 'string' },
+      'token-service': { type: 'string' },
+      'token-issuer': { type: 'string' },
+      'service-account-token': { type: 'string' },
+      'shutdown-delay': { type: 'string' },
       kubeconfig: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -73,6 +106,8 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
+  const tokens = tokenOptions(values['token-service'] ?? process.env.PORTCULLIS_TOKEN_SERVICE, values['token-issuer'], values['service-account-token']);
+  const shutdownDelayMs = durationFlag(values['shutdown-delay'], 'shutdown-delay', 5_000);
   const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } });
   const sidecar = new Sidecar({
     kubeConfig: kubeConfigFrom(values.kubeconfig),
@@ -82,10 +117,12 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     grpc: listenAddress(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
     ...(values['envoy-http-address'] === undefined ? {} : { envoyHttp: listenAddress(values['envoy-http-address'], 'envoy-http-address') }),
     counters,
+    ...(tokens === undefined ? {} : { tokens }),
+    ...(process.env.POD_NAME === undefined ? {} : { podName: process.env.POD_NAME }),
     log,
   });
   await sidecar.start();
-  log.info({ ports: sidecar.boundPorts, counters: counters.kind }, 'sidecar started');
+  log.info({ ports: sidecar.boundPorts, counters: counters.kind, tokenService: tokens?.service ?? null }, 'sidecar started');
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string): void => {
       log.info({ signal }, 'shutting down');
@@ -94,7 +131,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     process.once('SIGTERM', () => { shutdown('SIGTERM'); });
     process.once('SIGINT', () => { shutdown('SIGINT'); });
   });
-  await sidecar.stop();
+  await sidecar.shutdown(shutdownDelayMs);
   log.flush();
   return 0;
 }

@@ -3,12 +3,19 @@
 // and ext_proc, and optionally HTTP for Envoy ext_authz's HTTP mode).
 import type { Server as GrpcServer } from '@grpc/grpc-js';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api } from '@kubernetes/client-node';
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import type { AgentIdentity } from './authorizer.ts';
+import { readFile } from 'node:fs/promises';
+import type { BundleJwks } from '../bundle/index.ts';
+import { AgentTokenSource, JwksSource, tokenServiceFetcher } from '../identity/index.ts';
+import { AGENT_TOKEN_HEADER, AgentTokens } from './agent-tokens.ts';
+import type { AgentIdentity, VerifiedFacts } from './authorizer.ts';
 import { Authorizer } from './authorizer.ts';
+import { BundleEventRecorder } from './bundle-events.ts';
 import { BundleSource } from './bundle-source.ts';
+import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { CounterStoreConfig, CountingStore } from './counters/index.ts';
 import { createCounterStore } from './counters/index.ts';
 import { createEnvoyHttpServer } from './envoy-http.ts';
@@ -31,6 +38,36 @@ export interface SidecarOptions {
   metrics?: SidecarMetrics;
   /** Where rateLimits, budgets and callsOver are counted: in memory unless given. */
   counters?: CounterStoreConfig;
+  /** The pod the sidecar runs in, named in the events it records. */
+  podName?: string;
+  /** The token service: the sidecar holds an agent token and verifies forwarded ones. Off unless given. */
+  tokens?: SidecarTokenOptions;
+}
+
+export interface SidecarTokenOptions {
+  /** The token service's base URL (POST /v1/token, /.well-known/jwks.json). */
+  service: string;
+  /** The issuer agent tokens must name (default: the service URL). */
+  issuer?: string;
+  /** The pod's projected ServiceAccount token (audience portcullis), read afresh at every exchange. */
+  serviceAccountTokenPath: string;
+}
+
+function agentTokensFor(options: SidecarOptions, tokens: SidecarTokenOptions, policy: () => LoadedPolicy | undefined): { source: AgentTokenSource; verifier: AgentTokens } {
+  const base = tokens.service.replace(/\/$/, '');
+  const source = new AgentTokenSource({
+    fetchToken: tokenServiceFetcher(base, () => readFile(tokens.serviceAccountTokenPath, 'utf8')),
+    onError: (error, retryInMs) => { options.log.warn({ err: error, retryInMs }, 'could not get an agent token; retrying'); },
+  });
+  const jwks = new JwksSource({
+    fetchJwks: async () => {
+      const response = await fetch(`${base}/.well-known/jwks.json`);
+      if (!response.ok) throw new Error(`the token service answered ${String(response.status)} for its JWKS`);
+      return (await response.json()) as BundleJwks;
+    },
+  });
+  const verifier = new AgentTokens({ identity: options.identity, tenant: options.tenant, issuer: tokens.issuer ?? base, jwks, policy, own: source });
+  return { source, verifier };
 }
 
 export class Sidecar {
@@ -43,19 +80,45 @@ export class Sidecar {
   private readonly envoyHttpServer: HttpServer | undefined;
   private readonly options: SidecarOptions;
   private ports: { http: number; grpc: number; envoyHttp?: number } | undefined;
+  private readonly tokenSource: AgentTokenSource | undefined;
+  private draining = false;
 
   constructor(options: SidecarOptions) {
     this.options = options;
     this.metrics = options.metrics ?? createSidecarMetrics();
-    this.bundles = new BundleSource({ kubeConfig: options.kubeConfig, namespace: options.identity.namespace, tenant: options.tenant, log: options.log, metrics: this.metrics });
+    const events = new BundleEventRecorder({ core: options.kubeConfig.makeApiClient(CoreV1Api), namespace: options.identity.namespace, instance: options.podName ?? options.identity.agent, log: options.log });
+    this.bundles = new BundleSource({
+      kubeConfig: options.kubeConfig,
+      namespace: options.identity.namespace,
+      tenant: options.tenant,
+      log: options.log,
+      metrics: this.metrics,
+      onRefused: (refusal) => { void events.refused(refusal); },
+    });
     this.counters = createCounterStore(options.counters ?? { kind: 'memory' }, { metrics: this.metrics, log: options.log });
     this.authorizer = new Authorizer({ identity: options.identity, tenant: options.tenant, policy: () => this.bundles.policy, metrics: this.metrics, counters: this.counters });
-    this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry });
+    const tokens = options.tokens === undefined ? undefined : agentTokensFor(options, options.tokens, () => this.bundles.policy);
+    this.tokenSource = tokens?.source;
+    // Forwarded tokens are verified, and the agent's own token sent upstream, only with a token service.
+    const identityHooks = tokens === undefined ? {} : {
+      verify: async (headers: ReadonlyMap<string, string>): Promise<VerifiedFacts | { refuse: string }> => {
+        const verdict = await tokens.verifier.verify(headers);
+        return 'refuse' in verdict ? verdict : verdict.facts;
+      },
+      okHeaders: (headers: ReadonlyMap<string, string>): Record<string, string> =>
+        (headers.get(AGENT_TOKEN_HEADER) ?? '') !== '' ? {} : tokens.verifier.upstreamHeaders({ facts: {}, forwarded: false }),
+    };
+    const notReady = (): string | undefined => {
+      if (this.draining) return 'the sidecar is shutting down';
+      if (this.tokenSource !== undefined && this.tokenSource.current === undefined) return 'no agent token has been issued yet';
+      return undefined;
+    };
+    this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, ...(identityHooks.verify === undefined ? {} : { verify: identityHooks.verify }) });
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
-    this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log });
+    this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });
     addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log });
-    this.envoyHttpServer = options.envoyHttp === undefined ? undefined : createEnvoyHttpServer({ authorizer: this.authorizer, tools, log: options.log });
+    this.envoyHttpServer = options.envoyHttp === undefined ? undefined : createEnvoyHttpServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });
   }
 
   /** The bound ports (useful with port 0). */
@@ -79,21 +142,44 @@ export class Sidecar {
     const grpcPort = await listenGrpc(this.grpcServer, `${grpc.host}:${grpc.port}`);
     const envoyHttpPort = this.envoyHttpServer === undefined || envoyHttp === undefined ? undefined : await listen(this.envoyHttpServer, envoyHttp);
     this.ports = { http: httpPort, grpc: grpcPort, ...(envoyHttpPort === undefined ? {} : { envoyHttp: envoyHttpPort }) };
+    // Retries on its own until the token service answers; calls are refused until then.
+    void this.tokenSource?.start();
     await this.bundles.start();
   }
 
-  async stop(): Promise<void> {
-    await this.bundles.stop();
-    await this.counters.close();
-    await new Promise<void>((resolve) => {
+  /**
+   * Shuts down as a sidecar must: first reports not ready and keeps deciding for
+   * `delayMs` (Envoy in the same pod drains its connections meanwhile and still
+   * asks), then stops taking calls, lets those in flight finish (up to
+   * `graceMs`), and stops.
+   */
+  async shutdown(delayMs: number, graceMs = 5_000): Promise<void> {
+    this.draining = true;
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    await this.stop(graceMs);
+  }
+
+  /** Stops taking calls, waits up to `graceMs` for those in flight, then closes everything. */
+  async stop(graceMs = 0): Promise<void> {
+    this.draining = true;
+    this.tokenSource?.stop();
+    const grpcDone = new Promise<void>((resolve) => {
       this.grpcServer.tryShutdown(() => { resolve(); });
     });
-    for (const server of [this.httpServer, this.envoyHttpServer]) {
-      if (server === undefined) continue;
-      await new Promise<void>((resolve) => {
-        server.close(() => { resolve(); });
-        server.closeAllConnections();
-      });
+    const httpDone = [this.httpServer, this.envoyHttpServer].flatMap((server) => {
+      if (server === undefined) return [];
+      const closed = new Promise<void>((resolve) => { server.close(() => { resolve(); }); });
+      server.closeIdleConnections();
+      return [closed];
+    });
+    const graceOver = new Promise<'timeout'>((resolve) => { setTimeout(() => { resolve('timeout'); }, graceMs).unref(); });
+    if ((await Promise.race([Promise.all([grpcDone, ...httpDone]), graceOver])) === 'timeout') {
+      this.grpcServer.forceShutdown();
+      for (const server of [this.httpServer, this.envoyHttpServer]) server?.closeAllConnections();
+      await Promise.all([grpcDone, ...httpDone]);
     }
+    await this.bundles.stop();
+    await this.counters.close();
   }
+
 }
