@@ -61,21 +61,26 @@ function httpFilters(options: BootstrapOptions): Record<string, unknown>[] {
         clear_route_cache: false,
       },
     },
+    // After ext_authz, which denies: ext_proc decides the call again to rewrite a
+    // sanitized request to its redacted params, and redacts the answer when the
+    // decision asks for it. Answer bodies are sent only when the sidecar asks
+    // (mode_override: BUFFERED for JSON and text, STREAMED for event streams).
     {
       name: 'envoy.filters.http.ext_proc',
       typed_config: {
         '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
         grpc_service: authzService(options.authzTimeoutMs),
+        // Fail closed: a stream error or timeout is a 500, never an unredacted pass.
         failure_mode_allow: false,
-        // Bodies of calls decided `sanitize` are rewritten; headers go along to find the decision.
         processing_mode: {
           request_header_mode: 'SEND',
           request_body_mode: 'BUFFERED',
           request_trailer_mode: 'SKIP',
           response_header_mode: 'SEND',
-          response_body_mode: 'BUFFERED',
+          response_body_mode: 'NONE',
           response_trailer_mode: 'SKIP',
         },
+        allow_mode_override: true,
         message_timeout: seconds(options.authzTimeoutMs),
       },
     },

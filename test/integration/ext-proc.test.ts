@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Operator } from '../../src/operator/operator.ts';
+import { envoyBootstrap } from '../../src/webhook/index.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, spawnTracked } from '../harness/cluster.ts';
 import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
@@ -183,6 +184,22 @@ describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
     expect(outcome.downstream_response).toBeUndefined();
     expect(outcome.immediate_response).toMatchObject({ phase: 'response_body', status: 502 });
     expect(JSON.parse(outcome.immediate_response?.body ?? '{}')).toMatchObject({ reason: 'the answer is over the inspection limit of 1048576 bytes' });
+  });
+
+  it("is configured in the injected Envoy after ext_authz, in a bootstrap Envoy's own types accept", async () => {
+    const checker = process.env.TEST_ASSET_ENVOY_CHECK;
+    if (!checker) throw new Error('TEST_ASSET_ENVOY_CHECK must name hack/tools/envoy-check (hack/test.sh builds it)');
+    const bootstrap = envoyBootstrap();
+    const file = join(plane.runDir, 'extproc-bootstrap.json');
+    await writeFile(file, JSON.stringify(bootstrap));
+    expect((await execFileAsync(checker, [file])).stdout).toContain('ok ');
+    const filters = JSON.stringify(bootstrap);
+    expect(filters.indexOf('envoy.filters.http.ext_authz')).toBeLessThan(filters.indexOf('envoy.filters.http.ext_proc'));
+    // The modes the sidecar asks for per answer are Envoy's own: a misspelt one is refused by Envoy's types.
+    const broken = join(plane.runDir, 'extproc-bootstrap-broken.json');
+    await writeFile(broken, JSON.stringify(bootstrap).replace('"response_body_mode":"NONE"', '"response_body_mode":"STREAMING"'));
+    const refused = await execFileAsync(checker, [broken]).then(() => 'passed', (error: unknown) => String((error as { stdout?: string }).stdout));
+    expect(refused).toMatch(/FAIL .*invalid value for enum field responseBodyMode: "STREAMING"/);
   });
 
   it('resets a streamed answer that cannot be redacted in bounded memory, after what was already redacted', async () => {
