@@ -150,7 +150,16 @@ export class AuditLog {
     try {
       await this.file?.close();
     } finally {
+      this.flushStream();
+    }
+  }
+
+  private flushStream(): void {
+    try {
       this.stream.flushSync?.();
+    } catch (error) {
+      // A stream still opening (a file destination) keeps its lines and writes them once open.
+      this.log.warn({ err: error }, 'the audit stream could not be flushed on close');
     }
   }
 
