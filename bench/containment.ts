@@ -1,0 +1,174 @@
+// npm run bench -- containment
+//
+// Time-to-contain on a real control plane: an operator process and a sidecar process (running as
+// the agent's ServiceAccount, with the access the operator grants it) decide an allowed payment in
+// a tight loop over /v1/authorize. Each trial runs `kubectl patch` setting `spec.suspended: true`
+// on the agent and measures the time from just before kubectl starts to the first answer denied
+// with portcullis:agent-suspended (the path: API server → operator watch → compile, sign, write
+// the bundle → sidecar watch → verify, load). Then the agent is resumed and the loop waits for
+// allow again. Also: token issuance by the operator's token service over HTTP (a real TokenReview
+// per exchange), one at a time and with 16 in flight.
+// Operator, sidecar, API server, etcd and this process share the machine's cores.
+
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import type { TrackedProcess } from '../test/harness/cluster.ts';
+import { eventually, spawnTracked } from '../test/harness/cluster.ts';
+import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
+import type { Figure } from './lib.ts';
+import { figure, percentile, report } from './lib.ts';
+
+const TRIALS = 30;
+const ISSUE_SEQUENTIAL = 200;
+const ISSUE_CONCURRENT = 800;
+const ISSUE_CONCURRENCY = 16;
+/** ISSUE_SEQUENTIAL + ISSUE_CONCURRENT exchanges over this many accounts stay within each one's burst. */
+const ISSUE_ACCOUNTS = 60;
+const NS = 'bench-containment';
+const AGENT = 'finance-agent';
+const CONTAIN_TARGET_MS = 1000;
+
+const plane = await startControlPlane({ log: (l) => { console.log(`[control-plane] ${l}`); } });
+
+const apply = async (docs: unknown[]): Promise<void> => {
+  await kubectl(plane, ['apply', '-f', '-'], { input: docs.map((d) => stringify(d)).join('---\n') });
+};
+
+const paymentCall = { tool: 'stripe-payments', action: 'create_payment', params: { amount: 4200, currency: 'USD', account: '1234567890' } };
+
+interface Answer { decision: string; rule: string }
+
+async function decide(base: string): Promise<Answer> {
+  const response = await fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(paymentCall) });
+  return (await response.json()) as Answer;
+}
+
+/** Calls in a loop until an answer satisfies `done`; resolves with the time of that answer. */
+async function firstAnswer(base: string, done: (answer: Answer) => boolean, timeoutMs = 30_000): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    const answer = await decide(base);
+    if (done(answer)) return performance.now();
+  }
+  throw new Error(`no such answer within ${String(timeoutMs)} ms`);
+}
+
+async function agentKubeconfig(): Promise<string> {
+  const token = (await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--duration=2h'])).stdout.trim();
+  const path = join(plane.runDir, 'containment-agent.kubeconfig');
+  await writeFile(path, stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
+    clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
+    users: [{ name: 'agent', user: { token } }],
+    contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
+  }));
+  return path;
+}
+
+async function issue(tokenBase: string, serviceAccountToken: string): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(`${tokenBase}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${serviceAccountToken}` } });
+  const body = (await response.json()) as { access_token?: string; error?: string };
+  if (response.status !== 200 || body.access_token === undefined) throw new Error(`token exchange failed: ${String(response.status)} ${body.error ?? ''}`);
+  return performance.now() - started;
+}
+
+const figures: Figure[] = [];
+const processes: TrackedProcess[] = [];
+try {
+  await kubectl(plane, ['create', 'namespace', 'portcullis-system']);
+  await apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT, namespace: NS } },
+    { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name: AGENT, namespace: NS }, spec: { serviceAccountName: AGENT, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } } },
+    {
+      apiVersion: 'portcullis.dev/v1alpha1', kind: 'ToolPolicy', metadata: { name: 'payments', namespace: NS },
+      spec: { subjects: { agents: [AGENT] }, rules: [{ name: 'small-payments', tool: 'stripe-payments', actions: ['create_payment'], decision: 'allow', when: [{ param: 'amount', max: 5000 }] }] },
+    },
+  ]);
+
+  const tokenPort = await freePort();
+  const operator = await spawnTracked(plane, process.execPath, [
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'operator',
+    '--kubeconfig', plane.kubeconfig, '--namespace', 'portcullis-system', '--identity', 'bench',
+    '--ops-address', `127.0.0.1:${String(await freePort())}`, '--token-address', `127.0.0.1:${String(tokenPort)}`, '--log-level', 'error',
+    '--lease-duration', '3s', '--renew-deadline', '2s', '--retry-period', '500ms',
+  ], { TEST_ASSET_OPA: plane.tools.opa });
+  processes.push(operator);
+
+  const httpPort = await freePort();
+  const base = `http://127.0.0.1:${String(httpPort)}`;
+  const sidecar = await spawnTracked(plane, process.execPath, [
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar',
+    '--agent', AGENT, '--namespace', NS, '--tenant', NS,
+    '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', `127.0.0.1:${String(await freePort())}`,
+    '--kubeconfig', await eventually('the operator to grant the sidecar access', async () => {
+      const canI = await kubectl(plane, ['auth', 'can-i', 'watch', 'configmaps', '-n', NS, `--as=system:serviceaccount:${NS}:${AGENT}`], { allowFailure: true });
+      return canI.stdout.trim() === 'yes' ? agentKubeconfig() : undefined;
+    }, 60_000),
+    '--log-level', 'error',
+  ]);
+  processes.push(sidecar);
+  await eventually('the sidecar to allow the payment', async () => ((await decide(base).catch(() => undefined))?.decision === 'allow' ? true : undefined), 60_000);
+
+  // ---- 1. time-to-contain ---------------------------------------------
+  const contain: number[] = [];
+  const afterPatch: number[] = [];
+  for (let trial = 0; trial < TRIALS; trial++) {
+    const started = performance.now();
+    const denied = firstAnswer(base, (a) => a.decision === 'deny' && a.rule === 'portcullis:agent-suspended');
+    await kubectl(plane, ['patch', 'agentidentity', AGENT, '-n', NS, '--type=merge', '-p', '{"spec":{"suspended":true}}']);
+    const patched = performance.now();
+    const at = await denied;
+    contain.push(at - started);
+    afterPatch.push(Math.max(0, at - patched));
+    await kubectl(plane, ['patch', 'agentidentity', AGENT, '-n', NS, '--type=merge', '-p', '{"spec":{"suspended":false}}']);
+    await firstAnswer(base, (a) => a.decision === 'allow');
+    process.stdout.write(`trial ${String(trial + 1)}/${String(TRIALS)}: contained in ${(at - started).toFixed(0)} ms\n`);
+  }
+  contain.sort((a, b) => a - b);
+  afterPatch.sort((a, b) => a - b);
+  const p99 = percentile(contain, 99);
+  figures.push(
+    figure(`time-to-contain p50 (kubectl patch suspended → first denied call, ${String(TRIALS)} trials)`, percentile(contain, 50), 'ms'),
+    figure(`time-to-contain p99 (${String(TRIALS)} trials)`, p99, 'ms', { text: `<= ${String(CONTAIN_TARGET_MS)} ms`, met: p99 <= CONTAIN_TARGET_MS }),
+    figure('time-to-contain p50 from the patch accepted (kubectl start-up excluded)', percentile(afterPatch, 50), 'ms'),
+    figure('time-to-contain p99 from the patch accepted', percentile(afterPatch, 99), 'ms'),
+  );
+
+  // ---- 2. token issuance ------------------------------------------------
+  // The token service lets one ServiceAccount exchange 5 a second (burst 20): spread the load over
+  // enough accounts that the limiter never answers, so the figures are the service's own.
+  const tokenBase = `http://127.0.0.1:${String(tokenPort)}`;
+  const accounts = Array.from({ length: ISSUE_ACCOUNTS }, (_, i) => `bench-agent-${String(i)}`);
+  await apply(accounts.flatMap((name) => [
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: NS } },
+    { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name, namespace: NS }, spec: { serviceAccountName: name, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } } },
+  ]));
+  const tokens: string[] = [];
+  for (const name of accounts) tokens.push((await kubectl(plane, ['create', 'token', name, '-n', NS, '--audience=portcullis', '--duration=1h'])).stdout.trim());
+  await eventually('the token service to know the last bench agent', () => issue(tokenBase, tokens.at(-1) ?? '').catch(() => undefined), 30_000);
+  const latencies: number[] = [];
+  for (let i = 0; i < ISSUE_SEQUENTIAL; i++) latencies.push(await issue(tokenBase, tokens[i % tokens.length] ?? ''));
+  latencies.sort((a, b) => a - b);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < ISSUE_CONCURRENT) {
+      const i = next++;
+      await issue(tokenBase, tokens[i % tokens.length] ?? '');
+    }
+  };
+  const burstStarted = performance.now();
+  await Promise.all(Array.from({ length: ISSUE_CONCURRENCY }, worker));
+  const seconds = (performance.now() - burstStarted) / 1000;
+  figures.push(
+    figure('token issuance p50 (one at a time, over HTTP, a real TokenReview each)', percentile(latencies, 50), 'ms'),
+    figure('token issuance p99 (one at a time)', percentile(latencies, 99), 'ms'),
+    figure(`token issuance throughput (${String(ISSUE_CONCURRENCY)} in flight)`, ISSUE_CONCURRENT / seconds, 'tokens/s'),
+  );
+} finally {
+  for (const child of processes) await child.kill('SIGTERM');
+  await plane.stop();
+}
+await report('containment', figures);
