@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AuthorizationDecision } from '../compiler/index.ts';
 import { InputError } from '../compiler/index.ts';
-import { Authorizer, callOf, SIDECAR_RULES } from './authorizer.ts';
+import { Authorizer, callOf, MAX_TOOL_LABELS, OTHER_TOOLS, SIDECAR_RULES } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import { createSidecarMetrics } from './metrics.ts';
 
@@ -66,5 +66,15 @@ describe('Authorizer', () => {
     expect(counted).toEqual([{ labels: { decision: 'allow', enforced: 'true', policy: 'payments', rule: 'small-payments', tool: 'stripe-payments' }, value: 2 }]);
     const timed = (await metrics.decisionDuration.get()).values.filter((v) => v.metricName === 'portcullis_decision_duration_seconds_count');
     expect(timed.map((v) => [v.labels.transport, v.value])).toEqual([['http', 1], ['grpc', 1]]);
+  });
+
+  it('caps the distinct tool labels, counting tools past the cap as (other)', async () => {
+    const { authorizer, metrics } = authorizerWith(recordingPolicy(() => allow));
+    for (let i = 0; i < MAX_TOOL_LABELS + 5; i++) await authorizer.authorize({ tool: `tool-${String(i)}` }, { transport: 'http' });
+    await authorizer.authorize({ tool: 'tool-0' }, { transport: 'http' });
+    const counted = (await metrics.decisions.get()).values;
+    expect(counted).toHaveLength(MAX_TOOL_LABELS + 1);
+    expect(counted.find((v) => v.labels.tool === OTHER_TOOLS)?.value).toBe(5);
+    expect(counted.find((v) => v.labels.tool === 'tool-0')?.value).toBe(2);
   });
 });

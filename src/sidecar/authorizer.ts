@@ -22,6 +22,10 @@ export const SIDECAR_RULES = {
   evaluationError: BUILTIN_RULES.evaluationError,
 } as const;
 
+/** Distinct `tool` label values of the decision metric; see Authorizer.toolLabel. */
+export const MAX_TOOL_LABELS = 200;
+export const OTHER_TOOLS = '(other)';
+
 export type Transport = 'http' | 'grpc' | 'envoy-http' | 'ext-proc';
 
 /** When a call a limit refused (rateLimits[N], budgets[N], or a rule that failed only on callsOver) may succeed. */
@@ -155,6 +159,7 @@ export class Authorizer {
   private readonly newId: () => string;
   private readonly now: () => Date;
   private readonly observers: DecisionObserver[];
+  private readonly toolLabels = new Set<string>();
 
   constructor(options: AuthorizerOptions) {
     this.options = options;
@@ -211,12 +216,23 @@ export class Authorizer {
     for (const observer of this.observers) observer(record);
   }
 
+  /**
+   * The tool as a metric label. A caller of /v1/authorize names any tool it likes, so the
+   * distinct values are capped: past MAX_TOOL_LABELS, new tools are counted as OTHER_TOOLS.
+   */
+  private toolLabel(tool: string): string {
+    if (this.toolLabels.has(tool)) return tool;
+    if (this.toolLabels.size >= MAX_TOOL_LABELS) return OTHER_TOOLS;
+    this.toolLabels.add(tool);
+    return tool;
+  }
+
   private record(record: DecisionRecord, started: bigint): void {
     const { metrics } = this.options;
     const latencySeconds = Number(process.hrtime.bigint() - started) / 1e9;
     const { decision } = record;
     metrics.decisionDuration.observe({ transport: record.context.transport }, latencySeconds);
-    metrics.decisions.inc({ decision: decision.decision, enforced: String(decision.enforced), policy: decision.policy ?? '', rule: decision.rule, tool: record.tool });
+    metrics.decisions.inc({ decision: decision.decision, enforced: String(decision.enforced), policy: decision.policy ?? '', rule: decision.rule, tool: this.toolLabel(record.tool) });
     for (const observer of this.observers) observer({ ...record, latencySeconds });
   }
 
