@@ -8,7 +8,7 @@ import { Authorizer } from '../sidecar/authorizer.ts';
 import { createSidecarMetrics } from '../sidecar/metrics.ts';
 import type { AuditLogOptions } from './audit-log.ts';
 import { AuditLog, AuditLogClosedError } from './audit-log.ts';
-import type { AuditEntry, DecisionEntry, OpenEntry } from './entry.ts';
+import type { AuditEntry, DecisionEntry, OpenEntry, ResponseEntry } from './entry.ts';
 import { decisionRecord, testKey } from './test-support.ts';
 import { verifyAuditLog } from './verify.ts';
 
@@ -99,6 +99,34 @@ describe('AuditLog', () => {
       traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
     });
     expect(stream.lines[1]).not.toContain('1234567890');
+  });
+
+  it('records what sanitize redacted and when a refused call may retry, by path and detector, never the text', async () => {
+    const stream = memoryStream();
+    const audit = await AuditLog.open(options({ stream }));
+    const base = decisionRecord();
+    audit.record({ ...base, decision: { ...base.decision, decision: 'sanitize', redacted: ['patient.ssn:ssn'], params: { patient: { ssn: '[REDACTED]' } } } });
+    audit.record({ ...base, decision: { ...base.decision, decision: 'deny', rule: 'budgets[0]', retryAfterSeconds: 3600, resetsAt: '2026-11-24T00:00:00-05:00' } });
+    await audit.close();
+    const [sanitized, refused] = entriesOf(stream.lines).slice(1, 3) as DecisionEntry[];
+    expect(sanitized).toMatchObject({ decision: 'sanitize', redacted: ['patient.ssn:ssn'] });
+    expect(sanitized).not.toHaveProperty('params');
+    expect(refused).toMatchObject({ retryAfterSeconds: 3600, resetsAt: '2026-11-24T00:00:00-05:00' });
+  });
+
+  it("records what became of a redacted answer as a response entry of the same decision, timed at the answer's end", async () => {
+    const stream = memoryStream();
+    const audit = await AuditLog.open(options({ stream }));
+    const record = decisionRecord({ latencySeconds: 2.5 });
+    audit.record(decisionRecord());
+    audit.record({ ...record, response: { redacted: ['record.ssn:ssn'], outcome: 'complete' } });
+    await audit.close();
+    const response = entriesOf(stream.lines)[2] as ResponseEntry;
+    expect(response).toMatchObject({ type: 'response', decisionId: 'decision-1', time: '2026-11-23T14:00:02.500Z', response: { redacted: ['record.ssn:ssn'], outcome: 'complete' } });
+    expect(JSON.parse(stream.lines[2] ?? '')).toMatchObject({ msg: 'audit response' });
+    const report = verifyAuditLog(stream.lines.join('\n'), { pinned: KEY.pinned });
+    expect(report.findings).toEqual([]);
+    expect(report.chains[0]?.decisions).toBe(1);
   });
 
   it('signs what is unsigned every T, and nothing when nothing is', async () => {

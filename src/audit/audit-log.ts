@@ -46,7 +46,7 @@ export class AuditLogClosedError extends Error {
   }
 }
 
-const MESSAGES: Readonly<Record<AuditEntry['type'], string>> = { open: 'audit chain opened', decision: 'audit decision', checkpoint: 'audit checkpoint' };
+const MESSAGES: Readonly<Record<AuditEntry['type'], string>> = { open: 'audit chain opened', decision: 'audit decision', response: 'audit response', checkpoint: 'audit checkpoint' };
 
 export class AuditLog {
   /** Records every decision; pass it to the Authorizer's observers. Throws once the log is closed. */
@@ -118,11 +118,11 @@ export class AuditLog {
     return this.chain.id;
   }
 
-  /** Records one decision, and signs when N entries are unsigned. */
+  /** Records one decision (or what became of its answer), and signs when N entries are unsigned. */
   record(record: DecisionRecord): void {
     if (this.closing !== undefined) throw new AuditLogClosedError();
-    const { time, fields } = decisionFields(record);
-    this.write(this.chain.decision(fields, time));
+    const { time, fields, response } = decisionFields(record);
+    this.write(response === undefined ? this.chain.decision(fields, time) : this.chain.response(fields, response, time));
     if (this.chain.unsigned >= this.checkpointRecords) this.checkpoint();
   }
 

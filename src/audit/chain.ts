@@ -1,7 +1,7 @@
 // One hash chain of audit entries, as its writer keeps it: the next seq, the
 // hash of the last entry, and how many entries the last checkpoint left
 // unsigned. Pure: it makes entries; writing them is the caller's.
-import type { ChainRef, CheckpointEntry, DecisionEntry, DecisionFields, OpenEntry, PublicKeyJwk } from './entry.ts';
+import type { ChainRef, CheckpointEntry, DecisionEntry, DecisionFields, OpenEntry, PublicKeyJwk, ResponseEntry, ResponseOutcome } from './entry.ts';
 import { AUDIT_FORMAT_VERSION, checkpointMessage, entryHash } from './entry.ts';
 
 /** Signs checkpoints. Synchronous: a checkpoint takes its place in the chain at once. */
@@ -61,6 +61,12 @@ export class AuditChain {
     return this.seal<DecisionEntry>({ ...this.base('decision', time), ...fields });
   }
 
+  /** The second entry of a decision whose answer was to be redacted: what became of the answer. */
+  response(fields: DecisionFields, response: ResponseOutcome, time: Date): ResponseEntry {
+    this.mustBeWritable();
+    return this.seal<ResponseEntry>({ ...this.base('response', time), ...fields, response });
+  }
+
   /** Signs everything so far. A final checkpoint closes the chain: nothing may follow it. */
   checkpoint(time: Date, final: boolean): CheckpointEntry {
     this.mustBeWritable();
@@ -78,11 +84,11 @@ export class AuditChain {
     if (this.closed) throw new Error(`audit chain ${this.id} is closed`);
   }
 
-  private base<T extends OpenEntry['type'] | DecisionEntry['type'] | CheckpointEntry['type']>(type: T, time: Date): { v: typeof AUDIT_FORMAT_VERSION; type: T; chain: string; seq: number; time: string; prev: string | null } {
+  private base<T extends OpenEntry['type'] | DecisionEntry['type'] | ResponseEntry['type'] | CheckpointEntry['type']>(type: T, time: Date): { v: typeof AUDIT_FORMAT_VERSION; type: T; chain: string; seq: number; time: string; prev: string | null } {
     return { v: AUDIT_FORMAT_VERSION, type, chain: this.id, seq: this.nextSeq, time: time.toISOString(), prev: this.head };
   }
 
-  private seal<T extends OpenEntry | DecisionEntry>(entry: Unhashed<T>): T {
+  private seal<T extends OpenEntry | DecisionEntry | ResponseEntry>(entry: Unhashed<T>): T {
     const hash = entryHash(entry);
     this.advance(hash);
     this.unsignedCount++;

@@ -15,7 +15,7 @@ export const AUDIT_FORMAT_VERSION = 1;
 /** The line member that holds the entry, and marks a line as an audit line. */
 export const AUDIT_LINE_KEY = 'audit';
 
-export type EntryType = 'open' | 'decision' | 'checkpoint';
+export type EntryType = 'open' | 'decision' | 'response' | 'checkpoint';
 
 /** A point in a chain: an entry, by chain, seq and hash. */
 export interface ChainRef {
@@ -81,6 +81,12 @@ export interface DecisionFields {
   reasons: string[];
   /** The approval key of an approval_needed decision. */
   approval?: string;
+  /** sanitize: what was redacted from the params, as PATH:DETECTOR, never the text. */
+  redacted?: string[];
+  /** A limit's refusal: when the call may succeed (Retry-After), and when a budget resets. */
+  retryAfterSeconds?: number;
+  resetsAt?: string;
+  /** How long the decision took; for a response entry, from the decision's start to the end of the answer. */
   latencyMs: number;
   transport: string;
   /** The W3C trace context the call came with, to find its trace. */
@@ -89,6 +95,20 @@ export interface DecisionFields {
 
 export interface DecisionEntry extends EntryBase, DecisionFields {
   type: 'decision';
+}
+
+/** What became of the answer of a decided call whose decision asked for it to be redacted (ext_proc). */
+export interface ResponseOutcome {
+  /** PATH:DETECTOR of what was redacted from the answer ('' as the path of a text answer), never the text. */
+  redacted: string[];
+  outcome: 'complete' | 'failed' | 'interrupted';
+  reason?: string;
+}
+
+/** A second entry for a decision (same decisionId): its answer's redaction, once the answer has passed. */
+export interface ResponseEntry extends EntryBase, DecisionFields {
+  type: 'response';
+  response: ResponseOutcome;
 }
 
 /** Signs the chain up to and including itself: `sig` is over its own hash. */
@@ -102,7 +122,7 @@ export interface CheckpointEntry extends EntryBase {
   sig: string;
 }
 
-export type AuditEntry = OpenEntry | DecisionEntry | CheckpointEntry;
+export type AuditEntry = OpenEntry | DecisionEntry | ResponseEntry | CheckpointEntry;
 
 /** Members that the hash does not cover: the hash itself, and the signature made over it. */
 const UNHASHED = new Set(['hash', 'sig']);
@@ -142,8 +162,11 @@ export function paramsDigest(params: unknown): string | null {
   return params === undefined ? null : `sha256:${sha256Hex(canonicalJson(params))}`;
 }
 
-/** What a decided call records; the time is when the decision started. */
-export function decisionFields(record: DecisionRecord): { time: Date; fields: DecisionFields } {
+/**
+ * What a decided call records. The time is when the decision started; for the
+ * record of its answer (record.response), when the answer ended.
+ */
+export function decisionFields(record: DecisionRecord): { time: Date; fields: DecisionFields; response?: ResponseOutcome } {
   const { decision, call, context } = record;
   const user = call.user as { id?: unknown } | undefined;
   const egress = egressOf(call);
@@ -165,12 +188,21 @@ export function decisionFields(record: DecisionRecord): { time: Date; fields: De
     revision: decision.revision,
     reasons: decision.reasons,
     ...(decision.approval === undefined ? {} : { approval: decision.approval }),
+    ...(decision.redacted === undefined ? {} : { redacted: decision.redacted }),
+    ...(decision.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: decision.retryAfterSeconds }),
+    ...(decision.resetsAt === undefined ? {} : { resetsAt: decision.resetsAt }),
     // Microsecond resolution: finer digits are noise, and they would only lengthen every line.
     latencyMs: Math.round(record.latencySeconds * 1e6) / 1e3,
     transport: context.transport,
     ...(context.traceparent !== undefined && TRACEPARENT.test(context.traceparent) ? { traceparent: context.traceparent } : {}),
   };
-  return { time: record.startedAt, fields };
+  const { response } = record;
+  if (response === undefined) return { time: record.startedAt, fields };
+  return {
+    time: new Date(record.startedAt.getTime() + record.latencySeconds * 1000),
+    fields,
+    response: { redacted: response.redacted, outcome: response.outcome, ...(response.reason === undefined ? {} : { reason: response.reason }) },
+  };
 }
 
 /** What one line of a log is to the audit trail. */
@@ -213,8 +245,10 @@ function shapeProblem(entry: Record<string, unknown>): string | undefined {
       return typeof entry.kid === 'string' && typeof entry.sig === 'string' && typeof entry.final === 'boolean' ? undefined : 'the checkpoint lacks kid, sig or final';
     case 'decision':
       return undefined;
+    case 'response':
+      return typeof (entry.response as { outcome?: unknown } | undefined)?.outcome === 'string' ? undefined : 'the response entry has no response.outcome';
     default:
-      return `type ${JSON.stringify(entry.type)} is not open, decision or checkpoint`;
+      return `type ${JSON.stringify(entry.type)} is not open, decision, response or checkpoint`;
   }
 }
 

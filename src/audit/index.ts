@@ -4,7 +4,7 @@ export { AuditLog, AuditLogClosedError, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_
 export type { AuditLogOptions, AuditStream } from './audit-log.ts';
 export type { ChainSigner } from './chain.ts';
 export { AUDIT_FORMAT_VERSION, AUDIT_LINE_KEY } from './entry.ts';
-export type { AuditEntry, ChainRef, CheckpointEntry, DecisionEntry, DecisionFields, OpenEntry } from './entry.ts';
+export type { AuditEntry, ChainRef, CheckpointEntry, DecisionEntry, DecisionFields, OpenEntry, ResponseEntry, ResponseOutcome } from './entry.ts';
 export { AuditKeyError, ephemeralSigner, generateAuditKey, loadPublicKeys, loadSigner } from './keys.ts';
 export { AuditVerifier, INCOMPLETE_KINDS, verifyAuditLog } from './verify.ts';
 export type { ChainSummary, Finding, FindingKind, Verdict, VerifyOptions, VerifyReport } from './verify.ts';

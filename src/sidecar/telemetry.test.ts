@@ -74,6 +74,13 @@ describe('createTracingObserver', () => {
     expect(spans.map((span) => span.spanContext().traceId)).not.toContain(TRACE_ID);
   });
 
+  it("makes one span per decision: the later record of its answer's redaction makes none", () => {
+    const { exporter, observe } = tracing();
+    observe(decisionRecord());
+    observe({ ...decisionRecord(), response: { redacted: ['record.ssn:ssn'], outcome: 'complete' } });
+    expect(exporter.getFinishedSpans()).toHaveLength(1);
+  });
+
   it('marks a decision that failed to evaluate as an error', () => {
     const { exporter, observe } = tracing();
     const record = decisionRecord();

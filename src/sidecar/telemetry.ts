@@ -44,11 +44,13 @@ export function decisionAttributes(record: DecisionRecord): Attributes {
 /**
  * An observer that records each decision as a span: from when it started for
  * as long as it took, the child of the caller's span when the call carried a
- * valid traceparent. Tracing never decides a call: a failure here is reported
+ * valid traceparent. The later record of the decision's answer makes none. Tracing never decides a call: a failure here is reported
  * to OpenTelemetry's diagnostics and the decision stands.
  */
 export function createTracingObserver(tracer: Tracer): DecisionObserver {
   return (record) => {
+    // The record of a decision's answer (ext_proc): the decision's span was made when it was decided.
+    if (record.response !== undefined) return;
     try {
       const { traceparent } = record.context;
       const parent = traceparent === undefined ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, { traceparent }, defaultTextMapGetter);
