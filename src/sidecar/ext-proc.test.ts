@@ -5,7 +5,7 @@ import type { DecisionRecord } from './authorizer.ts';
 import { Authorizer, SIDECAR_RULES } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { ProcessingRequest, ProcessingResponse } from './ext-proc.ts';
-import { BODY_MODE, ExtProcProtocolError, ExtProcSession } from './ext-proc.ts';
+import { BODY_MODE, ExtProcProtocolError, ExtProcSession, RecentDecisions } from './ext-proc.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import { toolTable } from './tools.ts';
 
@@ -40,12 +40,13 @@ function policyOf(rule: Rule): LoadedPolicy {
   };
 }
 
-function session(rule: Rule, options: { responseLimit?: number } = {}): { session: ExtProcSession; records: DecisionRecord[] } {
+function session(rule: Rule, options: { responseLimit?: number; recent?: RecentDecisions } = {}): { session: ExtProcSession; records: DecisionRecord[]; authorizer: Authorizer } {
   const records: DecisionRecord[] = [];
   const policy = policyOf(rule);
   let ids = 0;
   const authorizer = new Authorizer({ identity: { namespace: 'health', agent: 'clerk' }, tenant: 'health', policy: () => policy, metrics: createSidecarMetrics(), observers: [(r) => records.push(r)], newId: () => `id-${++ids}` });
-  return { session: new ExtProcSession({ authorizer, tools: () => TOOLS, ...options }), records };
+  if (options.recent !== undefined) authorizer.observe(options.recent.observe);
+  return { session: new ExtProcSession({ authorizer, tools: () => TOOLS, ...options }), records, authorizer };
 }
 
 const headerList = (headers: Record<string, string>): { key: string; raw_value: Uint8Array }[] => Object.entries(headers).map(([key, value]) => ({ key, raw_value: Buffer.from(value) }));
@@ -141,6 +142,54 @@ describe('ExtProcSession: the request', () => {
   it('closes a stream whose messages come out of order', async () => {
     const { session: s } = session(() => ({ decision: 'allow' }));
     await expect(s.handle(responseHeaders({}))).rejects.toThrow(ExtProcProtocolError);
+  });
+});
+
+describe('ExtProcSession after ext_authz', () => {
+  const recordCall = { tool: 'ehr', action: 'read_record', params: JSON.parse(RECORD) as Record<string, unknown> };
+
+  it('applies the decision ext_authz just made to the same request instead of deciding it again', async () => {
+    const recent = new RecentDecisions();
+    const { session: s, records, authorizer } = session(() => ({ decision: 'sanitize' }), { recent });
+    const byExtAuthz = await authorizer.authorize(recordCall, { transport: 'grpc', verified: { delegation: ['planner'] } });
+    const answer = await postRecord(s, { 'x-portcullis-decision-id': byExtAuthz.decisionId });
+    expect(bodyOf(answer?.request_body)).toContain('[REDACTED:ssn]');
+    expect(records).toHaveLength(1);
+    await s.handle(responseHeaders({}, true));
+    expect(records).toHaveLength(1);
+  });
+
+  it('refuses a request whose ext_authz decision names another call, is unknown, or was already used', async () => {
+    const recent = new RecentDecisions();
+    const first = session(() => ({ decision: 'allow' }), { recent });
+    const other = await first.authorizer.authorize({ ...recordCall, params: { patient: 'p-2' } }, { transport: 'grpc' });
+    const answer = await postRecord(first.session, { 'x-portcullis-decision-id': other.decisionId });
+    expect(answer?.immediate_response?.status.code).toBe(403);
+    expect(first.records.map((r) => [r.context.transport, r.decision.rule])).toEqual([['grpc', 'read'], ['ext-proc', SIDECAR_RULES.uninspectable]]);
+    for (const id of [other.decisionId, 'no-such-id']) {
+      const { session: again } = session(() => ({ decision: 'allow' }), { recent });
+      expect((await postRecord(again, { 'x-portcullis-decision-id': id }))?.immediate_response?.status.code).toBe(403);
+    }
+  });
+
+  it('decides itself a request that names no ext_authz decision (ext_proc alone)', async () => {
+    const { session: s, records } = session(() => ({ decision: 'allow' }), { recent: new RecentDecisions() });
+    expect(await postRecord(s)).toEqual({ request_body: { response: {} } });
+    expect(records.map((r) => r.context.transport)).toEqual(['ext-proc']);
+  });
+
+  it('keeps only decisions that let the request through, for a few seconds, and at most its limit', async () => {
+    let now = 0;
+    const recent = new RecentDecisions({ limit: 2, ttlMs: 1000, now: () => now });
+    const { authorizer } = session((call) => ({ decision: call.params?.deny === true ? 'deny' : 'allow' }), { recent });
+    const denied = await authorizer.authorize({ ...recordCall, params: { deny: true } }, { transport: 'grpc' });
+    expect(recent.take(denied.decisionId, { ...recordCall, params: { deny: true } })).toBeUndefined();
+    const decided = [];
+    for (let i = 0; i < 3; i++) decided.push(await authorizer.authorize({ ...recordCall, params: { i } }, { transport: 'grpc' }));
+    expect(recent.take(decided[0]?.decisionId, { ...recordCall, params: { i: 0 } })).toBeUndefined();
+    expect(recent.take(decided[2]?.decisionId, { ...recordCall, params: { i: 2 } })?.decision.decisionId).toBe(decided[2]?.decisionId);
+    now = 1001;
+    expect(recent.take(decided[1]?.decisionId, { ...recordCall, params: { i: 1 } })).toBeUndefined();
   });
 });
 

@@ -10,17 +10,23 @@
 //       (BUFFERED), text/event-stream chunk by chunk (STREAMED)
 //
 // Other decisions pass the request unchanged: ext_authz, before ext_proc in
-// the filter chain, is what denies. Whatever cannot be redacted as the policy
-// asks is refused (an immediate response), never passed unredacted.
+// the filter chain, is what denies. A request ext_authz has just decided in
+// this sidecar (its x-portcullis-decision-id, same call) gets that decision
+// again rather than a second one: one record, counters counted once, and the
+// same verified facts (a forwarded token is verified once: it cannot be
+// replayed). Whatever cannot be redacted as the policy asks, or decided as
+// ext_authz decided it, is refused (an immediate response), never passed
+// unredacted.
 // ExtProcSession is the protocol without the transport; addExternalProcessor
 // serves it on the sidecar's gRPC server.
 import type { Server, ServerDuplexStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { InputError } from '../compiler/index.ts';
-import type { CallContext, SidecarDecision } from './authorizer.ts';
+import type { CallContext, DecisionRecord, SidecarDecision } from './authorizer.ts';
 import { SIDECAR_RULES } from './authorizer.ts';
 import type { ProxiedRequest, ProxyOptions, RequestMapping } from './envoy-check.ts';
 import { DECISION_ID_HEADER, mapRequest } from './envoy-check.ts';
@@ -84,7 +90,56 @@ export class ExtProcProtocolError extends Error {
 export interface ExtProcOptions extends ProxyOptions {
   /** Largest answer redacted whole (JSON and text); a larger one is ended with 502. Default DEFAULT_RESPONSE_LIMIT. */
   responseLimit?: number;
+  /** ext_authz's recent decisions, to apply rather than decide again. */
+  recent?: RecentDecisions;
   now?: () => Date;
+}
+
+/** The parts of a call the request on the wire determines (the sidecar adds who is asking). */
+const REQUEST_FIELDS = ['tool', 'action', 'params', 'egress'] as const;
+
+/**
+ * The decisions ext_authz made in this sidecar that let a request through
+ * (allow, sanitize, or not enforced), kept a few seconds by decision id so
+ * ext_proc, next in Envoy's filter chain, applies the same decision to the
+ * same request. An entry is taken once, and only for the same call. A request
+ * that names no decision (ext_proc without ext_authz) is decided by ext_proc;
+ * one whose decision is gone (expired, evicted, another call) is refused.
+ */
+export class RecentDecisions {
+  private readonly entries = new Map<string, { record: DecisionRecord; at: number }>();
+  private readonly limit: number;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+
+  constructor(options: { limit?: number; ttlMs?: number; now?: () => number } = {}) {
+    this.limit = options.limit ?? 1024;
+    this.ttlMs = options.ttlMs ?? 10_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** A DecisionObserver: keeps ext_authz's decisions that let the request through. */
+  readonly observe = (record: DecisionRecord): void => {
+    const { transport } = record.context;
+    const { decision } = record;
+    if ((transport !== 'grpc' && transport !== 'envoy-http') || record.response !== undefined) return;
+    if (decision.enforced && decision.decision !== 'allow' && decision.decision !== 'sanitize') return;
+    this.entries.set(decision.decisionId, { record, at: this.now() });
+    for (const id of this.entries.keys()) {
+      if (this.entries.size <= this.limit) break;
+      this.entries.delete(id);
+    }
+  };
+
+  /** The record of decision `id` if it is recent and of this very call, removed so it serves once. */
+  take(id: string | undefined, call: Record<string, unknown>): DecisionRecord | undefined {
+    if (id === undefined) return undefined;
+    const entry = this.entries.get(id);
+    if (entry === undefined) return undefined;
+    this.entries.delete(id);
+    if (this.now() - entry.at > this.ttlMs) return undefined;
+    return REQUEST_FIELDS.every((field) => isDeepStrictEqual(entry.record.call[field], call[field])) ? entry.record : undefined;
+  }
 }
 
 export const DEFAULT_RESPONSE_LIMIT = 1024 * 1024;
@@ -219,9 +274,19 @@ export class ExtProcSession {
   private async decideRequest(body: Uint8Array, phase: 'request_headers' | 'request_body'): Promise<ProcessingResponse> {
     const request = proxiedRequestOf(this.requestHeaders, body);
     const mapping = mapRequest(request, this.options.tools(), this.options.inspectionLimit);
-    const context: CallContext = { transport: 'ext-proc', ...(mapping.traceparent === undefined ? {} : { traceparent: mapping.traceparent }) };
-    const decision = await this.decision(request, mapping, context);
     const call = mapping.result.kind === 'call' ? mapping.result.call : {};
+    let context: CallContext = { transport: 'ext-proc', ...(mapping.traceparent === undefined ? {} : { traceparent: mapping.traceparent }) };
+    const decisionId = this.requestHeaders.get(DECISION_ID_HEADER);
+    let decision: SidecarDecision;
+    if (decisionId !== undefined && this.options.recent !== undefined) {
+      // ext_authz let this request through: apply its decision, or none at all.
+      const reused = this.options.recent.take(decisionId, call);
+      if (reused === undefined) return this.refuseRequest(`the decision ${decisionId} ext_authz made for this request is not known here (expired, or made for another call): it cannot be applied`, context);
+      context = { ...reused.context, transport: 'ext-proc' };
+      decision = reused.decision;
+    } else {
+      decision = await this.decision(request, mapping, context);
+    }
     this.decided = { decision, call, context };
     const change = this.requestChange(decision, request, call, mapping);
     if ('refused' in change) {
@@ -357,14 +422,18 @@ function externalProcessorService(): ServiceDefinition {
 
 /**
  * Adds envoy.service.ext_proc.v3.ExternalProcessor to the sidecar's gRPC
- * server, beside ext_authz. Messages of a stream are handled one at a time, in
+ * server, beside ext_authz, and watches the Authorizer's decisions so a
+ * request ext_authz let through is not decided twice (RecentDecisions).
+ * Messages of a stream are handled one at a time, in
  * order; a failure closes the stream with an error (Envoy, with
  * failure_mode_allow off, answers the client 500).
  */
 export function addExternalProcessor(server: Server, options: ExtProcOptions & { log: Logger }): void {
+  const recent = options.recent ?? new RecentDecisions();
+  options.authorizer.observe(recent.observe);
   const implementation: UntypedServiceImplementation = {
     Process: (stream: ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void => {
-      const session = new ExtProcSession(options);
+      const session = new ExtProcSession({ ...options, recent });
       let queue = Promise.resolve();
       let failed = false;
       const fail = (error: unknown): void => {

@@ -117,7 +117,8 @@ export class Sidecar {
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });
-    addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log });
+    // ext_proc verifies forwarded tokens only for requests ext_authz did not decide (it reuses ext_authz's decision).
+    addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log, ...(identityHooks.verify === undefined ? {} : { verify: identityHooks.verify }) });
     this.envoyHttpServer = options.envoyHttp === undefined ? undefined : createEnvoyHttpServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });
   }
 

@@ -109,6 +109,21 @@ async function drive(scenario: Scenario): Promise<Outcome> {
 }
 
 const headerOf = (headers: Header[] | undefined, key: string): string | undefined => headers?.find((h) => h.key === key)?.value;
+
+/** Sends ext_authz's Check for the same request with the ext_authz client, as Envoy would first; returns the headers it adds upstream. */
+async function check(request: Scenario['request']): Promise<Record<string, string>> {
+  const file = join(plane.runDir, `extproc-check-${++runs}.json`);
+  await writeFile(file, JSON.stringify({ ...request, headers: { ...request.headers, 'x-envoy-auth-partial-body': 'false' }, pack_as_bytes: true }));
+  const { stdout } = await execFileAsync(plane.tools.extauthzClient, ['-addr', grpcAddress, '-request', file]);
+  const response = JSON.parse(stdout) as { ok_response?: { headers?: { header: Header }[] } };
+  return Object.fromEntries((response.ok_response?.headers ?? []).map(({ header }) => [header.key, header.value]));
+}
+
+async function decisionsOf(rule: string): Promise<number> {
+  const metrics = await (await fetch(`${httpBase}/metrics`)).text();
+  const line = metrics.split('\n').find((l) => l.startsWith('portcullis_decisions_total{') && l.includes(`rule="${rule}"`));
+  return line === undefined ? 0 : Number(line.split(' ').at(-1));
+}
 const json = { 'content-type': 'application/json' };
 
 beforeAll(async () => {
@@ -184,6 +199,19 @@ describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
     expect(outcome.downstream_response).toBeUndefined();
     expect(outcome.immediate_response).toMatchObject({ phase: 'response_body', status: 502 });
     expect(JSON.parse(outcome.immediate_response?.body ?? '{}')).toMatchObject({ reason: 'the answer is over the inspection limit of 1048576 bytes' });
+  });
+
+  it('after ext_authz, applies the decision ext_authz made for the request (one decision, counted once) and refuses its replay', async () => {
+    const request = { method: 'POST', host: EHR, path: '/v1/notes', headers: json, body: '{"patient": "p-7"}' };
+    const before = await decisionsOf('ehr-notes');
+    const upstreamHeaders = await check(request);
+    expect(upstreamHeaders['x-portcullis-decision']).toBe('allow');
+    const chained = { ...request, headers: { ...json, ...upstreamHeaders } };
+    const outcome = await drive({ request: chained, response: { headers: { 'content-type': 'text/event-stream' }, chunks: ['data: {"to": "dana@example.com"}\n\n'] } });
+    expect(outcome.downstream_response?.body).toBe('data: {"to": "[REDACTED:email]"}\n\n');
+    expect(await decisionsOf('ehr-notes')).toBe(before + 1);
+    const replayed = await drive({ request: chained, response: { headers: json, chunks: ['{}'] } });
+    expect(replayed.immediate_response).toMatchObject({ phase: 'request_body', status: 403 });
   });
 
   it("is configured in the injected Envoy after ext_authz, in a bootstrap Envoy's own types accept", async () => {
