@@ -214,6 +214,13 @@ describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
     expect(replayed.immediate_response).toMatchObject({ phase: 'request_body', status: 403 });
   });
 
+  it('is asked for by policies the API server checks: redactResponse goes only with allow or sanitize', async () => {
+    const denyRule = { ...recordsPolicy, metadata: { name: 'records-deny', namespace: NS }, spec: { ...recordsPolicy.spec, tools: undefined, rules: [{ name: 'refuse', tool: 'ehr', decision: 'deny', redactResponse: ['ssn'] }] } };
+    const refused = await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: stringify(denyRule), allowFailure: true });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('redactResponse goes only with decision allow or sanitize');
+  });
+
   it("is configured in the injected Envoy after ext_authz, in a bootstrap Envoy's own types accept", async () => {
     const checker = process.env.TEST_ASSET_ENVOY_CHECK;
     if (!checker) throw new Error('TEST_ASSET_ENVOY_CHECK must name hack/tools/envoy-check (hack/test.sh builds it)');
