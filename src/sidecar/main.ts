@@ -1,12 +1,17 @@
 // `portcullis sidecar`: flags, wiring and graceful shutdown.
 import { parseArgs } from 'node:util';
+import type { Logger } from 'pino';
 import { pino } from 'pino';
+import type { ChainSigner } from '../audit/index.ts';
+import { AuditKeyError, AuditLog, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINT_RECORDS, loadSigner } from '../audit/index.ts';
 import { durationFlag, kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
 import { UsageError } from '../cli/io.ts';
 import type { CounterStoreConfig } from './counters/index.ts';
 import { counterStoreConfig } from './counters/index.ts';
 import type { SidecarTokenOptions } from './sidecar.ts';
 import { Sidecar } from './sidecar.ts';
+import type { Telemetry } from './telemetry.ts';
+import { startTelemetry, TelemetryConfigError } from './telemetry.ts';
 
 export const SIDECAR_USAGE = `Usage: portcullis sidecar [flags]
 
@@ -42,8 +47,20 @@ Flags:
                            (default /var/run/secrets/portcullis.dev/token)
   --shutdown-delay DURATION
                            on SIGTERM, keep deciding (not ready) this long while Envoy drains (default 5s)
+  --audit-file PATH        also append the audit entries to this file, fsynced at every checkpoint
+                           (default: standard output only)
+  --audit-key FILE         the Ed25519 key audit checkpoints are signed with (PKCS #8 PEM or JWK;
+                           portcullis audit keygen); without it an ephemeral key, with a warning
+  --audit-checkpoint-records N
+                           sign the audit chain after N entries (default 1000)
+  --audit-checkpoint-interval DURATION
+                           ...or when entries have waited this long (default 10s)
   --kubeconfig PATH        kubeconfig to use (default: in-cluster, else $KUBECONFIG / ~/.kube/config)
   --log-level LEVEL        trace, debug, info, warn or error (default info)
+
+Every decision is an audit entry on standard output (docs/audit.md). With
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) set, every decision
+is also an OpenTelemetry span, configured by the standard OTEL_* variables.
 `;
 
 function tokenOptions(service: string | undefined, issuer: string | undefined, path: string | undefined): SidecarTokenOptions | undefined {
@@ -63,6 +80,40 @@ function tokenOptions(service: string | undefined, issuer: string | undefined, p
     ...(issuer === undefined ? {} : { issuer }),
     serviceAccountTokenPath: path ?? '/var/run/secrets/portcullis.dev/token',
   };
+}
+
+function positiveInteger(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not a whole number >= 1`);
+  return n;
+}
+
+async function auditSigner(path: string | undefined): Promise<ChainSigner | undefined> {
+  if (path === undefined) return undefined;
+  try {
+    return await loadSigner(path);
+  } catch (error) {
+    if (error instanceof AuditKeyError) throw new UsageError(`--audit-key ${error.message}`);
+    throw error;
+  }
+}
+
+function telemetryFrom(log: Logger): Telemetry {
+  try {
+    return startTelemetry({ log });
+  } catch (error) {
+    if (error instanceof TelemetryConfigError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
+function countersFrom(kind: string | undefined, redisUrl: string | undefined): CounterStoreConfig {
+  try {
+    return counterStoreConfig(kind, redisUrl);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
 }
 
 function required(value: string | undefined, flag: string, env: string): string {
@@ -87,6 +138,10 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       'token-issuer': { type: 'string' },
       'service-account-token': { type: 'string' },
       'shutdown-delay': { type: 'string' },
+      'audit-file': { type: 'string' },
+      'audit-key': { type: 'string' },
+      'audit-checkpoint-records': { type: 'string' },
+      'audit-checkpoint-interval': { type: 'string' },
       kubeconfig: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -100,15 +155,27 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   const agent = required(values.agent ?? process.env.PORTCULLIS_AGENT, 'agent', 'PORTCULLIS_AGENT');
   const namespace = required(values.namespace ?? process.env.POD_NAMESPACE, 'namespace', 'POD_NAMESPACE');
   const tenant = values.tenant ?? process.env.PORTCULLIS_TENANT ?? namespace;
-  let counters: CounterStoreConfig;
-  try {
-    counters = counterStoreConfig(values.counters ?? process.env.PORTCULLIS_COUNTERS, values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
-  }
+  const counters = countersFrom(values.counters ?? process.env.PORTCULLIS_COUNTERS, values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL);
   const tokens = tokenOptions(values['token-service'] ?? process.env.PORTCULLIS_TOKEN_SERVICE, values['token-issuer'], values['service-account-token']);
   const shutdownDelayMs = durationFlag(values['shutdown-delay'], 'shutdown-delay', 5_000);
-  const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } });
+  const checkpointRecords = positiveInteger(values['audit-checkpoint-records'], 'audit-checkpoint-records', DEFAULT_CHECKPOINT_RECORDS);
+  const checkpointIntervalMs = durationFlag(values['audit-checkpoint-interval'], 'audit-checkpoint-interval', DEFAULT_CHECKPOINT_INTERVAL_MS);
+  const signer = await auditSigner(values['audit-key']);
+  // One writer on standard output for log and audit lines, so they never interleave.
+  const stdout = pino.destination({ dest: 1, sync: false });
+  const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } }, stdout);
+  const telemetry = telemetryFrom(log);
+  const audit = await AuditLog.open({
+    tenant,
+    namespace,
+    agent,
+    ...(signer === undefined ? {} : { signer }),
+    stream: stdout,
+    ...(values['audit-file'] === undefined ? {} : { file: values['audit-file'] }),
+    checkpointRecords,
+    checkpointIntervalMs,
+    log,
+  });
   const sidecar = new Sidecar({
     kubeConfig: kubeConfigFrom(values.kubeconfig),
     identity: { namespace, agent },
@@ -121,6 +188,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     ...(process.env.POD_NAME === undefined ? {} : { podName: process.env.POD_NAME }),
     log,
   });
+  for (const observer of [audit.observer, ...telemetry.observers]) sidecar.authorizer.observe(observer);
   await sidecar.start();
   log.info({ ports: sidecar.boundPorts, counters: counters.kind, tokenService: tokens?.service ?? null }, 'sidecar started');
   await new Promise<void>((resolve) => {
@@ -132,6 +200,9 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     process.once('SIGINT', () => { shutdown('SIGINT'); });
   });
   await sidecar.shutdown(shutdownDelayMs);
+  // After the listeners: every decision made is recorded, then the chain is closed and signed.
+  await audit.close();
+  await telemetry.shutdown();
   log.flush();
   return 0;
 }

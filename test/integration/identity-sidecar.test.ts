@@ -4,7 +4,7 @@
 // turns a forwarded delegated token into the delegation that DESIGN.md's no-coerced-payments
 // rule denies, refuses tokens it cannot trust, and honours revokedBefore and suspension.
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
@@ -32,6 +32,9 @@ let sidecar: TrackedProcess;
 let httpBase = '';
 let grpcAddress = '';
 const serviceAccountTokenFile = join(plane.runDir, 'idsc-finance-agent.token');
+const auditDir = join(plane.runDir, 'idsc-audit');
+const auditFile = join(auditDir, 'decisions.log');
+const portcullis = join(REPO_ROOT, 'bin', 'portcullis.js');
 
 const apply = async (docs: unknown[]): Promise<void> => {
   await kubectl(plane, ['apply', '-f', '-'], { input: docs.map((d) => stringify(d)).join('---\n') });
@@ -114,6 +117,7 @@ beforeAll(async () => {
     users: [{ name: 'agent', user: { token: apiToken } }],
     contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
   }));
+  await execFileAsync(process.execPath, [portcullis, 'audit', 'keygen', '--out', auditDir]);
   const httpPort = await freePort();
   const grpcPort = await freePort();
   httpBase = `http://127.0.0.1:${String(httpPort)}`;
@@ -122,6 +126,7 @@ beforeAll(async () => {
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--agent', 'finance-agent', '--namespace', NS,
     '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', grpcAddress, '--kubeconfig', kubeconfig,
     '--token-service', tokens.url, '--token-issuer', tokens.service.issuer, '--service-account-token', serviceAccountTokenFile,
+    '--audit-file', auditFile, '--audit-key', join(auditDir, 'audit-key.pem'),
     '--shutdown-delay', '10ms', '--log-level', 'warn',
   ]);
   await eventually('the sidecar to be ready (bundle loaded, agent token held)', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 30_000);
@@ -195,9 +200,18 @@ describe('agent identity at the sidecar', () => {
     expect(recovered.rule).toBe('small-payments');
   });
 
-  it('is ready with a bundle and a token, and exits cleanly after draining on SIGTERM', async () => {
+  it('is ready with a bundle and a token, exits cleanly after draining on SIGTERM, and leaves an audit trail that verifies', async () => {
     expect((await fetch(`${httpBase}/readyz`)).status).toBe(200);
     await sidecar.kill('SIGTERM');
     expect(await sidecar.exited).toBe(0);
+    const { stdout } = await execFileAsync(process.execPath, [portcullis, 'audit', 'verify', auditFile, '--key', join(auditDir, 'audit-key.pub.pem'), '--json']);
+    const report = JSON.parse(stdout) as { verdict: string; lines: { audit: number } };
+    expect(report.verdict).toBe('verified');
+    expect(report.lines.audit).toBeGreaterThan(10);
+    // Each entry names the deciding rule and never the parameters themselves.
+    const log = await readFile(auditFile, 'utf8');
+    const rules = log.split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { audit?: { type?: string; rule?: string } }).audit).filter((a) => a?.type === 'decision').map((a) => a?.rule);
+    expect(rules).toEqual(expect.arrayContaining(['small-payments', 'no-coerced-payments', 'portcullis:untrusted-token']));
+    expect(log).not.toContain('1234567890');
   });
 });
