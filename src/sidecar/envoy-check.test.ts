@@ -182,6 +182,12 @@ describe('answerOf', () => {
     expect(headerOf(answerOf(decided({ decision: 'deny' })), 'retry-after')).toBeUndefined();
   });
 
+  it('lets an enforced sanitize through, marked sanitize, when ext_proc follows to rewrite it', () => {
+    const answer = answerOf(decided({ decision: 'sanitize', rule: 'ehr-read' }), { sanitizeDownstream: true });
+    expect(answer.allowed).toBe(true);
+    expect(answer.headers).toContainEqual(['x-portcullis-decision', 'sanitize']);
+  });
+
   it('denies an enforced sanitize, which ext_authz cannot apply, and says why', () => {
     const answer = answerOf(decided({ decision: 'sanitize', rule: 'ehr-read' }));
     expect(answer.status).toBe(403);

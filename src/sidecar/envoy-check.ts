@@ -289,16 +289,21 @@ function deniedBody(decision: SidecarDecision, mcp: RequestMapping['mcp']): stri
   return JSON.stringify(jsonRpcError(mcp.id, decision.decision === 'approval_needed', `${decision.decision} by ${by}: ${reasons.join('; ')}`, data));
 }
 
+/** Whether Envoy lets the call through: see answerOf. */
+function letsThrough(decision: SidecarDecision, sanitizeDownstream: boolean | undefined): boolean {
+  return !decision.enforced || decision.decision === 'allow' || (decision.decision === 'sanitize' && sanitizeDownstream === true);
+}
+
 /**
  * The answer to a decision. Lets the call through for allow and for any
  * decision not enforced (shadow mode, which the decision header records), with
- * okHeaders for the upstream request. sanitize is denied: ext_authz cannot
- * rewrite the body to the redacted params, and letting the unredacted call
- * through would not be sanitize.
+ * okHeaders for the upstream request. sanitize passes only when ext_proc
+ * follows in the filter chain to rewrite the body to the redacted params
+ * (`sanitizeDownstream`); otherwise it is denied, since ext_authz cannot
+ * rewrite a body and letting the unredacted call through would not be sanitize.
  */
-export function answerOf(decision: SidecarDecision, options: { mcp?: RequestMapping['mcp']; okHeaders?: Record<string, string> } = {}): ProxyAnswer {
-  const passes = !decision.enforced || decision.decision === 'allow';
-  if (passes) {
+export function answerOf(decision: SidecarDecision, options: { mcp?: RequestMapping['mcp']; okHeaders?: Record<string, string>; sanitizeDownstream?: boolean } = {}): ProxyAnswer {
+  if (letsThrough(decision, options.sanitizeDownstream)) {
     // The decision headers come last: no other header may stand in for them upstream.
     const headers = Object.entries(options.okHeaders ?? {}).filter(([key]) => key !== DECISION_HEADER && key !== DECISION_ID_HEADER);
     headers.push([DECISION_ID_HEADER, decision.decisionId], [DECISION_HEADER, decision.enforced ? decision.decision : `shadow:${decision.decision}`]);
@@ -318,6 +323,8 @@ export interface ProxyOptions {
   /** The loaded bundle's tool table, read at every request so a new bundle's tools take effect with it. */
   tools: () => ToolTable;
   inspectionLimit?: number;
+  /** ext_proc follows ext_authz in Envoy's filter chain and rewrites sanitized calls: let sanitize through. */
+  sanitizeDownstream?: boolean;
   /**
    * Checks the tokens forwarded with a request (its lower-cased headers) before
    * it is authorized: the facts go into the call's context, a refusal denies it
@@ -348,9 +355,8 @@ export async function decideProxied(request: ProxiedRequest | { refuse: string }
   const mapping = mapRequest(request, options.tools(), options.inspectionLimit);
   const context: CallContext = { transport, ...(mapping.traceparent === undefined ? {} : { traceparent: mapping.traceparent }) };
   const answer = (decision: SidecarDecision): ProxyAnswer => {
-    const passes = !decision.enforced || decision.decision === 'allow';
-    const okHeaders = passes ? options.okHeaders?.(request.headers) : undefined;
-    return answerOf(decision, { ...(mapping.mcp === undefined ? {} : { mcp: mapping.mcp }), ...(okHeaders === undefined ? {} : { okHeaders }) });
+    const okHeaders = letsThrough(decision, options.sanitizeDownstream) ? options.okHeaders?.(request.headers) : undefined;
+    return answerOf(decision, { ...(mapping.mcp === undefined ? {} : { mcp: mapping.mcp }), ...(okHeaders === undefined ? {} : { okHeaders }), ...(options.sanitizeDownstream === true ? { sanitizeDownstream: true } : {}) });
   };
   if (mapping.result.kind === 'refuse') return answer(options.authorizer.refuse(mapping.result.reason, context));
   const verdict = await verified(request, options);

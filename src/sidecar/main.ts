@@ -33,7 +33,9 @@ Flags:
   --namespace NS           the agent's namespace (default: $POD_NAMESPACE)
   --tenant NAME            the tenant whose bundle to accept (default: $PORTCULLIS_TENANT, else the namespace)
   --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181)
-  --grpc-address HOST:PORT Envoy ext_authz v3 gRPC (default 127.0.0.1:9191)
+  --grpc-address HOST:PORT Envoy ext_authz v3 and ext_proc v3 gRPC (default 127.0.0.1:9191)
+  --sanitize-with-ext-proc Envoy runs ext_proc after ext_authz: let sanitize decisions through ext_authz
+                           for ext_proc to rewrite the body (otherwise they are denied)
   --envoy-http-address HOST:PORT
                            Envoy ext_authz HTTP mode (http_service), on its own listener (default: off)
   --counters memory|redis  where rate limits, budgets and call windows are counted: memory (one replica)
@@ -138,6 +140,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       'token-issuer': { type: 'string' },
       'service-account-token': { type: 'string' },
       'shutdown-delay': { type: 'string' },
+      'sanitize-with-ext-proc': { type: 'boolean' },
       'audit-file': { type: 'string' },
       'audit-key': { type: 'string' },
       'audit-checkpoint-records': { type: 'string' },
@@ -185,6 +188,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     ...(values['envoy-http-address'] === undefined ? {} : { envoyHttp: listenAddress(values['envoy-http-address'], 'envoy-http-address') }),
     counters,
     ...(tokens === undefined ? {} : { tokens }),
+    ...(values['sanitize-with-ext-proc'] === true ? { sanitizeWithExtProc: true } : {}),
     ...(process.env.POD_NAME === undefined ? {} : { podName: process.env.POD_NAME }),
     log,
   });

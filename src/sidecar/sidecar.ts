@@ -38,6 +38,8 @@ export interface SidecarOptions {
   metrics?: SidecarMetrics;
   /** Where rateLimits, budgets and callsOver are counted: in memory unless given. */
   counters?: CounterStoreConfig;
+  /** Envoy runs ext_proc after ext_authz (as injected pods do): ext_authz lets sanitize through for ext_proc to rewrite. */
+  sanitizeWithExtProc?: boolean;
   /** The pod the sidecar runs in, named in the events it records. */
   podName?: string;
   /** The token service: the sidecar holds an agent token and verifies forwarded ones. Off unless given. */
@@ -116,7 +118,7 @@ export class Sidecar {
     this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, ...(identityHooks.verify === undefined ? {} : { verify: identityHooks.verify }) });
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
-    this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });
+    this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks, ...(options.sanitizeWithExtProc === true ? { sanitizeDownstream: true } : {}) });
     // ext_proc verifies forwarded tokens only for requests ext_authz did not decide (it reuses ext_authz's decision).
     addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log, ...(identityHooks.verify === undefined ? {} : { verify: identityHooks.verify }) });
     this.envoyHttpServer = options.envoyHttp === undefined ? undefined : createEnvoyHttpServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });

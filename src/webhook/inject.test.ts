@@ -78,6 +78,8 @@ describe('inject', () => {
   it('tells the sidecar its tenant and its agent, the AgentIdentity named like the ServiceAccount', () => {
     const authz = inject(pod('a'), config, { tenant: 'payments-team' }).spec?.initContainers?.[0];
     expect(authz?.args).toContain('--tenant=payments-team');
+    // Its Envoy runs ext_proc after ext_authz, so sanitize decisions pass ext_authz to be rewritten.
+    expect(authz?.args).toContain('--sanitize-with-ext-proc');
     expect(authz?.env?.find((e) => e.name === 'PORTCULLIS_AGENT')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.serviceAccountName');
   });
 

@@ -71,6 +71,8 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
       `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`,
       `--http-address=0.0.0.0:${PORTS.authzHttp}`,
       `--tenant=${context.tenant}`,
+      // The injected Envoy runs ext_proc after ext_authz (envoy-bootstrap.ts), which rewrites sanitized calls.
+      '--sanitize-with-ext-proc',
       ...(config.tokenService === undefined ? [] : [`--token-service=${config.tokenService}`, `--service-account-token=${TOKEN_MOUNT}/token`]),
     ],
     env: [

@@ -139,7 +139,7 @@ beforeAll(async () => {
   grpcAddress = `127.0.0.1:${grpcPort}`;
   sidecar = await spawnTracked(plane, process.execPath, [
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS,
-    '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpcAddress,
+    '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpcAddress, '--sanitize-with-ext-proc',
   ]);
   await eventually('the sidecar to be ready', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000);
 });
@@ -212,6 +212,14 @@ describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
     expect(await decisionsOf('ehr-notes')).toBe(before + 1);
     const replayed = await drive({ request: chained, response: { headers: json, chunks: ['{}'] } });
     expect(replayed.immediate_response).toMatchObject({ phase: 'request_body', status: 403 });
+  });
+
+  it('through ext_authz then ext_proc, as the injected Envoy chains them: a sanitize call passes ext_authz and reaches the upstream redacted', async () => {
+    const request = { method: 'POST', host: EHR, path: '/v1/records', headers: json, body: JSON.stringify({ patient: { ssn: '123-45-6789' } }) };
+    const upstreamHeaders = await check(request);
+    expect(upstreamHeaders['x-portcullis-decision']).toBe('sanitize');
+    const outcome = await drive({ request: { ...request, headers: { ...json, ...upstreamHeaders } }, response: { headers: json, chunks: ['{"ok": true}'] } });
+    expect(JSON.parse(outcome.upstream_request?.body ?? '{}')).toEqual({ patient: { ssn: '[REDACTED:ssn]' } });
   });
 
   it('is asked for by policies the API server checks: redactResponse goes only with allow or sanitize', async () => {
