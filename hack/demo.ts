@@ -4,8 +4,10 @@
 // sidecar deciding three calls: one allowed, one denied, one waiting for
 // approval.
 
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { BundleJwks } from '../src/bundle/index.ts';
 import { fromConfigMapData, fromJwks, verifyBundle } from '../src/bundle/index.ts';
@@ -27,6 +29,8 @@ const plane = await startControlPlane({ log: (line) => { console.log(`   ${line}
 let operator: Operator | undefined;
 let webhook: RunningWebhook | undefined;
 let stopSidecar: (() => Promise<void>) | undefined;
+const execFileAsync = promisify(execFile);
+const portcullis = join(REPO_ROOT, 'bin', 'portcullis.js');
 let stopping = false;
 const stop = async (): Promise<void> => {
   if (stopping) return;
@@ -88,9 +92,13 @@ try {
 
   step('the authz sidecar of finance-agent, deciding with that bundle');
   const sidecarPort = await freePort();
+  const auditDir = join(plane.runDir, 'audit');
+  const auditFile = join(auditDir, 'finance-agent.log');
+  await execFileAsync(process.execPath, [portcullis, 'audit', 'keygen', '--out', auditDir]);
   const sidecar = await spawnTracked(plane, process.execPath, [
-    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', plane.kubeconfig, '--agent', 'finance-agent', '--namespace', 'finance',
+    portcullis, 'sidecar', '--kubeconfig', plane.kubeconfig, '--agent', 'finance-agent', '--namespace', 'finance',
     '--tenant', 'finance', '--http-address', `127.0.0.1:${sidecarPort}`, '--grpc-address', `127.0.0.1:${await freePort()}`, '--log-level', 'error',
+    '--audit-file', auditFile, '--audit-key', join(auditDir, 'audit-key.pem'), '--shutdown-delay', '10ms',
   ]);
   stopSidecar = () => sidecar.kill('SIGTERM');
   const base = `http://127.0.0.1:${sidecarPort}`;
@@ -108,6 +116,22 @@ try {
     const response = await fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(input) });
     console.log(`${response.status} ${await response.text()}`);
   }
+
+  step('every decision is in a hash-chained audit trail, signed at checkpoints');
+  await sidecar.kill('SIGTERM');
+  stopSidecar = undefined;
+  const verify = async (file: string): Promise<void> => {
+    console.log(`$ portcullis audit verify ${file.slice(plane.runDir.length + 1)} --key audit-key.pub.pem`);
+    const result = await execFileAsync(process.execPath, [portcullis, 'audit', 'verify', file, '--key', join(auditDir, 'audit-key.pub.pem')]).catch((error: unknown) => error as { stdout: string; code: number });
+    console.log(`${result.stdout.trim()}${'code' in result ? `\n(exit ${String(result.code)})` : ''}`);
+  };
+  await verify(auditFile);
+  // Someone turns the recorded denial into an allow: the chain says which entry.
+  const lines = (await readFile(auditFile, 'utf8')).split('\n');
+  const denied = lines.findIndex((line) => line.includes('"decision":"deny"'));
+  const tampered = join(auditDir, 'tampered.log');
+  await writeFile(tampered, lines.map((line, i) => (i === denied ? line.replace('"decision":"deny"', '"decision":"allow"') : line)).join('\n'));
+  await verify(tampered);
 
   step('a malformed policy is refused by the API server');
   const bad = await kubectl(plane, ['apply', '-f', '-'], {
