@@ -181,7 +181,9 @@ describe('agent identity at the sidecar', () => {
 
   it('refuses every call once its own token is revoked, until a token issued after revokedBefore is held', async () => {
     expect((await authorize()).decision).toBe('allow');
-    const revokedBefore = new Date(Date.now() + 1000).toISOString();
+    // A whole second: tokens carry iat in whole seconds, so one issued after it is never read as before it.
+    const revokedAt = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+    const revokedBefore = new Date(revokedAt).toISOString();
     await kubectl(plane, ['patch', 'agentidentity', 'finance-agent', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { revokedBefore } })]);
     const refused = await eventually('the revocation to reach the sidecar', async () => {
       const answer = await authorize();
@@ -189,13 +191,15 @@ describe('agent identity at the sidecar', () => {
     });
     expect(refused.reasons[0]).toMatch(/are revoked/);
     // The ServiceAccount token on file predates the revocation too: the token service refuses it.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, revokedAt + 100 - Date.now())));
     expect((await authorize()).rule).toBe('portcullis:untrusted-token');
     // The kubelet rotates the projected token; the sidecar reads it afresh at its next exchange.
     await writeFile(serviceAccountTokenFile, await serviceAccountToken('finance-agent'));
     const recovered = await eventually('the sidecar to hold a token issued after revokedBefore', async () => {
       const answer = await authorize();
-      return answer.decision === 'allow' ? answer : undefined;
+      // Thrown, so a timeout names the last refusal and the sidecar's own account of its token exchanges.
+      if (answer.decision !== 'allow') throw new Error(`${answer.reasons.join('; ')}; sidecar log: ${sidecar.output().split('\n').filter((l) => l.includes('token')).slice(-3).join(' | ')}`);
+      return answer;
     });
     expect(recovered.rule).toBe('small-payments');
   });
