@@ -7,8 +7,10 @@
 // condition measured in the same run (the floor: no store is touched), and a
 // bare Redis PING round trip (the floor of any Redis-backed decision).
 // Latencies are per call, one call at a time, after a warm-up.
-// Figures of other parts of the request path (ext_proc) are added to the same
-// result by calling their builders next to stateFigures() below.
+// Then what ext_proc adds before the request goes upstream, for a 4 KiB JSON
+// body sanitized (rewritten) and allowed (passed), next to ext_authz's Check on
+// the same server (parts/ext-proc.ts; `npm run bench -- ext-proc` has the
+// answer-side figures too).
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,6 +25,7 @@ import { createCounterStore } from '../src/sidecar/counters/index.ts';
 import { createSidecarMetrics } from '../src/sidecar/metrics.ts';
 import { startRedis } from '../test/harness/redis.ts';
 import type { Figure } from './lib.ts';
+import { extProcFigures } from './parts/ext-proc.ts';
 import { figure, percentile, report } from './lib.ts';
 
 const WARMUP = 2000;
@@ -118,7 +121,9 @@ try {
     { name: 'memory', config: { kind: 'memory' } },
     { name: 'redis', config: { kind: 'redis', url: redis.url } },
   ]);
-  await report('state', [...figures, ...(await pingFigures(redis.url))]);
+  // What ext_proc adds to a call whose 4 KiB JSON body is sanitized or passed (the request side).
+  const extProc = (await extProcFigures()).filter((f) => f.metric.startsWith('ext_proc request'));
+  await report('state', [...figures, ...(await pingFigures(redis.url)), ...extProc]);
 } finally {
   await redis.stop();
   await rm(runDir, { recursive: true, force: true });
