@@ -3,37 +3,32 @@
 // swaps the evaluator in one assignment, so a decision sees the old policy or
 // the new one, never a mix. A refused bundle is counted and logged; the last
 // good one keeps answering.
-import type { KubeConfig, KubernetesListObject, V1ConfigMap } from '@kubernetes/client-node';
-import { CoreV1Api } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { parseRevision } from '../bundle/index.ts';
-import { ResilientInformer } from '../operator/informers.ts';
+import { parseRevision } from '../bundle/revision.ts';
 import type { BundleRefusal } from './bundle-events.ts';
 import type { BundleSnapshot, LoadedPolicy } from './bundle-verdict.ts';
 import { BUNDLE_CONFIGMAP, judgeBundle, TRUST_CONFIGMAP } from './bundle-verdict.ts';
+import type { ConfigMapApi } from './configmap-watch.ts';
+import { ConfigMapWatch } from './configmap-watch.ts';
 import type { SidecarMetrics } from './metrics.ts';
 
 export interface BundleSourceOptions {
-  kubeConfig: KubeConfig;
+  api: ConfigMapApi;
   namespace: string;
   tenant: string;
   log: Logger;
   metrics: SidecarMetrics;
   /** Told of every refused bundle (an Event is recorded from it). */
   onRefused?: (refusal: BundleRefusal) => void;
-}
-
-const WATCHED = new Set([BUNDLE_CONFIGMAP, TRUST_CONFIGMAP]);
-
-/** Other ConfigMaps of the namespace are cached by name only: their data is never needed. */
-function keepOnlyWatched(configMap: V1ConfigMap): V1ConfigMap {
-  if (WATCHED.has(configMap.metadata?.name ?? '')) return configMap;
-  return { metadata: { name: configMap.metadata?.name, namespace: configMap.metadata?.namespace, resourceVersion: configMap.metadata?.resourceVersion } };
+  /** The first retry after a failed list or watch (doubling up to 30 s). */
+  minBackoffMs?: number;
 }
 
 export class BundleSource {
   private current: LoadedPolicy | undefined;
-  private readonly informer: ResilientInformer<V1ConfigMap>;
+  /** Each ConfigMap is watched by name: no other ConfigMap of the namespace is read. */
+  private readonly bundle: ConfigMapWatch;
+  private readonly trust: ConfigMapWatch;
   private readonly options: BundleSourceOptions;
   /** One judgement at a time; a change during one asks for another after it. */
   private judging: Promise<void> = Promise.resolve();
@@ -41,19 +36,19 @@ export class BundleSource {
 
   constructor(options: BundleSourceOptions) {
     this.options = options;
-    const api = options.kubeConfig.makeApiClient(CoreV1Api);
-    const list = (): Promise<KubernetesListObject<V1ConfigMap>> => api.listNamespacedConfigMap({ namespace: options.namespace });
-    this.informer = new ResilientInformer<V1ConfigMap>(options.kubeConfig, `/api/v1/namespaces/${options.namespace}/configmaps`, list, {
-      name: 'configmaps',
-      transform: keepOnlyWatched,
-      onError: (name, error, retryInMs) => {
+    const watch = (name: string): ConfigMapWatch => new ConfigMapWatch({
+      api: options.api,
+      namespace: options.namespace,
+      name,
+      onChange: () => { this.schedule(); },
+      onError: (error, retryInMs) => {
         options.metrics.informerRestarts.inc({ informer: name });
         options.log.warn({ informer: name, err: error, retryInMs }, 'watch failed; restarting');
       },
+      ...(options.minBackoffMs === undefined ? {} : { minBackoffMs: options.minBackoffMs }),
     });
-    this.informer.onChange((configMap) => {
-      if (WATCHED.has(configMap.metadata?.name ?? '')) this.schedule();
-    });
+    this.bundle = watch(BUNDLE_CONFIGMAP);
+    this.trust = watch(TRUST_CONFIGMAP);
   }
 
   /** The loaded policy, or undefined until a valid bundle has been seen. */
@@ -61,14 +56,15 @@ export class BundleSource {
     return this.current;
   }
 
+  /** Resolves once both ConfigMaps were listed (or their first list failed: retried meanwhile) and judged. */
   async start(): Promise<void> {
-    await this.informer.start();
+    await Promise.all([this.bundle.start(), this.trust.start()]);
     this.schedule();
     await this.settled();
   }
 
   async stop(): Promise<void> {
-    await this.informer.stop();
+    await Promise.all([this.bundle.stop(), this.trust.stop()]);
     await this.settled();
   }
 
@@ -88,9 +84,8 @@ export class BundleSource {
   }
 
   private snapshot(): BundleSnapshot {
-    const { namespace } = this.options;
-    const bundle = this.informer.get(BUNDLE_CONFIGMAP, namespace);
-    const trust = this.informer.get(TRUST_CONFIGMAP, namespace);
+    const bundle = this.bundle.current;
+    const trust = this.trust.current;
     return {
       ...(bundle === undefined ? {} : { bundle: { data: bundle.data ?? {}, binaryData: bundle.binaryData ?? {} } }),
       ...(trust === undefined ? {} : { trust: { data: trust.data ?? {} } }),
@@ -111,7 +106,7 @@ export class BundleSource {
       case 'reject':
         metrics.bundleRejections.inc({ code: verdict.code });
         log.error({ tenant, code: verdict.code, reason: verdict.message, keeping: loaded ?? null }, 'bundle refused');
-        this.options.onRefused?.({ code: verdict.code, message: verdict.message, keeping: loaded, bundle: this.informer.get(BUNDLE_CONFIGMAP, this.options.namespace)?.metadata });
+        this.options.onRefused?.({ code: verdict.code, message: verdict.message, keeping: loaded, bundle: this.bundle.current?.metadata });
         break;
       case 'waiting':
         log.info({ tenant, reason: verdict.reason, keeping: loaded ?? null }, 'waiting for the bundle');

@@ -4,10 +4,12 @@ import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { ChainSigner } from '../audit/index.ts';
 import { AuditKeyError, AuditLog, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINT_RECORDS, loadSigner } from '../audit/index.ts';
-import { durationFlag, kubeConfigFrom, listenAddress, logLevel } from '../cli/flags.ts';
+import { durationFlag, listenAddress, logLevel } from '../cli/flags.ts';
 import { UsageError } from '../cli/io.ts';
 import type { CounterStoreConfig } from './counters/index.ts';
 import { counterStoreConfig } from './counters/index.ts';
+import type { ApiConnection } from './kube-config.ts';
+import { KubeConfigError, loadApiConnection, localFiles } from './kube-config.ts';
 import type { SidecarTokenOptions } from './sidecar.ts';
 import { Sidecar } from './sidecar.ts';
 import type { Telemetry } from './telemetry.ts';
@@ -118,6 +120,15 @@ function countersFrom(kind: string | undefined, redisUrl: string | undefined): C
   }
 }
 
+async function apiConnectionFrom(kubeconfig: string | undefined): Promise<ApiConnection> {
+  try {
+    return await loadApiConnection(kubeconfig, process.env, localFiles);
+  } catch (error) {
+    if (error instanceof KubeConfigError) throw new UsageError(`--kubeconfig: ${error.message}`);
+    throw error;
+  }
+}
+
 function required(value: string | undefined, flag: string, env: string): string {
   if (value === undefined || value === '') throw new UsageError(`--${flag} (or $${env}) is required`);
   return value;
@@ -164,6 +175,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   const checkpointRecords = positiveInteger(values['audit-checkpoint-records'], 'audit-checkpoint-records', DEFAULT_CHECKPOINT_RECORDS);
   const checkpointIntervalMs = durationFlag(values['audit-checkpoint-interval'], 'audit-checkpoint-interval', DEFAULT_CHECKPOINT_INTERVAL_MS);
   const signer = await auditSigner(values['audit-key']);
+  const kubernetes = await apiConnectionFrom(values.kubeconfig);
   // One writer on standard output for log and audit lines, so they never interleave.
   const stdout = pino.destination({ dest: 1, sync: false });
   const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } }, stdout);
@@ -180,7 +192,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     log,
   });
   const sidecar = new Sidecar({
-    kubeConfig: kubeConfigFrom(values.kubeconfig),
+    kubernetes,
     identity: { namespace, agent },
     tenant,
     http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),

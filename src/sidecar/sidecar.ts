@@ -2,19 +2,20 @@
 // listeners (HTTP for /v1/authorize and operations, gRPC for Envoy ext_authz
 // and ext_proc, and optionally HTTP for Envoy ext_authz's HTTP mode).
 import type { Server as GrpcServer } from '@grpc/grpc-js';
-import type { KubeConfig } from '@kubernetes/client-node';
-import { CoreV1Api } from '@kubernetes/client-node';
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { readFile } from 'node:fs/promises';
 import type { BundleJwks } from '../bundle/index.ts';
-import { AgentTokenSource, JwksSource, tokenServiceFetcher } from '../identity/index.ts';
+// The modules themselves, not identity/index.ts: that also holds the token service, whose Kubernetes client the sidecar does not load.
+import { JwksSource } from '../identity/jwks-source.ts';
+import { AgentTokenSource, tokenServiceFetcher } from '../identity/token-source.ts';
 import { AGENT_TOKEN_HEADER, AgentTokens } from './agent-tokens.ts';
 import type { AgentIdentity, VerifiedFacts } from './authorizer.ts';
 import { Authorizer } from './authorizer.ts';
-import { BundleEventRecorder } from './bundle-events.ts';
+import { BundleEventRecorder, eventCreator } from './bundle-events.ts';
 import { BundleSource } from './bundle-source.ts';
+import { configMapApi } from './configmap-watch.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { CounterStoreConfig, CountingStore } from './counters/index.ts';
 import { createCounterStore } from './counters/index.ts';
@@ -22,12 +23,15 @@ import { createEnvoyHttpServer } from './envoy-http.ts';
 import { addExternalProcessor } from './ext-proc.ts';
 import { createGrpcServer, listenGrpc } from './grpc-server.ts';
 import { createHttpServer } from './http-server.ts';
+import { KubeClient } from './kube-client.ts';
+import type { ApiConnection } from './kube-config.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import { toolTableOf } from './tools.ts';
 
 export interface SidecarOptions {
-  kubeConfig: KubeConfig;
+  /** The API server, where the bundle is watched and refusals are recorded as events (kube-config.ts). */
+  kubernetes: ApiConnection;
   identity: AgentIdentity;
   tenant: string;
   http: { host: string; port: number };
@@ -77,6 +81,7 @@ export class Sidecar {
   readonly authorizer: Authorizer;
   readonly counters: CountingStore;
   private readonly bundles: BundleSource;
+  private readonly kube: KubeClient;
   private readonly httpServer: HttpServer;
   private readonly grpcServer: GrpcServer;
   private readonly envoyHttpServer: HttpServer | undefined;
@@ -88,9 +93,15 @@ export class Sidecar {
   constructor(options: SidecarOptions) {
     this.options = options;
     this.metrics = options.metrics ?? createSidecarMetrics();
-    const events = new BundleEventRecorder({ core: options.kubeConfig.makeApiClient(CoreV1Api), namespace: options.identity.namespace, instance: options.podName ?? options.identity.agent, log: options.log });
+    this.kube = new KubeClient(options.kubernetes);
+    const events = new BundleEventRecorder({
+      createEvent: eventCreator((path, body) => this.kube.create(path, body)),
+      namespace: options.identity.namespace,
+      instance: options.podName ?? options.identity.agent,
+      log: options.log,
+    });
     this.bundles = new BundleSource({
-      kubeConfig: options.kubeConfig,
+      api: configMapApi(this.kube),
       namespace: options.identity.namespace,
       tenant: options.tenant,
       log: options.log,
@@ -182,6 +193,7 @@ export class Sidecar {
       await Promise.all([grpcDone, ...httpDone]);
     }
     await this.bundles.stop();
+    this.kube.close();
     await this.counters.close();
   }
 
