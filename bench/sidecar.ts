@@ -15,8 +15,8 @@
 // with the NODE_OPTIONS the webhook injects, and once more with V8's default
 // heap, to show what the heap bound costs.
 //
-// The peer is opa-envoy-plugin when BENCH_ASSET_OPA_ENVOY names its binary;
-// otherwise hack/tools/opa-extauthz (see hack/build-bench-tools.sh).
+// The peer is opa-envoy-plugin, built by hack/build-bench-tools.sh (or the
+// binary BENCH_ASSET_OPA_ENVOY names).
 // BENCH_SECONDS sets the length of each measured run (default 10).
 // BENCH_NODE_OPTIONS replaces the injected NODE_OPTIONS
 // (--max-old-space-size=48), e.g. to add --cpu-prof --cpu-prof-dir=DIR.
@@ -390,7 +390,7 @@ async function pinToClientCpu(pids: number[]): Promise<void> {
 }
 
 const { ghz, peer: peerBinary } = await benchTools();
-const peerName = process.env.BENCH_ASSET_OPA_ENVOY === undefined ? 'opa-extauthz (OPA v1.22.2)' : 'opa-envoy-plugin';
+const peerName = 'opa-envoy-plugin';
 const peerVersion = (await run(peerBinary, ['version'])).stdout.split('\n')[0] ?? '';
 const loadBefore = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
 const plane = await startControlPlane({ log: (l) => { console.log(`[control-plane] ${l}`); } });
@@ -482,7 +482,7 @@ try {
   const cpu = (l: Load | undefined): string => (l === undefined ? '' : `server ${pct(l.serverCpu)} of CPU ${SERVER_CPU}, others ${pct(l.othersOnServerCpu)}, CPU ${CLIENT_CPU} ${pct(l.clientCpu)}`);
   const errors = (m: Measured): number => m.max.errors + [...m.rates.values()].reduce((n, l) => n + l.errors, 0);
   notes.push(
-    `Peer: ${peerName} (${peerVersion}).${process.env.BENCH_ASSET_OPA_ENVOY === undefined ? ' The Go module proxy does not serve opa-envoy-plugin here; hack/tools/opa-extauthz is the opa command with an envoy_ext_authz_grpc plugin built the way opa-envoy-plugin builds its own (same config, input and decision shapes).' : ''}`,
+    `Peer: ${peerName} (${peerVersion}), the newest version the Go module proxy serves here.`,
     `Each server alone on CPU ${SERVER_CPU} (taskset: Go runs with GOMAXPROCS=1, Node on one core); ghz on CPU ${CLIENT_CPU}, ${CONCURRENCY} calls in flight over ${CONNECTIONS} connections; each run ${SECONDS} s after a 5 s warm-up at saturation; the control plane and this process pinned to CPU ${CLIENT_CPU}. ghz keeps at most ${CONCURRENCY} calls in flight, so a server that falls behind an offered rate answers fewer calls (the achieved rate) rather than queueing more.`,
     'Request: Check with attributes.request.http (POST payments.tools.svc:8080/v1/payments, 10 headers, JSON body {amount 4200, USD, account}) as Envoy sends it with with_request_body; the proto subset in src/sidecar/proto for both. Both answer it allow with the same headers; an over-limit (409 approval_needed) and a GBP payment (403 default deny) were checked to get the same answers from both before the load.',
     `Sidecar: NODE_OPTIONS ${SIDECAR_NODE_OPTIONS === '' ? '(none)' : SIDECAR_NODE_OPTIONS} as the webhook injects it (the targets are judged on it); the "V8 default heap" rows are the same sidecar with no heap bound. Bundles compiled and signed by the operator; --log-level warn. Peer policy: bench/fixtures/sidecar/payments.rego (input.parsed_body) with the same allow / approval_needed / deny rules and answers; it keeps the last of a repeated JSON key where the sidecar denies, gives reasons for the deciding rule only, and the delegation chain is empty for both (no verified agent token).`,

@@ -5,11 +5,12 @@
 # finds them and builds nothing.
 #
 #   ghz         the gRPC load generator (github.com/bojand/ghz/cmd/ghz)
-#   opa-envoy   an Envoy ext_authz v3 server on OPA: opa-envoy-plugin's binary
-#               when BENCH_ASSET_OPA_ENVOY names one; else the opa command with
-#               an envoy_ext_authz_grpc plugin built the way opa-envoy-plugin
-#               builds its own (hack/tools/opa-extauthz), since the module proxy
-#               does not serve opa-envoy-plugin's module here
+#   opa-envoy   opa-envoy-plugin (github.com/open-policy-agent/opa-envoy-plugin):
+#               the opa command with Envoy's ext_authz gRPC plugin, built from
+#               hack/tools/opa-envoy-plugin as its release binary is. The module
+#               proxy here lists no version of it but serves the exact version
+#               pinned (OPA_ENVOY_PLUGIN_VERSION), so it is built through a
+#               wrapper module rather than `go install`, which asks for the list
 #
 # Binaries that already exist are used instead of building:
 #   BENCH_ASSET_GHZ, BENCH_ASSET_OPA_ENVOY  (explicit paths)
@@ -65,34 +66,30 @@ build_ghz() {
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
-# The tool's own source is part of its cache key: an edit to it rebuilds it.
-opa_extauthz_dir() {
+# The wrapper's own files are part of the cache key: an edit to them rebuilds it.
+opa_envoy_dir() {
   local source_hash
-  source_hash="$(cat "$here/tools/opa-extauthz/main.go" "$here/tools/opa-extauthz/go.mod" | sha256sum | cut -c1-12)"
-  echo "$cache/opa-extauthz-$OPA_VERSION-$GO_CONTROL_PLANE_VERSION-$source_hash"
+  source_hash="$(cat "$here/tools/opa-envoy-plugin/main.go" "$here/tools/opa-envoy-plugin/go.mod" | sha256sum | cut -c1-12)"
+  echo "$cache/opa-envoy-plugin-$OPA_ENVOY_PLUGIN_VERSION-$source_hash"
 }
 
-build_opa_extauthz() {
-  local dest; dest="$(opa_extauthz_dir)"
-  if [ -x "$dest/opa-extauthz" ]; then return; fi
-  require_go "opa-extauthz"
-  log "building opa-extauthz with opa $OPA_VERSION and go-control-plane $GO_CONTROL_PLANE_VERSION (cold: about 2 min; seconds once opa is built)"
-  local work; work="$(mktemp -d)"
-  cp "$here/tools/opa-extauthz/main.go" "$here/tools/opa-extauthz/go.mod" "$here/tools/opa-extauthz/go.sum" "$work/"
-  # The versions in versions.env win over the ones go.mod was committed with (or the newer ones opa needs).
-  (cd "$work" && go mod edit -require="github.com/open-policy-agent/opa@$OPA_VERSION" \
-      -require="github.com/envoyproxy/go-control-plane/envoy@$GO_CONTROL_PLANE_VERSION" && go mod tidy) \
-    || die "resolving github.com/open-policy-agent/opa $OPA_VERSION and go-control-plane $GO_CONTROL_PLANE_VERSION failed"
+build_opa_envoy() {
+  local dest; dest="$(opa_envoy_dir)"
+  if [ -x "$dest/opa-envoy-plugin" ]; then return; fi
+  require_go "opa-envoy-plugin"
+  grep -q "opa-envoy-plugin $OPA_ENVOY_PLUGIN_VERSION\$" "$here/tools/opa-envoy-plugin/go.mod" \
+    || die "hack/tools/opa-envoy-plugin/go.mod does not require opa-envoy-plugin $OPA_ENVOY_PLUGIN_VERSION (versions.env): update it with go get and go mod tidy there"
+  log "building opa-envoy-plugin $OPA_ENVOY_PLUGIN_VERSION (cold: about 3 min, module downloads included)"
   mkdir -p "$dest.tmp"
-  with_progress opa-extauthz env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest.tmp/opa-extauthz" .
-  rm -rf "$dest" "$work"; mv "$dest.tmp" "$dest"
+  with_progress opa-envoy-plugin env -C "$here/tools/opa-envoy-plugin" CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$dest.tmp/opa-envoy-plugin" .
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
 # path_of TOOL: an existing binary named by the environment, else the cached build.
 path_of() {
   case "$1" in
     ghz) echo "${BENCH_ASSET_GHZ:-$cache/ghz-$GHZ_VERSION/ghz}" ;;
-    opa-envoy) echo "${BENCH_ASSET_OPA_ENVOY:-$(opa_extauthz_dir)/opa-extauthz}" ;;
+    opa-envoy) echo "${BENCH_ASSET_OPA_ENVOY:-$(opa_envoy_dir)/opa-envoy-plugin}" ;;
   esac
 }
 
@@ -110,7 +107,7 @@ for tool in "${wanted[@]}"; do
   [ -z "${!explicit_name:-}" ] || die "$explicit_name names $path, which is not an executable file"
   case "$tool" in
     ghz) build_ghz ;;
-    opa-envoy) build_opa_extauthz ;;
+    opa-envoy) build_opa_envoy ;;
   esac
   [ -x "$path" ] || die "$tool was built but $path is missing"
 done
