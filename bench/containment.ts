@@ -10,12 +10,12 @@
 // per exchange), one at a time and with 16 in flight.
 // Operator, sidecar, API server, etcd and this process share the machine's cores.
 
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { TrackedProcess } from '../test/harness/cluster.ts';
 import { eventually, spawnTracked } from '../test/harness/cluster.ts';
 import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
+import { agentKubeconfigFile } from '../test/harness/local-parts.ts';
 import type { Figure } from './lib.ts';
 import { figure, percentile, report } from './lib.ts';
 
@@ -52,18 +52,6 @@ async function firstAnswer(base: string, done: (answer: Answer) => boolean, time
     if (done(answer)) return performance.now();
   }
   throw new Error(`no such answer within ${String(timeoutMs)} ms`);
-}
-
-async function agentKubeconfig(): Promise<string> {
-  const token = (await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--duration=2h'])).stdout.trim();
-  const path = join(plane.runDir, 'containment-agent.kubeconfig');
-  await writeFile(path, stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
-    clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
-    users: [{ name: 'agent', user: { token } }],
-    contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
-  }));
-  return path;
 }
 
 async function issue(tokenBase: string, serviceAccountToken: string): Promise<number> {
@@ -103,10 +91,7 @@ try {
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar',
     '--agent', AGENT, '--namespace', NS, '--tenant', NS,
     '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', `127.0.0.1:${String(await freePort())}`,
-    '--kubeconfig', await eventually('the operator to grant the sidecar access', async () => {
-      const canI = await kubectl(plane, ['auth', 'can-i', 'watch', 'configmaps', '-n', NS, `--as=system:serviceaccount:${NS}:${AGENT}`], { allowFailure: true });
-      return canI.stdout.trim() === 'yes' ? agentKubeconfig() : undefined;
-    }, 60_000),
+    '--kubeconfig', await agentKubeconfigFile(plane, NS, AGENT),
     '--log-level', 'error',
   ]);
   processes.push(sidecar);

@@ -4,8 +4,7 @@
 // the operator's bundle — and concurrent calls never get more than the limits
 // allow. Redis killed: stateful calls are denied, stateless ones allowed; back:
 // the limits work again.
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -20,7 +19,7 @@ import { createSidecarMetrics } from '../../src/sidecar/metrics.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, spawnTracked } from '../harness/cluster.ts';
 import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
-import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
+import { agentKubeconfigFile, startScopedOperator } from '../harness/local-parts.ts';
 import type { RedisServer } from '../harness/redis.ts';
 import { startRedis } from '../harness/redis.ts';
 
@@ -185,48 +184,14 @@ describe('two portcullis sidecar processes sharing one Redis', () => {
     return (await response.json()) as Answer;
   };
 
-  async function startOperator(): Promise<Operator> {
-    await ensureNamespace(plane, OPERATOR_NS);
-    const overlay = join(plane.runDir, 'counters-rbac');
-    await mkdir(overlay, { recursive: true });
-    await writeFile(join(overlay, 'kustomization.yaml'), stringify({
-      apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', namespace: OPERATOR_NS, namePrefix: 'counters-',
-      resources: [relative(overlay, join(REPO_ROOT, 'config', 'rbac'))],
-    }));
-    await kubectl(plane, ['apply', '-k', overlay]);
-    return startLocalOperator(plane, { kubeConfig: await serviceAccountKubeConfig(plane, OPERATOR_NS, 'counters-portcullis-operator'), namespace: OPERATOR_NS, identity: 'counters-test-operator' });
-  }
-
-  /** A kubeconfig file for the agent's ServiceAccount, which may only read the namespace's ConfigMaps. */
-  async function agentKubeconfig(): Promise<string> {
-    const docs = [
-      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT, namespace: NS } },
-      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'portcullis-sidecar', namespace: NS }, rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] }] },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'portcullis-sidecar', namespace: NS },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'portcullis-sidecar' }, subjects: [{ kind: 'ServiceAccount', name: AGENT, namespace: NS }],
-      },
-    ];
-    await kubectl(plane, ['apply', '-f', '-'], { input: docs.map((d) => stringify(d)).join('---\n') });
-    const token = (await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--duration=2h'])).stdout.trim();
-    const path = join(plane.runDir, 'counters-agent.kubeconfig');
-    await writeFile(path, stringify({
-      apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
-      clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
-      users: [{ name: 'agent', user: { token } }],
-      contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
-    }));
-    return path;
-  }
-
   beforeAll(async () => {
     // Redis starts empty for these sidecars: the in-process replicas' counters are gone.
     await redis.kill();
     await redis.start();
-    operator = await startOperator();
+    operator = await startScopedOperator(plane, 'counters', OPERATOR_NS);
     await ensureNamespace(plane, NS);
     await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: [IDENTITY, POLICY].map((d) => stringify(d)).join('---\n') });
-    const kubeconfig = await agentKubeconfig();
+    const kubeconfig = await agentKubeconfigFile(plane, NS, AGENT);
     for (let i = 0; i < 2; i++) {
       const [httpPort, grpcPort] = [await freePort(), await freePort()];
       const process = await spawnTracked(plane, globalThis.process.execPath, [

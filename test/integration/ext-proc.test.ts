@@ -4,8 +4,8 @@
 // built from go-control-plane's ext_proc types (hack/tools/extproc-client)
 // drives Process streams exactly as Envoy's ext_proc filter would.
 import { execFile } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -13,8 +13,8 @@ import type { Operator } from '../../src/operator/operator.ts';
 import { envoyBootstrap } from '../../src/webhook/index.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, spawnTracked } from '../harness/cluster.ts';
-import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
-import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
+import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { agentKubeconfigFile, startScopedOperator } from '../harness/local-parts.ts';
 
 const execFileAsync = promisify(execFile);
 const plane = inject('controlPlane');
@@ -45,44 +45,6 @@ const recordsPolicy = {
     ],
   },
 };
-
-/** The operator with config/rbac's permissions, renamed into its own namespace. */
-async function startOperator(): Promise<Operator> {
-  await ensureNamespace(plane, OPERATOR_NS);
-  const overlay = join(plane.runDir, 'extproc-rbac');
-  await mkdir(overlay, { recursive: true });
-  await writeFile(join(overlay, 'kustomization.yaml'), stringify({
-    apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', namespace: OPERATOR_NS, namePrefix: 'extproc-',
-    resources: [relative(overlay, join(REPO_ROOT, 'config', 'rbac'))],
-  }));
-  await kubectl(plane, ['apply', '-k', overlay]);
-  return startLocalOperator(plane, {
-    kubeConfig: await serviceAccountKubeConfig(plane, OPERATOR_NS, 'extproc-portcullis-operator'),
-    namespace: OPERATOR_NS,
-    identity: 'extproc-test-operator',
-  });
-}
-
-/** A kubeconfig file for the agent's ServiceAccount, which may only read the namespace's ConfigMaps. */
-async function agentKubeconfig(): Promise<string> {
-  await apply([
-    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT, namespace: NS } },
-    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'portcullis-sidecar', namespace: NS }, rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] }] },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'portcullis-sidecar', namespace: NS },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'portcullis-sidecar' }, subjects: [{ kind: 'ServiceAccount', name: AGENT, namespace: NS }],
-    },
-  ]);
-  const token = (await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--duration=2h'])).stdout.trim();
-  const path = join(plane.runDir, 'extproc-agent.kubeconfig');
-  await writeFile(path, stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
-    clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
-    users: [{ name: 'agent', user: { token } }],
-    contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
-  }));
-  return path;
-}
 
 interface Scenario {
   request: { method: string; host: string; path: string; headers?: Record<string, string>; body?: string };
@@ -127,13 +89,13 @@ async function decisionsOf(rule: string): Promise<number> {
 const json = { 'content-type': 'application/json' };
 
 beforeAll(async () => {
-  operator = await startOperator();
+  operator = await startScopedOperator(plane, 'extproc', OPERATOR_NS);
   await apply([
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
     { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name: AGENT, namespace: NS }, spec: { serviceAccountName: AGENT, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } } },
     recordsPolicy,
   ]);
-  const kubeconfig = await agentKubeconfig();
+  const kubeconfig = await agentKubeconfigFile(plane, NS, AGENT);
   const [httpPort, grpcPort] = [await freePort(), await freePort()];
   httpBase = `http://127.0.0.1:${httpPort}`;
   grpcAddress = `127.0.0.1:${grpcPort}`;

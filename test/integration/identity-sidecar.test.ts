@@ -18,7 +18,7 @@ import type { Operator } from '../../src/operator/operator.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
 import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
-import { startLocalOperator } from '../harness/local-parts.ts';
+import { agentKubeconfigFile, startScopedOperator } from '../harness/local-parts.ts';
 
 const execFileAsync = promisify(execFile);
 const plane = inject('controlPlane');
@@ -100,23 +100,12 @@ beforeAll(async () => {
     },
   ]);
   const admin = kubeConfigOf(plane);
-  operator = await startLocalOperator(plane, { kubeConfig: admin, namespace: OPERATOR_NS, identity: 'idsc-operator' });
+  operator = await startScopedOperator(plane, 'idsc', OPERATOR_NS);
   tokens = await startTokenService({ kubeConfig: admin, namespace: OPERATOR_NS, host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }), rateLimit: { perSecond: 100, burst: 100 }, statusIntervalMs: 0 });
   await writeFile(serviceAccountTokenFile, await serviceAccountToken('finance-agent'));
 
   // The sidecar's own API credentials: the agent's ServiceAccount, with what the operator grants it.
-  await eventually('the operator to grant the sidecar access', async () => {
-    const canI = await kubectl(plane, ['auth', 'can-i', 'watch', 'configmaps', '-n', NS, `--as=system:serviceaccount:${NS}:finance-agent`], { allowFailure: true });
-    return canI.stdout.trim() === 'yes' ? true : undefined;
-  });
-  const apiToken = (await kubectl(plane, ['create', 'token', 'finance-agent', '-n', NS, '--duration=2h'])).stdout.trim();
-  const kubeconfig = join(plane.runDir, 'idsc-agent.kubeconfig');
-  await writeFile(kubeconfig, stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
-    clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
-    users: [{ name: 'agent', user: { token: apiToken } }],
-    contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
-  }));
+  const kubeconfig = await agentKubeconfigFile(plane, NS, 'finance-agent');
   await execFileAsync(process.execPath, [portcullis, 'audit', 'keygen', '--out', auditDir]);
   const httpPort = await freePort();
   const grpcPort = await freePort();

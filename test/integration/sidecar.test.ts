@@ -11,19 +11,19 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, Server } from 'node:http';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Operator } from '../../src/operator/operator.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
-import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
-import { serviceAccountKubeConfig, startLocalOperator } from '../harness/local-parts.ts';
+import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { agentKubeconfigFile, startScopedOperator } from '../harness/local-parts.ts';
 
 const execFileAsync = promisify(execFile);
 const plane = inject('controlPlane');
@@ -75,44 +75,6 @@ function paymentsPolicy(smallMax: number): unknown {
       ],
     },
   };
-}
-
-/** The operator runs with config/rbac's permissions, renamed into its own namespace so it leaves other tests' operator alone. */
-async function startOperator(): Promise<Operator> {
-  await ensureNamespace(plane, OPERATOR_NS);
-  const overlay = join(plane.runDir, 'sidecar-rbac');
-  await mkdir(overlay, { recursive: true });
-  await writeFile(join(overlay, 'kustomization.yaml'), stringify({
-    apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', namespace: OPERATOR_NS, namePrefix: 'sidecar-',
-    resources: [relative(overlay, join(REPO_ROOT, 'config', 'rbac'))],
-  }));
-  await kubectl(plane, ['apply', '-k', overlay]);
-  return startLocalOperator(plane, {
-    kubeConfig: await serviceAccountKubeConfig(plane, OPERATOR_NS, 'sidecar-portcullis-operator'),
-    namespace: OPERATOR_NS,
-    identity: 'sidecar-test-operator',
-  });
-}
-
-/** A kubeconfig file for the agent's ServiceAccount, which may only read the namespace's ConfigMaps. */
-async function agentKubeconfig(): Promise<string> {
-  await apply([
-    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT, namespace: NS } },
-    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'portcullis-sidecar', namespace: NS }, rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] }] },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'portcullis-sidecar', namespace: NS },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'portcullis-sidecar' }, subjects: [{ kind: 'ServiceAccount', name: AGENT, namespace: NS }],
-    },
-  ]);
-  const token = (await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--duration=2h'])).stdout.trim();
-  const path = join(plane.runDir, 'sidecar-agent.kubeconfig');
-  await writeFile(path, stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'agent',
-    clusters: [{ name: 'local', cluster: { server: plane.server, 'certificate-authority-data': Buffer.from(plane.caCert).toString('base64') } }],
-    users: [{ name: 'agent', user: { token } }],
-    contexts: [{ name: 'agent', context: { cluster: 'local', user: 'agent' } }],
-  }));
-  return path;
 }
 
 interface Answer { decision: string; enforced: boolean; policy: string | null; rule: string; revision: string; reasons: string[]; decisionId: string; approval?: string }
@@ -254,13 +216,13 @@ async function startMcpProxy(upstreamPort: number): Promise<{ server: Server; po
 }
 
 beforeAll(async () => {
-  operator = await startOperator();
+  operator = await startScopedOperator(plane, 'sidecar', OPERATOR_NS);
   await apply([
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS, labels: { 'portcullis.dev/tenant': TENANT } } },
     { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name: AGENT, namespace: NS }, spec: { serviceAccountName: AGENT, owner: { name: 'Dana Ruiz', email: 'dana@example.com' }, roles: ['payments'] } },
     paymentsPolicy(5000),
   ]);
-  const kubeconfig = await agentKubeconfig();
+  const kubeconfig = await agentKubeconfigFile(plane, NS, AGENT);
   const [httpPort, grpcPort] = [await freePort(), await freePort()];
   envoyHttpPort = await freePort();
   httpBase = `http://127.0.0.1:${httpPort}`;
