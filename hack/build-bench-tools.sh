@@ -25,6 +25,8 @@ cache="$PORTCULLIS_CACHE"
 
 log() { printf '[build-bench-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'build-bench-tools: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=build-lib.sh
+source "$here/build-lib.sh"
 
 print_env=false
 wanted=()
@@ -39,20 +41,6 @@ done
 
 require_go() {
   command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set BENCH_ASSET_* to an existing binary"
-}
-
-# Runs a long command, printing a progress line every 30 s so a cold build is never silent.
-with_progress() {
-  local what="$1"; shift
-  local start=$SECONDS
-  "$@" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    kill -0 "$pid" 2>/dev/null && log "still building $what ($((SECONDS - start)) s)"
-  done
-  wait "$pid" || die "building $what failed (see the go output above)"
-  log "built $what in $((SECONDS - start)) s"
 }
 
 build_ghz() {
