@@ -19,10 +19,8 @@
 // unredacted.
 // ExtProcSession is the protocol without the transport; addExternalProcessor
 // serves it on the sidecar's gRPC server.
-import type { Server, ServerDuplexStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Server, ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { InputError } from '../compiler/index.ts';
@@ -30,6 +28,7 @@ import type { CallContext, DecisionRecord, SidecarDecision } from './authorizer.
 import { SIDECAR_RULES } from './authorizer.ts';
 import type { ProxiedRequest, ProxyOptions, RequestMapping } from './envoy-check.ts';
 import { DECISION_ID_HEADER, mapRequest } from './envoy-check.ts';
+import { envoyService } from './envoy-protos.ts';
 import type { Redacted, ResponseKind } from './ext-proc-redaction.ts';
 import { piiKindsOf, RedactionError, redactJson, redactText, responseKindOf, StreamRedactor } from './ext-proc-redaction.ts';
 import type { HeaderValue } from './ext-proc-request.ts';
@@ -404,22 +403,6 @@ export class ExtProcSession {
   }
 }
 
-const PROTO_DIR = join(import.meta.dirname, 'proto');
-
-function externalProcessorService(): ServiceDefinition {
-  const definition = loadSync('envoy/service/ext_proc/v3/external_processor.proto', {
-    includeDirs: [PROTO_DIR],
-    keepCase: true,
-    longs: String,
-    enums: Number,
-    defaults: false,
-    oneofs: true,
-  });
-  const service = definition['envoy.service.ext_proc.v3.ExternalProcessor'];
-  if (service === undefined || !('Process' in service)) throw new Error('the ext_proc proto defines no envoy.service.ext_proc.v3.ExternalProcessor service');
-  return service;
-}
-
 /**
  * Adds envoy.service.ext_proc.v3.ExternalProcessor to the sidecar's gRPC
  * server, beside ext_authz, and watches the Authorizer's decisions so a
@@ -462,5 +445,5 @@ export function addExternalProcessor(server: Server, options: ExtProcOptions & {
       stream.on('cancelled', () => { session.end(); });
     },
   };
-  server.addService(externalProcessorService(), implementation);
+  server.addService(envoyService('envoy/service/ext_proc/v3/external_processor.proto', 'envoy.service.ext_proc.v3.ExternalProcessor', 'Process'), implementation);
 }

@@ -2,32 +2,15 @@
 // over @grpc/grpc-js, from the proto subset in ./proto. A thin adapter: the
 // CheckRequest becomes a proxied request, decideProxied (envoy-check.ts)
 // decides it, and the answer becomes a CheckResponse.
-import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { Server, ServerCredentials, status } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { CheckRequest, CheckResponse, ProxyOptions } from './envoy-check.ts';
 import { checkResponseOf, decideProxied, proxiedRequestOfCheck } from './envoy-check.ts';
+import { envoyService } from './envoy-protos.ts';
 
 export interface GrpcServerOptions extends ProxyOptions {
   log: Logger;
-}
-
-const PROTO_DIR = join(import.meta.dirname, 'proto');
-
-function authorizationService(): ServiceDefinition {
-  const definition = loadSync('envoy/service/auth/v3/external_auth.proto', {
-    includeDirs: [PROTO_DIR],
-    keepCase: true,
-    longs: String,
-    enums: Number,
-    defaults: false,
-    oneofs: true,
-  });
-  const service = definition['envoy.service.auth.v3.Authorization'];
-  if (service === undefined || !('Check' in service)) throw new Error('the ext_authz proto defines no envoy.service.auth.v3.Authorization service');
-  return service;
 }
 
 /** Decides one CheckRequest; every failure to read or verify it is a deny, never a gRPC error Envoy might be told to ignore. */
@@ -49,7 +32,7 @@ export function createGrpcServer(options: GrpcServerOptions): Server {
       );
     },
   };
-  server.addService(authorizationService(), implementation);
+  server.addService(envoyService('envoy/service/auth/v3/external_auth.proto', 'envoy.service.auth.v3.Authorization', 'Check'), implementation);
   return server;
 }
 
