@@ -13,7 +13,6 @@ import { KubeConfigError, loadApiConnection, localFiles } from './kube-config.ts
 import type { SidecarTokenOptions } from './sidecar.ts';
 import { Sidecar } from './sidecar.ts';
 import type { Telemetry } from './telemetry.ts';
-import { startTelemetry, TelemetryConfigError } from './telemetry.ts';
 
 export const SIDECAR_USAGE = `Usage: portcullis sidecar [flags]
 
@@ -103,7 +102,21 @@ async function auditSigner(path: string | undefined): Promise<ChainSigner | unde
   }
 }
 
-function telemetryFrom(log: Logger): Telemetry {
+/** The variables without which telemetry.ts's tracingConfig is off whatever the others say. */
+const TRACING_VARIABLES = ['OTEL_TRACES_EXPORTER', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT'];
+
+/** Whether the OTEL_* variables may turn tracing on (telemetry.ts then decides). */
+export function tracingRequested(env: Readonly<Record<string, string | undefined>>): boolean {
+  return TRACING_VARIABLES.some((name) => (env[name]?.trim() ?? '') !== '');
+}
+
+/**
+ * Tracing as the OTEL_* variables configure it. The OpenTelemetry SDK (about
+ * 3 MB of heap) is loaded only when they may ask for it.
+ */
+async function telemetryFrom(log: Logger): Promise<Telemetry> {
+  if (!tracingRequested(process.env)) return { observers: [], shutdown: () => Promise.resolve() };
+  const { startTelemetry, TelemetryConfigError } = await import('./telemetry.ts');
   try {
     return startTelemetry({ log });
   } catch (error) {
@@ -179,7 +192,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   // One writer on standard output for log and audit lines, so they never interleave.
   const stdout = pino.destination({ dest: 1, sync: false });
   const log = pino({ level, base: { component: 'sidecar', tenant, namespace, agent } }, stdout);
-  const telemetry = telemetryFrom(log);
+  const telemetry = await telemetryFrom(log);
   const audit = await AuditLog.open({
     tenant,
     namespace,
