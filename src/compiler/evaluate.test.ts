@@ -4,6 +4,7 @@ import { InputError } from './errors.ts';
 import type { AuthorizationDecision } from './evaluate.ts';
 import { approvalKey, BUILTIN_RULES, PolicyEvaluator } from './evaluate.ts';
 import { normalizeInput } from './input.ts';
+import { MAX_REGEX_SIGNALS } from './signals.ts';
 import { agent, compiledEvaluator, egressRule, forSubjects, namespace, shadow, suspended, toolPolicy, withAttributes, withRoles } from './test-support.ts';
 
 // Every operator case gets a tool of its own with one allow rule holding the
@@ -230,6 +231,42 @@ describe('precedence: deny > approval_needed > sanitize > allow', () => {
   });
 });
 
+describe('reasons, worded when first read', () => {
+  it("keeps the contract's field order, reasons after revision, as JSON and when spread", () => {
+    const answer = call('prec', { a: 1 });
+    const order = ['decision', 'enforced', 'policy', 'rule', 'revision', 'reasons', 'approval'];
+    expect(Object.keys(answer)).toEqual(order);
+    expect(Object.keys(JSON.parse(JSON.stringify(answer)) as object)).toEqual(order);
+    expect(Object.keys({ ...answer })).toEqual(order);
+  });
+
+  it('gives the same reasons however they are read: property, JSON, spread copy, structured clone', () => {
+    const reasons = ['params.d "x" is present'];
+    expect(call('prec', { d: 'x' }).reasons).toEqual(reasons);
+    expect((JSON.parse(JSON.stringify(call('prec', { d: 'x' }))) as { reasons: unknown }).reasons).toEqual(reasons);
+    const copy = { ...call('prec', { d: 'x' }) };
+    expect(Object.getOwnPropertyDescriptor(copy, 'reasons')).toMatchObject({ value: reasons, enumerable: true });
+    expect(structuredClone(call('prec', { d: 'x' })).reasons).toEqual(reasons);
+  });
+
+  it('words them once: every read gives the same list', () => {
+    const answer = call('prec', { d: 'x' });
+    expect(answer.reasons).toBe(answer.reasons);
+  });
+
+  it('lets a reader replace them, as a plain field would', () => {
+    const answer = call('prec', { d: 'x' });
+    answer.reasons = [...answer.reasons, 'and one more'];
+    expect(answer.reasons).toEqual(['params.d "x" is present', 'and one more']);
+    expect((JSON.parse(JSON.stringify(answer)) as { reasons: unknown }).reasons).toEqual(answer.reasons);
+  });
+
+  it('words a default deny from the conditions the program found failing', () => {
+    expect(call('trial-missing').reasons).toEqual(['no rule for agent bot covers tool trial-missing (deny by default)']);
+    expect(evaluator.authorize({ namespace: NS, agent: 'bot', tool: 'pay', action: 'refund' }).reasons).toEqual(['no rule for agent bot covers tool pay action refund (deny by default)']);
+  });
+});
+
 describe('what is redacted, and what the answer asks to redact', () => {
   it("carries the deciding allow rule's redactResponse, in the detectors' order", () => {
     const answer = call('answers', {});
@@ -405,6 +442,18 @@ describe('the shape of the call', () => {
     { name: 'a params value that is not JSON', input: { namespace: NS, agent: 'bot', tool: 'prec', params: { n: Number.NaN } } },
   ])('rejects $name', ({ input }) => {
     expect(() => evaluator.authorize(input)).toThrow(InputError);
+  });
+});
+
+describe('regex conditions past the ones the core matches ahead', () => {
+  it('are matched by the program, so a tool with many regexes decides by every one', async () => {
+    const rules: PolicyRule[] = Array.from({ length: MAX_REGEX_SIGNALS + 8 }, (_, r) => ({ name: `code-${r}`, tool: 'codes', decision: 'allow', when: [{ param: 'code', regex: `c${r}-[0-9]+` }] }));
+    const { evaluator: many } = await compiledEvaluator([agent(NS, 'bot'), toolPolicy(NS, 'codes', rules)], NS);
+    const last = MAX_REGEX_SIGNALS + 7;
+    const input = { namespace: NS, agent: 'bot', tool: 'codes', params: { code: `c${last}-42` } };
+    expect(Object.keys(many.programInput(input).signals.regex)).toHaveLength(MAX_REGEX_SIGNALS);
+    expect(many.authorize(input)).toMatchObject({ decision: 'allow', rule: `code-${last}`, reasons: [`params.code "c${last}-42" matches regex "c${last}-[0-9]+"`] });
+    expect(many.authorize({ ...input, params: { code: `c${last}-x` } })).toMatchObject({ decision: 'deny', rule: BUILTIN_RULES.defaultDeny });
   });
 });
 

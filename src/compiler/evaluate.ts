@@ -1,9 +1,11 @@
 // The decision core: authorize(call) → decision, over a tenant's compiled
 // policy.wasm and data.json. `portcullis eval` and the sidecar both call this;
 // there is no second implementation of the semantics. Around the WASM
-// evaluation it does what the WASM cannot: checks the call's shape, reads the
-// local clock in each time zone, runs the threat detectors, redacts for
-// sanitize and computes the approval key.
+// evaluation it does what the WASM cannot or does slowly: checks the call's
+// shape, computes the signals the reachable rules read (local clocks, threat
+// findings, regex matches: signals.ts), redacts for sanitize and computes the
+// approval key. Reasons are worded when first read: a transport that sends
+// none (an ext_authz allow) does not pay for them.
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { loadPolicy } from '@open-policy-agent/opa-wasm';
 import { REDACTION_DETECTORS } from '../api/index.ts';
@@ -14,11 +16,12 @@ import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, Respons
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
 import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
-import type { Signals } from './observe.ts';
 import { observe } from './observe.ts';
 import { describeCondition, describeLimit, showValue } from './reasons.ts';
 import { redact } from './redact.ts';
-import { localClock } from './time-zones.ts';
+import { PolicyProgram } from './wasm.ts';
+import type { Signals } from './signals.ts';
+import { computeSignals, SignalPlans } from './signals.ts';
 
 /** The answer of the authorization contract (DESIGN.md). */
 export interface AuthorizationDecision {
@@ -30,6 +33,12 @@ export interface AuthorizationDecision {
   /** The rule that decided: a rule name, rateLimits[N], budgets[N], rego/MODULE, allow[N], or portcullis:REASON. */
   rule: string;
   revision: string;
+  /**
+   * Worded when first read, from the call as it was decided: a transport that
+   * sends no reasons does not pay for them. Reading it, copying the answer or
+   * writing it as JSON gives the same list; a caller that changes the params it
+   * passed must read the reasons first.
+   */
   reasons: string[];
   /** The parameters, redacted: sanitize only. */
   params?: unknown;
@@ -110,8 +119,6 @@ interface ProgramResult {
   inPlay: number;
 }
 
-const NO_THREATS: Record<Threat, string[]> = { prompt_injection: [], sql_injection: [], path_traversal: [], pii: [] };
-
 function isProgramResult(value: unknown): value is ProgramResult {
   if (value === null || typeof value !== 'object') return false;
   const r = value as Partial<ProgramResult>;
@@ -129,7 +136,7 @@ export class PolicyEvaluator {
   readonly tenant: string;
   /** The tenant's tool declarations, which map requests on the wire to tool and action. */
   readonly tools: readonly ToolData[];
-  private readonly policy: LoadedPolicy;
+  private readonly program: PolicyProgram;
   private readonly data: TenantData;
   private readonly hooks: DecisionHooks;
   private readonly now: () => Date;
@@ -138,31 +145,28 @@ export class PolicyEvaluator {
   private readonly limits = new Map<string, LimitData>();
   /** Every rule, limit, module and egress allowance of the tenant by precedence key (unique in a tenant). */
   private readonly entries = new Map<number, Entry>();
-  private readonly usesThreats: boolean;
+  private readonly signalPlans: SignalPlans;
 
   private constructor(policy: LoadedPolicy, artifact: PolicyArtifact, options: EvaluatorOptions) {
-    this.policy = policy;
+    this.program = new PolicyProgram(policy, ENTRYPOINT);
     this.data = artifact.data.portcullis;
     this.revision = artifact.revision;
     this.tenant = this.data.tenant;
     this.tools = this.data.tools;
     this.hooks = options.hooks ?? DEFAULT_HOOKS;
     this.now = options.now ?? ((): Date => new Date());
-    let usesThreats = false;
     for (const [namespace, byTool] of Object.entries(this.data.rules)) {
       for (const rules of Object.values(byTool)) {
         for (const rule of rules) {
           this.rules.set(refKey(namespace, rule.policy, rule.rule), rule);
           this.rulesByKey.set(rule.key, rule);
-          usesThreats ||= rule.when.some((i) => this.data.conditions[i]?.op === 'threat');
         }
       }
     }
     for (const [namespace, byTool] of Object.entries(this.data.limits)) {
       for (const limits of Object.values(byTool)) for (const limit of limits) this.limits.set(refKey(namespace, limit.policy, limit.rule), limit);
     }
-    // Raw modules may read the signals too, so a tenant with modules always computes them.
-    this.usesThreats = usesThreats || this.data.modules.length > 0;
+    this.signalPlans = new SignalPlans(this.data);
     this.indexEntries();
   }
 
@@ -204,13 +208,8 @@ export class PolicyEvaluator {
       return this.decide(call);
     } catch (error) {
       if (error instanceof InputError) throw error;
-      return this.answer({
-        decision: 'deny',
-        enforced: true,
-        policy: null,
-        rule: BUILTIN_RULES.evaluationError,
-        reasons: [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`],
-      });
+      const reasons = [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`];
+      return this.answer({ decision: 'deny', enforced: true, policy: null, rule: BUILTIN_RULES.evaluationError }, () => reasons);
     }
   }
 
@@ -240,9 +239,28 @@ export class PolicyEvaluator {
     };
   }
 
-  private answer(partial: Omit<AuthorizationDecision, 'revision'>): AuthorizationDecision {
-    const { decision, enforced, policy, rule, reasons, params, approval, redacted, redactResponse } = partial;
-    const out: AuthorizationDecision = { decision, enforced, policy, rule, revision: this.revision, reasons };
+  /**
+   * The answer, with reasons worded by `word` when first read. reasons is an own
+   * enumerable property in the contract's place (after revision), so spreading
+   * the answer or writing it as JSON reads it like any other field.
+   */
+  private answer(fields: AnswerFields, word: () => string[]): AuthorizationDecision {
+    const { decision, enforced, policy, rule, params, approval, redacted, redactResponse } = fields;
+    let reasons: string[] | undefined;
+    const out: AuthorizationDecision = {
+      decision,
+      enforced,
+      policy,
+      rule,
+      revision: this.revision,
+      get reasons(): string[] {
+        reasons ??= wordSafely(word);
+        return reasons;
+      },
+      set reasons(value: string[]) {
+        reasons = value;
+      },
+    };
     if (params !== undefined) out.params = params;
     if (approval !== undefined) out.approval = approval;
     if (redacted !== undefined) out.redacted = redacted;
@@ -250,41 +268,44 @@ export class PolicyEvaluator {
     return out;
   }
 
-  private signals(call: NormalizedCall): Signals {
-    const instant = new Date(call.time.toUpperCase());
-    const clock: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-    for (const zone of this.data.zones) clock[zone] = localClock(instant, zone);
-    const threats = this.usesThreats && call.egress === undefined ? this.hooks.detectThreats(call.params) : NO_THREATS;
-    return { clock, threats };
+  /**
+   * What the program reads for a call: the call as normalized, with the signals
+   * of the rules it can reach. For running the same input through opa (opa eval,
+   * opa bench). Throws InputError as authorize does.
+   */
+  programInput(input: unknown): NormalizedCall & { signals: Signals } {
+    const call = normalizeInput(input, this.now);
+    return { ...call, signals: this.signalsOf(call) };
+  }
+
+  private signalsOf(call: NormalizedCall): Signals {
+    return computeSignals(this.signalPlans.planFor(call), call, (params) => this.hooks.detectThreats(params));
   }
 
   private evaluate(call: NormalizedCall, signals: Signals): ProgramResult {
-    const results: unknown = this.policy.evaluate({ ...call, signals }, ENTRYPOINT);
+    const results = this.program.evaluate({ ...call, signals });
     const first: unknown = Array.isArray(results) ? (results[0] as { result?: unknown } | undefined)?.result : undefined;
     if (!isProgramResult(first)) throw new Error('the policy returned no decision');
     return first;
   }
 
   private decide(call: NormalizedCall): AuthorizationDecision {
-    const signals = this.signals(call);
+    const signals = this.signalsOf(call);
     const result = this.evaluate(call, signals);
-    const words: Words = { call, signals, agent: this.agentOf(call) };
+    const words = (): Words => ({ call, signals, agent: this.agentOf(call) });
     const outcome = this.resolve(result.outcome);
-    const base = { decision: outcome.decision, enforced: outcome.enforced };
+    const base = { decision: outcome.decision, enforced: outcome.enforced, policy: null };
     switch (outcome.source) {
       case 'unknown':
-        return this.answer({
-          ...base,
-          policy: null,
-          rule: BUILTIN_RULES.unknownAgent,
-          reasons: [`agent ${call.agent} is not an AgentIdentity of namespace ${call.namespace} in tenant ${this.tenant}`],
-        });
+        return this.answer({ ...base, rule: BUILTIN_RULES.unknownAgent }, () => [
+          `agent ${call.agent} is not an AgentIdentity of namespace ${call.namespace} in tenant ${this.tenant}`,
+        ]);
       case 'suspended':
-        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.suspended, reasons: [`agent ${call.namespace}/${call.agent} is suspended`] });
+        return this.answer({ ...base, rule: BUILTIN_RULES.suspended }, () => [`agent ${call.namespace}/${call.agent} is suspended`]);
       case 'default':
-        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(words, result) });
+        return this.answer({ ...base, rule: BUILTIN_RULES.defaultDeny }, () => this.defaultReasons(words(), result));
       default:
-        return this.matched(words, outcome, result.peers);
+        return this.matched(call, words, outcome, result.peers);
     }
   }
 
@@ -300,28 +321,21 @@ export class PolicyEvaluator {
     return agents !== undefined && Object.hasOwn(agents, call.agent) ? agents[call.agent] : undefined;
   }
 
-  private matched(words: Words, outcome: Match, peers: number[]): AuthorizationDecision {
-    const { call } = words;
-    const policy = outcome.policy ?? null;
-    const rule = outcome.rule ?? BUILTIN_RULES.defaultDeny;
-    const answer: Omit<AuthorizationDecision, 'revision'> = {
-      decision: outcome.decision,
-      enforced: outcome.enforced,
-      policy,
-      rule,
-      reasons: this.matchReasons(words, outcome),
-    };
+  private matched(call: NormalizedCall, words: () => Words, outcome: Match, peers: number[]): AuthorizationDecision {
+    const fields: AnswerFields = { decision: outcome.decision, enforced: outcome.enforced, policy: outcome.policy ?? null, rule: outcome.rule ?? BUILTIN_RULES.defaultDeny };
     if (outcome.decision === 'sanitize') {
       const spec = [...peers].sort((a, b) => a - b).flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
       const redacted = this.hooks.redact(call.params, dedupe(spec));
-      answer.params = redacted.params;
-      answer.redacted = redacted.redacted;
-      if (redacted.redacted.length > 0) answer.reasons = [...answer.reasons, `redacted ${redacted.redacted.join(', ')}`];
+      fields.params = redacted.params;
+      fields.redacted = redacted.redacted;
     }
     const redactResponse = this.responseRedaction(outcome, peers);
-    if (redactResponse.length > 0) answer.redactResponse = redactResponse;
-    if (outcome.decision === 'approval_needed') answer.approval = approvalKey(this.tenant, call);
-    return this.answer(answer);
+    if (redactResponse.length > 0) fields.redactResponse = redactResponse;
+    if (outcome.decision === 'approval_needed') fields.approval = approvalKey(this.tenant, call);
+    return this.answer(fields, () => {
+      const reasons = this.matchReasons(words(), outcome);
+      return fields.redacted !== undefined && fields.redacted.length > 0 ? [...reasons, `redacted ${fields.redacted.join(', ')}`] : reasons;
+    });
   }
 
   /** The deciding rule's redactResponse; for sanitize, that of every sanitize rule that matched (like redact). */
@@ -411,6 +425,22 @@ function checkTenantData(data: unknown): void {
 /** Rules and limits by namespace, policy and rule: a policy decides only for agents of its own namespace. */
 function refKey(namespace: string, policy: string | undefined, rule: string | undefined): string {
   return `${namespace}\n${policy ?? ''}\n${rule ?? ''}`;
+}
+
+/** An answer's fields but its reasons, and revision (the evaluator's). */
+type AnswerFields = Omit<AuthorizationDecision, 'revision' | 'reasons'>;
+
+/**
+ * Reasons are read after the decision is made, possibly by a transport or the
+ * audit log: wording them must not throw there. Should it fail, the decision
+ * stands (the program made it) and the reasons say so.
+ */
+function wordSafely(word: () => string[]): string[] {
+  try {
+    return word();
+  } catch (error) {
+    return [`the reasons could not be worded: ${error instanceof Error ? error.message : String(error)}`];
+  }
 }
 
 /** What the reasons of a call are worded from: the call, the signals the WASM saw, the calling agent. */

@@ -24,8 +24,11 @@ export type ParamPath = string[];
 export type ConditionData =
   | { op: 'equals'; path: ParamPath; value: Scalar }
   | { op: 'oneOf' | 'notOneOf'; path: ParamPath; values: Scalar[] }
-  /** pattern is the user's regex anchored as ^(?:regex)$, for a whole-value match. */
-  | { op: 'regex'; path: ParamPath; pattern: string; regex: string }
+  /**
+   * pattern is the user's regex anchored as ^(?:regex)$, for a whole-value match.
+   * signal, in a tenant's table: the key of the core's match in input.signals.regex (signals.ts).
+   */
+  | { op: 'regex'; path: ParamPath; pattern: string; regex: string; signal?: string }
   | { op: 'min' | 'max' | 'gt' | 'lt'; path: ParamPath; bound: number }
   | { op: 'exists'; path: ParamPath; present: boolean }
   /** start inclusive, end exclusive, in minutes of the local day. */
@@ -275,7 +278,9 @@ class ConditionTable {
     let i = this.index.get(key);
     if (i === undefined) {
       i = this.conditions.length;
-      this.conditions.push(condition);
+      // A regex's match is a signal keyed by the condition's place in the table (signals.ts); not a
+      // bare number, which would make the core's signals object a sparse array.
+      this.conditions.push(condition.op === 'regex' ? { ...condition, signal: `r${i}` } : condition);
       this.index.set(key, i);
     }
     return i;
@@ -283,7 +288,8 @@ class ConditionTable {
 }
 
 /**
- * What checking a condition costs in the WASM: a regex is compiled on each
+ * What checking a condition costs in the WASM: the core matches regexes ahead
+ * (signals.ts), but a regex it left to the program is compiled on each
  * evaluation (OPA's runtime keeps compiled patterns only for one evaluation),
  * so regexes go last and a rule that fails on a cheaper condition never pays it.
  */

@@ -3,14 +3,10 @@
 // condition held is the WASM's answer (program.ts); this only reads the values
 // it compared, the way observe() in the program reads them, so the reason can
 // show them.
-import type { AgentData, ConditionData, Threat } from './ir.ts';
+import type { AgentData, ConditionData } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import type { Observed } from './reasons.ts';
-
-export interface Signals {
-  clock: Record<string, unknown>;
-  threats: Record<Threat, string[]>;
-}
+import type { Signals } from './signals.ts';
 
 function own(value: unknown, key: string): unknown {
   if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, key)) return undefined;

@@ -34,9 +34,11 @@ export const PROGRAM = String.raw`# Portcullis decision program (OPA v1 syntax),
 # ("rule"). Raw Rego modules of ToolPolicies live under data.portcullis.custom.
 #
 # The input is the authorization call as the decision core normalized it: every
-# optional field filled in, plus input.signals (the local clock per time zone
-# and the threat detectors' findings), computed in the core because the WASM
-# runtime has no time builtins and the detectors are shared with redaction.
+# optional field filled in, plus input.signals (the local clock per time zone,
+# the threat detectors' findings and regex matches), computed in the core
+# because the WASM runtime has no time builtins, the detectors are shared with
+# redaction and the runtime compiles regexes again at every evaluation. The core
+# computes only the signals of the rules the call can reach.
 #
 # Precedence: deny > approval_needed > sanitize > allow; deny by default.
 package portcullis.authz
@@ -137,11 +139,24 @@ holds(c, o) if {
 	}
 }
 
+# Regexes: the core matches those a call can reach with RE2 patterns it keeps
+# compiled, and hands the results in input.signals.regex by the condition's
+# signal key (this runtime would compile each pattern again at every
+# evaluation). A condition without a result there (past the core's bound, or
+# from a core that does not match regexes) is matched here.
+holds(c, _) if {
+	c.op == "regex"
+	input.signals.regex[c.signal] == true
+}
+
 holds(c, o) if {
 	c.op == "regex"
+	not regex_matched_by_core(c)
 	is_string(o.value)
 	regex.match(c.pattern, o.value)
 }
+
+regex_matched_by_core(c) if is_boolean(input.signals.regex[c.signal])
 
 holds(c, o) if {
 	c.op == "min"

@@ -42,19 +42,27 @@ function isWeekday(text: string): text is Weekday {
 }
 
 // Every call of a minute reads the same local clock: formatting with ICU costs
-// microseconds, a map lookup does not. Bounded, and cleared when full.
+// microseconds, a map lookup does not. The last reading of each zone answers
+// the calls of its minute; other minutes go through a bounded map, cleared
+// when full.
+const latest = new Map<string, { minute: number; reading: LocalClock }>();
 const readings = new Map<string, LocalClock>();
 const READINGS_LIMIT = 4096;
 
-/** The weekday and minute of the day at `instant` in `timeZone` (DST applied as the zone's rules say). */
-export function localClock(instant: Date, timeZone: string): LocalClock {
-  const key = `${Math.floor(instant.getTime() / 60_000)} ${timeZone}`;
+/** The weekday and minute of the day at `instant` (ms since the epoch) in `timeZone` (DST applied as the zone's rules say). */
+export function localClock(instant: number, timeZone: string): LocalClock {
+  const minute = Math.floor(instant / 60_000);
+  const last = latest.get(timeZone);
+  if (last?.minute === minute) return last.reading;
+  const key = `${minute} ${timeZone}`;
   let reading = readings.get(key);
   if (reading === undefined) {
-    reading = readLocalClock(instant, timeZone);
+    reading = readLocalClock(new Date(instant), timeZone);
     if (readings.size >= READINGS_LIMIT) readings.clear();
     readings.set(key, reading);
   }
+  if (latest.size >= READINGS_LIMIT) latest.clear();
+  latest.set(timeZone, { minute, reading });
   return reading;
 }
 
