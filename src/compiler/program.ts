@@ -74,40 +74,17 @@ candidates := c if {
 	c := data.portcullis.index[input.namespace][input.tool][""]
 }
 
-# --- observing what a condition speaks of ------------------------------------
+# --- whether a condition holds -------------------------------------------------
 
-# A parameter is present when the path leads to a value (null included). Two
-# lookups with different defaults tell a missing key from any value a caller
-# could send, so no sentinel value can pass for "missing".
-lookup(path) := {"present": true, "value": v} if {
+# The value at a parameter path; undefined when the path leads to no value (null
+# is a value). Two lookups with different defaults tell a missing key from any
+# value a caller could send, so no sentinel value can pass for "missing".
+param(path) := v if {
 	v := object.get(input.params, path, 0)
 	v == object.get(input.params, path, 1)
-} else := {"present": false}
-
-param_ops := {"equals", "oneOf", "notOneOf", "regex", "min", "max", "gt", "lt", "exists"}
-
-observe(c) := lookup(c.path) if param_ops[c.op]
-
-observe(c) := {"present": true, "value": input.signals.clock[c.zone]} if c.op == "time"
-
-observe(c) := {"present": true, "value": object.get(input.counters.calls, [input.tool, c.window], 0)} if c.op == "callsOver"
-
-observe(c) := {"present": true, "value": input.delegation} if c.op == "delegatedBy"
-
-observe(c) := {"present": true, "value": count(input.delegation)} if c.op == "delegationDepth"
-
-observe(c) := {"present": true, "value": agent.autonomyLevel} if c.op == "autonomyLevel"
-
-observe(c) := {"present": true, "value": {t: input.signals.threats[t] | some t in c.threats}} if c.op == "threat"
-
-observe(c) := object.union(lookup(c.path), {"user": input.user.attributes[c.attribute]}) if c.op == "userAttribute"
-
-observe(c) := {"present": false, "user_missing": true} if {
-	c.op == "userAttribute"
-	not input.user.attributes[c.attribute]
 }
 
-# --- whether a condition holds -------------------------------------------------
+present(path) if object.get(input.params, path, 0) == object.get(input.params, path, 1)
 
 same(a, b) if {
 	type_name(a) == type_name(b)
@@ -120,22 +97,24 @@ scalar(v) if is_number(v)
 
 scalar(v) if is_boolean(v)
 
-holds(c, o) if {
-	c.op == "equals"
-	same(o.value, c.value)
-}
+# holds(op, c): the condition c, whose op is op, holds for this call. The op
+# comes as an argument so that each definition below is chosen by comparing it
+# with a constant: every definition of a function is evaluated, and reading
+# c.op in each would look it up in c every time. What each one reads, the core
+# reads the same way to word reasons (observe.ts).
+holds("equals", c) if same(param(c.path), c.value)
 
-holds(c, o) if {
-	c.op == "oneOf"
+holds("oneOf", c) if {
+	v := param(c.path)
 	some x in c.values
-	same(o.value, x)
+	same(v, x)
 }
 
-holds(c, o) if {
-	c.op == "notOneOf"
-	scalar(o.value)
+holds("notOneOf", c) if {
+	v := param(c.path)
+	scalar(v)
 	every x in c.values {
-		not same(o.value, x)
+		not same(v, x)
 	}
 }
 
@@ -144,91 +123,78 @@ holds(c, o) if {
 # signal key (this runtime would compile each pattern again at every
 # evaluation). A condition without a result there (past the core's bound, or
 # from a core that does not match regexes) is matched here.
-holds(c, _) if {
-	c.op == "regex"
-	input.signals.regex[c.signal] == true
-}
+holds("regex", c) if input.signals.regex[c.signal] == true
 
-holds(c, o) if {
-	c.op == "regex"
+holds("regex", c) if {
 	not regex_matched_by_core(c)
-	is_string(o.value)
-	regex.match(c.pattern, o.value)
+	v := param(c.path)
+	is_string(v)
+	regex.match(c.pattern, v)
 }
 
 regex_matched_by_core(c) if is_boolean(input.signals.regex[c.signal])
 
-holds(c, o) if {
-	c.op == "min"
-	is_number(o.value)
-	o.value >= c.bound
+holds("min", c) if {
+	v := param(c.path)
+	is_number(v)
+	v >= c.bound
 }
 
-holds(c, o) if {
-	c.op == "max"
-	is_number(o.value)
-	o.value <= c.bound
+holds("max", c) if {
+	v := param(c.path)
+	is_number(v)
+	v <= c.bound
 }
 
-holds(c, o) if {
-	c.op == "gt"
-	is_number(o.value)
-	o.value > c.bound
+holds("gt", c) if {
+	v := param(c.path)
+	is_number(v)
+	v > c.bound
 }
 
-holds(c, o) if {
-	c.op == "lt"
-	is_number(o.value)
-	o.value < c.bound
+holds("lt", c) if {
+	v := param(c.path)
+	is_number(v)
+	v < c.bound
 }
 
-holds(c, o) if {
-	c.op == "exists"
-	o.present == c.present
+holds("exists", c) if {
+	c.present == true
+	present(c.path)
 }
 
-holds(c, o) if {
-	c.op == "time"
-	o.value.day in c.days
-	o.value.minute >= c.start
-	o.value.minute < c.end
+holds("exists", c) if {
+	c.present == false
+	not present(c.path)
+}
+
+holds("time", c) if {
+	now := input.signals.clock[c.zone]
+	now.day in c.days
+	now.minute >= c.start
+	now.minute < c.end
 }
 
 # The counter holds the calls made in the window before this one.
-holds(c, o) if {
-	c.op == "callsOver"
-	o.value + 1 <= c.max
-}
+holds("callsOver", c) if object.get(input.counters.calls, [input.tool, c.window], 0) + 1 <= c.max
 
-holds(c, o) if {
-	c.op == "delegatedBy"
-	some a in o.value
+holds("delegatedBy", c) if {
+	some a in input.delegation
 	a in c.agents
 }
 
-holds(c, o) if {
-	c.op == "delegationDepth"
-	o.value <= c.max
-}
+holds("delegationDepth", c) if count(input.delegation) <= c.max
 
-holds(c, o) if {
-	c.op == "autonomyLevel"
-	o.value >= c.min
-}
+holds("autonomyLevel", c) if agent.autonomyLevel >= c.min
 
-holds(c, o) if {
-	c.op == "threat"
+holds("threat", c) if {
 	some t in c.threats
-	count(o.value[t]) > 0
+	count(input.signals.threats[t]) > 0
 }
 
-holds(c, o) if {
-	c.op == "userAttribute"
-	o.present
-	same(o.value, o.user)
-}
+holds("userAttribute", c) if same(param(c.path), input.user.attributes[c.attribute])
 
-held(c, o) := true if holds(c, o)
+held(c) := true if holds(c.op, c)
 
 else := false
 
@@ -244,7 +210,7 @@ in_play(r) := p if {
 
 condition_holds(i) if {
 	c := data.portcullis.conditions[i]
-	holds(c, observe(c))
+	holds(c.op, c)
 }
 
 decides(r, enforced) if {
@@ -320,11 +286,11 @@ exceeded(l) := {"spent": object.get(input.counters.spentUSD, l.counter, 0), "cos
 
 budget_cost(l) := l.costPerCall if is_number(l.costPerCall)
 
-budget_cost(l) := o.value if {
+budget_cost(l) := v if {
 	l.costPath
-	o := lookup(l.costPath)
-	is_number(o.value)
-	o.value >= 0
+	v := param(l.costPath)
+	is_number(v)
+	v >= 0
 }
 
 exceeded_limits(enforced) := {l.key |
@@ -473,7 +439,7 @@ explained_rules := [r |
 	cut := sort([x.order | some x in in_play_rules])[min([${MAX_EXPLAINED} - 1, in_play_count - 1])]
 } else := []
 
-explanations := [{"key": r.key, "held": [held(c, observe(c)) |
+explanations := [{"key": r.key, "held": [held(c) |
 	some i in r.when
 	c := data.portcullis.conditions[i]
 ]} |
