@@ -110,3 +110,33 @@ describe('a tenant with 1,000 rules', () => {
     expect(data.conditions).toHaveLength(1);
   });
 });
+
+describe('what the data tells the program', () => {
+  it('marks the namespaces that have a ToolPolicy or EgressRule in shadow mode, and only those', () => {
+    const resources = [
+      namespace('a', 't'),
+      namespace('b', 't'),
+      namespace('c', 't'),
+      namespace('d', 't'),
+      agent('a', 'bot'),
+      toolPolicy('a', 'trial', [{ name: 'r', tool: 'x', decision: 'allow' }], (p) => {
+        p.spec.mode = 'shadow';
+      }),
+      toolPolicy('b', 'enforced', [{ name: 'r', tool: 'x', decision: 'allow' }]),
+      egressRule('c', 'trial-egress', [{ host: 'api.example.com' }], (r) => {
+        r.spec.mode = 'shadow';
+      }),
+      egressRule('d', 'egress', [{ host: 'api.example.com' }]),
+    ];
+    expect(generateTenant(tenantOf(resources, 't')).data.portcullis.shadowed).toEqual({ a: true, c: true });
+  });
+
+  it('keys each regex condition by its place in the condition table, never by a bare number', () => {
+    const rules: PolicyRule[] = [
+      { name: 'r0', tool: 'x', decision: 'allow', when: [{ param: 'amount', max: 5 }, { param: 'code', regex: '[A-Z]{3}' }] },
+      { name: 'r1', tool: 'x', decision: 'allow', when: [{ param: 'code', regex: '[A-Z]{3}' }, { param: 'id', regex: '[0-9]+' }] },
+    ];
+    const { conditions } = generateTenant(tenantOf([agent('big', 'bot'), toolPolicy('big', 'p', rules)], 'big')).data.portcullis;
+    expect(conditions.map((c) => (c.op === 'regex' ? c.signal : c.op))).toEqual(['max', 'r1', 'r2']);
+  });
+});

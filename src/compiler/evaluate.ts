@@ -412,7 +412,7 @@ export interface Obligations {
   spend: ({ key: string; dailyUSD: number; timeZone: string } & ({ param: string } | { perCall: number }))[];
 }
 
-const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones', 'tools'];
+const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones', 'shadowed', 'tools'];
 
 /** A bundle whose data is not a compiled tenant is refused at load, not discovered call by call. */
 function checkTenantData(data: unknown): void {

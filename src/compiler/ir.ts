@@ -163,6 +163,8 @@ export interface TenantData {
   conditions: ConditionData[];
   /** Every time zone a time condition names: the core reads the local clock in each. */
   zones: string[];
+  /** Namespaces with a ToolPolicy or EgressRule in shadow mode: the program looks for shadow decisions only there. */
+  shadowed: Record<string, true>;
   /** The tools the tenant's policies declare, by name. */
   tools: ToolData[];
 }
@@ -581,6 +583,7 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
     modules: [],
     conditions: [],
     zones: [],
+    shadowed: record(),
     tools: toolData(resources.policies),
   };
   const table = new ConditionTable();
@@ -619,6 +622,11 @@ export function buildTenantIr(resources: TenantResources): TenantIr {
   data.index = candidateIndex(data.rules);
   for (const c of table.conditions) if (c.op === 'time') zones.add(c.zone);
   data.zones = [...zones].sort();
+  for (const subjects of [data.policies, data.egressPolicies]) {
+    for (const [namespace, byName] of Object.entries(subjects)) {
+      if (Object.values(byName).some((p) => !p.enforced)) data.shadowed[namespace] = true;
+    }
+  }
   if (errors.length > 0) throw new CompileErrors(errors);
   return { data, modules };
 }

@@ -368,7 +368,10 @@ else := set()
 
 enforced_pool := pool(true)
 
-shadow_pool := pool(false)
+# Shadow policies can decide only in namespaces that have some (TenantData.shadowed).
+shadow_pool := pool(false) if data.portcullis.shadowed[input.namespace]
+
+else := set()
 
 # What the core needs besides the deciding key (it knows every entry by its key):
 # the counters a limit saw, the messages of a raw module.
@@ -384,16 +387,21 @@ detail(k) := {"observed": exceeded(l)} if {
 # or modules) for this agent: with nothing enforced deciding, its decision is
 # recorded and the call let through.
 shadow_in_play if {
+	data.portcullis.shadowed[input.namespace]
 	some i in candidates
 	in_play(tool_rules[i]).enforced == false
 }
 
 shadow_in_play if {
+	data.portcullis.shadowed[input.namespace]
 	some x in egress_candidates
 	x.enforced == false
 }
 
-shadow_in_play if custom_in_play(false)
+shadow_in_play if {
+	data.portcullis.shadowed[input.namespace]
+	custom_in_play(false)
+}
 
 outcome := {"source": agent_state, "decision": "deny", "enforced": true} if {
 	agent_state != "active"
