@@ -62,7 +62,7 @@ describe('signal plans: only what the rules a call can reach read', () => {
   });
 
   it('plans nothing for a namespace of the tenant that has no rules', () => {
-    expect(plans.planFor({ ...callOf({ tool: 'pay', action: 'create' }), namespace: 'elsewhere' })).toEqual({ zones: [], threats: false, regexes: [] });
+    expect(plans.planFor({ ...callOf({ tool: 'pay', action: 'create' }), namespace: 'elsewhere' })).toEqual({ zones: [], threats: false, regexes: [], unmatched: {} });
   });
 
   it('gives every call of a namespace with raw Rego modules every clock and the threat findings (egress: the clocks)', () => {
@@ -174,6 +174,18 @@ describe('computing the signals of a plan', () => {
     );
   });
 
+  it("starts every call's matches afresh", () => {
+    const data = tenant([{ name: 'r', tool: 't', decision: 'allow', when: [{ param: 'v', regex: 'x+' }] }]);
+    const plans = new SignalPlans(data);
+    const signalsFor = (v: string): Record<string, boolean> => {
+      const call = callOf({ tool: 't', params: { v } });
+      return computeSignals(plans.planFor(call), call, countingDetector().detect).regex;
+    };
+    expect(Object.values(signalsFor('xx'))).toEqual([true]);
+    expect(Object.values(signalsFor('yy'))).toEqual([false]);
+    expect(Object.values(plans.planFor(callOf({ tool: 't' })).unmatched)).toEqual([false]);
+  });
+
   it('keys each regex condition once, however many rules share it', () => {
     const shared: RuleCondition = { param: 'v', regex: 'x+' };
     const data = tenant([
@@ -183,6 +195,7 @@ describe('computing the signals of a plan', () => {
     const call = callOf({ tool: 't', params: { v: 'xx', w: 'y' } });
     const signals = computeSignals(new SignalPlans(data).planFor(call), call, countingDetector().detect);
     expect(Object.values(signals.regex).sort()).toEqual([false, true]);
+    expect(Object.keys(new SignalPlans(data).planFor(call).unmatched)).toEqual(Object.keys(signals.regex));
     expect(Object.keys(signals.regex).every((key) => /^r[0-9]+$/.test(key))).toBe(true);
   });
 });

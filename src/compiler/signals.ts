@@ -38,14 +38,26 @@ interface RegexSignal {
   matcher: RE2JS;
 }
 
-/** The signals the rules a call can reach read: see plannedSignals. */
+/** The signals the rules a call can reach read: see SignalPlans. */
 export interface SignalPlan {
   zones: readonly string[];
   threats: boolean;
   regexes: readonly RegexSignal[];
+  /**
+   * Every regex key, not matched. A call's results start as a copy: an object
+   * given many keys one by one becomes a dictionary in V8, slow to fill and to
+   * write as JSON; a copy of this one keeps a fixed shape.
+   */
+  unmatched: Readonly<Record<string, boolean>>;
 }
 
-const NOTHING: SignalPlan = Object.freeze({ zones: [], threats: false, regexes: [] });
+function signalPlan(zones: readonly string[], threats: boolean, regexes: readonly RegexSignal[]): SignalPlan {
+  const unmatched: Record<string, boolean> = {};
+  for (const { key } of regexes) unmatched[key] = false;
+  return { zones, threats, regexes, unmatched: { ...unmatched } };
+}
+
+const NOTHING: SignalPlan = signalPlan([], false, []);
 
 /**
  * The matcher of a regex condition: RE2 (re2js, which the compiler validates
@@ -81,7 +93,7 @@ function planOf(
     const signal = matcherOf(i, c);
     if (signal !== undefined) regexes.set(i, signal);
   }
-  return { zones: [...zones].sort(), threats, regexes: [...regexes.values()] };
+  return signalPlan([...zones].sort(), threats, [...regexes.values()]);
 }
 
 /**
@@ -103,7 +115,7 @@ export class SignalPlans {
       return matchers.get(i);
     };
     for (const module of data.modules) {
-      this.modules.set(module.namespace, { call: { zones: data.zones, threats: true, regexes: [] }, egress: { zones: data.zones, threats: false, regexes: [] } });
+      this.modules.set(module.namespace, { call: signalPlan(data.zones, true, []), egress: signalPlan(data.zones, false, []) });
     }
     for (const [namespace, byTool] of Object.entries(data.index)) {
       const baseline = this.modules.get(namespace)?.call ?? NOTHING;
@@ -150,10 +162,10 @@ export function computeSignals(plan: SignalPlan, call: NormalizedCall, detectThr
     const instant = Date.parse(call.time.toUpperCase());
     for (const zone of plan.zones) clock[zone] = localClock(instant, zone);
   }
-  const regex: Record<string, boolean> = {};
+  const regex = { ...plan.unmatched };
   for (const { key, path, matcher } of plan.regexes) {
     const value = stringAt(call.params, path);
-    regex[key] = value !== undefined && matcher.matches(value);
+    if (value !== undefined && matcher.matches(value)) regex[key] = true;
   }
   return { clock, threats: plan.threats ? detectThreats(call.params) : NO_THREATS, regex };
 }
