@@ -11,25 +11,29 @@
 //
 // Figures: max throughput (rps at saturation, CONCURRENCY calls in flight),
 // p50/p99/p99.9 at 1,000 and 3,000 rps, RSS after the load, and the RSS of a
-// sidecar holding a 1,000-rule bundle after the same load. The sidecar runs
-// with the NODE_OPTIONS the webhook injects, and once more with V8's default
-// heap, to show what the heap bound costs.
+// sidecar holding a 1,000-rule bundle after the same load; for both bundles,
+// the heap after a full GC and the RSS of the idle sidecar once its bundle is
+// loaded (node runs it with --expose-gc and a SIGUSR2 handler that collects
+// and writes process.memoryUsage(); nothing else changes). The sidecar runs
+// with the NODE_OPTIONS the webhook injects (src/webhook/inject.ts), and once
+// more with V8's default heap, to show what the heap bound costs.
 //
 // The peer is opa-envoy-plugin, built by hack/build-bench-tools.sh (or the
 // binary BENCH_ASSET_OPA_ENVOY names).
 // BENCH_SECONDS sets the length of each measured run (default 10).
-// BENCH_NODE_OPTIONS replaces the injected NODE_OPTIONS
-// (--max-old-space-size=48), e.g. to add --cpu-prof --cpu-prof-dir=DIR.
+// BENCH_NODE_OPTIONS replaces the injected NODE_OPTIONS, e.g. to add
+// --cpu-prof --cpu-prof-dir=DIR.
 
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import type { ToolDeclaration, ToolPolicy } from '../src/api/index.ts';
 import { manyRules } from '../src/compiler/test-support.ts';
+import { SIDECAR_NODE_OPTIONS as INJECTED_NODE_OPTIONS } from '../src/webhook/inject.ts';
 import { eventually, spawnTracked } from '../test/harness/cluster.ts';
 import type { ControlPlane } from '../test/harness/control-plane.ts';
 import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
@@ -44,7 +48,7 @@ const RATES = [1000, 3000];
 const RULES = 1000;
 const SERVER_CPU = 1;
 const CLIENT_CPU = 0;
-const SIDECAR_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-old-space-size=48';
+const SIDECAR_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? INJECTED_NODE_OPTIONS;
 const PROTO_ROOT = join(REPO_ROOT, 'src', 'sidecar', 'proto');
 const PROTO = join(PROTO_ROOT, 'envoy', 'service', 'auth', 'v3', 'external_auth.proto');
 const REGO = join(REPO_ROOT, 'bench', 'fixtures', 'sidecar', 'payments.rego');
@@ -130,6 +134,8 @@ interface Server {
   name: string;
   pid: number;
   grpc: string;
+  /** Heap after a full GC and RSS, in MB (a sidecar only). */
+  memory?: () => Promise<Memory>;
   /** The end of its output, to say why it failed. */
   logTail: () => Promise<string>;
   stop: () => Promise<void>;
@@ -160,15 +166,47 @@ async function readyWithin(what: string, url: string, logTail: () => Promise<str
   });
 }
 
+interface Memory {
+  heapMb: number;
+  rssMb: number;
+}
+
+/** Loaded before the sidecar: on SIGUSR2, a full GC, then process.memoryUsage() to $BENCH_MEMORY_FILE. */
+const MEMORY_PROBE = `data:text/javascript,${encodeURIComponent(`import { writeFileSync } from 'node:fs';
+process.on('SIGUSR2', async () => {
+  for (let i = 0; i < 4; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); }
+  writeFileSync(process.env.BENCH_MEMORY_FILE, JSON.stringify(process.memoryUsage()));
+});`)}`;
+
 async function startSidecar(plane: ControlPlane, options: { namespace: string; agent: string; name: string; nodeOptions: string }): Promise<Server> {
   const [httpPort, grpcPort] = [await freePort(), await freePort()];
   const grpc = `127.0.0.1:${grpcPort}`;
+  const memoryFile = join(plane.runDir, `${options.name}.memory.json`);
   const spawned = await spawnPinned(plane, SERVER_CPU, `${options.name}.log`, process.execPath, [
+    '--expose-gc', '--import', MEMORY_PROBE,
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', plane.kubeconfig, '--agent', options.agent, '--namespace', options.namespace,
     '--tenant', options.namespace, '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpc, '--log-level', 'warn',
-  ], { NODE_OPTIONS: options.nodeOptions });
+  ], { NODE_OPTIONS: options.nodeOptions, BENCH_MEMORY_FILE: memoryFile });
   await readyWithin(`${options.name} to load its bundle`, `http://127.0.0.1:${httpPort}/readyz`, spawned.logTail);
-  return { name: options.name, grpc, ...spawned };
+  const memory = async (): Promise<Memory> => {
+    await rm(memoryFile, { force: true });
+    process.kill(spawned.pid, 'SIGUSR2');
+    const usage = await eventually(`${options.name} to write its memory figures`, async () => {
+      const text = await readFile(memoryFile, 'utf8').catch(() => '');
+      return text === '' ? undefined : (JSON.parse(text) as NodeJS.MemoryUsage);
+    }, 10_000, 50);
+    return { heapMb: usage.heapUsed / 1048576, rssMb: await rssMb(spawned.pid) };
+  };
+  return { name: options.name, grpc, memory, ...spawned };
+}
+
+/** The idle sidecar's memory, a few seconds after its bundle loaded (startup's garbage collected). */
+async function idleMemory(server: Server): Promise<Memory> {
+  if (server.memory === undefined) throw new Error(`${server.name} has no memory probe`);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const memory = await server.memory();
+  console.log(`${server.name} idle: heap after GC ${memory.heapMb.toFixed(1)} MB, RSS ${memory.rssMb.toFixed(1)} MB`);
+  return memory;
 }
 
 async function startPeer(plane: ControlPlane, binary: string): Promise<Server> {
@@ -281,6 +319,7 @@ async function rssMb(pid: number): Promise<number> {
 }
 
 interface ManyRules {
+  idle: Memory;
   /** RSS after the load, or the last sampled before the sidecar died. */
   rssMb: number;
   load?: Load;
@@ -407,13 +446,14 @@ async function withServer<T>(start: () => Promise<Server>, use: (server: Server)
 
 const calls = [payment(4200), payment(50_000), payment(10, 'GBP')];
 
-/** The payments sidecar with `nodeOptions`: its answers to `calls`, then the measured load. */
-async function measureSidecar(name: string, nodeOptions: string, data: string): Promise<{ answers: string[]; measured: Measured }> {
+/** The payments sidecar with `nodeOptions`: its idle memory, its answers to `calls`, then the measured load. */
+async function measureSidecar(name: string, nodeOptions: string, data: string): Promise<{ idle: Memory; answers: string[]; measured: Measured }> {
   return withServer(() => startSidecar(plane, { namespace: NS, agent: AGENT, name, nodeOptions }), async (sidecar) => {
+    const idle = await idleMemory(sidecar);
     const answers: string[] = [];
     for (const call of calls) answers.push(await answerOf(plane, sidecar, call));
     console.log(`${name} answers: ${answers.join(' | ')}`);
-    return { answers, measured: await measure(plane, sidecar, data) };
+    return { idle, answers, measured: await measure(plane, sidecar, data) };
   });
 }
 
@@ -441,6 +481,7 @@ try {
   await writeFile(manyData, JSON.stringify(checkRequest('tool-1.tools.svc:8080', '/create', manyCall)));
   const measureMany = (name: string, nodeOptions: string): Promise<ManyRules> =>
     withServer(() => startSidecar(plane, { namespace: RULES_NS, agent: 'bot', name, nodeOptions }), async (sidecar) => {
+      const idle = await idleMemory(sidecar);
       const { rssMb: rss, done, failure } = await underLoad(sidecar, async () => {
         const answer = await answerOf(plane, sidecar, manyCall, 'tool-1.tools.svc:8080', '/create');
         if (answer !== 'ok allow') throw new Error(`${name} answers ${answer} to a call rule-701 allows`);
@@ -449,7 +490,7 @@ try {
         describe(name, 'at 3000 rps', atRate);
         return atRate;
       });
-      return { rssMb: rss, ...(done === undefined ? {} : { load: done }), ...(failure === undefined ? {} : { failure }) };
+      return { idle, rssMb: rss, ...(done === undefined ? {} : { load: done }), ...(failure === undefined ? {} : { failure }) };
     });
   const manyInjected = await measureMany('sidecar-1000-rules', SIDECAR_NODE_OPTIONS);
   const manyUnbounded = await measureMany('sidecar-1000-rules-default-heap', '');
@@ -467,6 +508,10 @@ try {
       figures.push(figure(`p${p} at ${rate} rps`, percentile(a.latencies, p), 'ms', target, versus(percentile(b.latencies, p))));
     }
   }
+  figures.push(figure('sidecar heap after GC, idle (payments bundle)', injected.idle.heapMb, 'MB'));
+  figures.push(figure('sidecar RSS, idle (payments bundle)', injected.idle.rssMb, 'MB'));
+  figures.push(figure(`sidecar heap after GC, idle (${RULES}-rule bundle)`, manyInjected.idle.heapMb, 'MB'));
+  figures.push(figure(`sidecar RSS, idle (${RULES}-rule bundle)`, manyInjected.idle.rssMb, 'MB'));
   figures.push(figure('RSS after the load (payments bundle)', ours.rssMb, 'MB', undefined, versus(theirs.rssMb)));
   const manyMetric = (m: ManyRules): string => (m.failure === undefined ? 'after 3000 rps' : 'last sampled before it stopped (see notes)');
   figures.push(figure(`sidecar RSS with a ${RULES}-rule bundle, ${manyMetric(manyInjected)}`, manyInjected.rssMb, 'MB', { text: '<= 64 MB', met: manyInjected.failure === undefined && manyInjected.rssMb <= 64 }));

@@ -8,7 +8,7 @@ import { injectorConfiguration, requireInjectionPolicy } from './configurations.
 import type { envoyBootstrap } from './envoy-bootstrap.ts';
 import { PORTS } from './envoy-bootstrap.ts';
 import type { InjectionConfig } from './inject.ts';
-import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, isInjected, TOKEN_VOLUME } from './inject.ts';
+import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, isInjected, SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES, TOKEN_VOLUME } from './inject.ts';
 import { needsRenewal } from './serving-certs.ts';
 
 const config: InjectionConfig = {
@@ -81,6 +81,20 @@ describe('inject', () => {
     // Its Envoy runs ext_proc after ext_authz, so sanitize decisions pass ext_authz to be rewritten.
     expect(authz?.args).toContain('--sanitize-with-ext-proc');
     expect(authz?.env?.find((e) => e.name === 'PORTCULLIS_AGENT')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.serviceAccountName');
+  });
+
+  it("bounds the sidecar's V8 heap, with a memory limit that leaves the rest of the process room", () => {
+    const authz = inject(pod('a'), config, context).spec?.initContainers?.[0];
+    expect(envOf(authz).NODE_OPTIONS).toBe('--max-old-space-size=96 --max-semi-space-size=2');
+    expect(authz?.resources).toEqual({ requests: { cpu: '50m', memory: '160Mi' }, limits: { memory: '256Mi' } });
+    const flag = (name: string): number => Number(new RegExp(`--${name}=(\\d+)`).exec(SIDECAR_NODE_OPTIONS)?.[1]);
+    const mebibytes = (quantity: string): number => Number(/^(\d+)Mi$/.exec(quantity)?.[1]);
+    // The young generation is three semi-spaces at most; about 100 MB more are the node binary, code and WASM memory (bench sidecar).
+    const heap = flag('max-old-space-size') + 3 * flag('max-semi-space-size');
+    expect(heap + 100).toBeLessThanOrEqual(mebibytes(SIDECAR_RESOURCES.limits.memory));
+    expect(mebibytes(SIDECAR_RESOURCES.requests.memory)).toBeLessThan(mebibytes(SIDECAR_RESOURCES.limits.memory));
+    // Each pod gets its own copy: a webhook that edits one pod's resources leaves the others alone.
+    expect(authz?.resources).not.toBe(SIDECAR_RESOURCES);
   });
 
   it('points the sidecar at the token service and the projected token, when a token service is configured', () => {
