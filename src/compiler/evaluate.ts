@@ -3,9 +3,8 @@
 // there is no second implementation of the semantics. Around the WASM
 // evaluation it does what the WASM cannot or does slowly: checks the call's
 // shape, computes the signals the reachable rules read (local clocks, threat
-// findings, regex matches: signals.ts), redacts for sanitize and computes the
-// approval key. Reasons are worded when first read: a transport that sends
-// none (an ext_authz allow) does not pay for them.
+// findings, regex matches: signals.ts), words the reasons, redacts for
+// sanitize and computes the approval key.
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { loadPolicy } from '@open-policy-agent/opa-wasm';
 import { REDACTION_DETECTORS } from '../api/index.ts';
@@ -33,12 +32,6 @@ export interface AuthorizationDecision {
   /** The rule that decided: a rule name, rateLimits[N], budgets[N], rego/MODULE, allow[N], or portcullis:REASON. */
   rule: string;
   revision: string;
-  /**
-   * Worded when first read, from the call as it was decided: a transport that
-   * sends no reasons does not pay for them. Reading it, copying the answer or
-   * writing it as JSON gives the same list; a caller that changes the params it
-   * passed must read the reasons first.
-   */
   reasons: string[];
   /** The parameters, redacted: sanitize only. */
   params?: unknown;
@@ -208,8 +201,13 @@ export class PolicyEvaluator {
       return this.decide(call);
     } catch (error) {
       if (error instanceof InputError) throw error;
-      const reasons = [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`];
-      return this.answer({ decision: 'deny', enforced: true, policy: null, rule: BUILTIN_RULES.evaluationError }, () => reasons);
+      return this.answer({
+        decision: 'deny',
+        enforced: true,
+        policy: null,
+        rule: BUILTIN_RULES.evaluationError,
+        reasons: [`evaluation failed: ${error instanceof Error ? error.message : String(error)}`],
+      });
     }
   }
 
@@ -240,27 +238,14 @@ export class PolicyEvaluator {
   }
 
   /**
-   * The answer, with reasons worded by `word` when first read. reasons is an own
-   * enumerable property in the contract's place (after revision), so spreading
-   * the answer or writing it as JSON reads it like any other field.
+   * The answer: a plain object, every field a data property. (Reasons worded on
+   * first read, through an accessor, made V8 keep each answer as a dictionary:
+   * costlier to make, copy and write as JSON than the wording they saved, and
+   * the sidecar's audit log reads every decision's reasons.)
    */
-  private answer(fields: AnswerFields, word: () => string[]): AuthorizationDecision {
-    const { decision, enforced, policy, rule, params, approval, redacted, redactResponse } = fields;
-    let reasons: string[] | undefined;
-    const out: AuthorizationDecision = {
-      decision,
-      enforced,
-      policy,
-      rule,
-      revision: this.revision,
-      get reasons(): string[] {
-        reasons ??= wordSafely(word);
-        return reasons;
-      },
-      set reasons(value: string[]) {
-        reasons = value;
-      },
-    };
+  private answer(partial: Omit<AuthorizationDecision, 'revision'>): AuthorizationDecision {
+    const { decision, enforced, policy, rule, reasons, params, approval, redacted, redactResponse } = partial;
+    const out: AuthorizationDecision = { decision, enforced, policy, rule, revision: this.revision, reasons };
     if (params !== undefined) out.params = params;
     if (approval !== undefined) out.approval = approval;
     if (redacted !== undefined) out.redacted = redacted;
@@ -292,20 +277,23 @@ export class PolicyEvaluator {
   private decide(call: NormalizedCall): AuthorizationDecision {
     const signals = this.signalsOf(call);
     const result = this.evaluate(call, signals);
-    const words = (): Words => ({ call, signals, agent: this.agentOf(call) });
+    const words: Words = { call, signals, agent: this.agentOf(call) };
     const outcome = this.resolve(result.outcome);
-    const base = { decision: outcome.decision, enforced: outcome.enforced, policy: null };
+    const base = { decision: outcome.decision, enforced: outcome.enforced };
     switch (outcome.source) {
       case 'unknown':
-        return this.answer({ ...base, rule: BUILTIN_RULES.unknownAgent }, () => [
-          `agent ${call.agent} is not an AgentIdentity of namespace ${call.namespace} in tenant ${this.tenant}`,
-        ]);
+        return this.answer({
+          ...base,
+          policy: null,
+          rule: BUILTIN_RULES.unknownAgent,
+          reasons: [`agent ${call.agent} is not an AgentIdentity of namespace ${call.namespace} in tenant ${this.tenant}`],
+        });
       case 'suspended':
-        return this.answer({ ...base, rule: BUILTIN_RULES.suspended }, () => [`agent ${call.namespace}/${call.agent} is suspended`]);
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.suspended, reasons: [`agent ${call.namespace}/${call.agent} is suspended`] });
       case 'default':
-        return this.answer({ ...base, rule: BUILTIN_RULES.defaultDeny }, () => this.defaultReasons(words(), result));
+        return this.answer({ ...base, policy: null, rule: BUILTIN_RULES.defaultDeny, reasons: this.defaultReasons(words, result) });
       default:
-        return this.matched(call, words, outcome, result.peers);
+        return this.matched(words, outcome, result.peers);
     }
   }
 
@@ -321,21 +309,28 @@ export class PolicyEvaluator {
     return agents !== undefined && Object.hasOwn(agents, call.agent) ? agents[call.agent] : undefined;
   }
 
-  private matched(call: NormalizedCall, words: () => Words, outcome: Match, peers: number[]): AuthorizationDecision {
-    const fields: AnswerFields = { decision: outcome.decision, enforced: outcome.enforced, policy: outcome.policy ?? null, rule: outcome.rule ?? BUILTIN_RULES.defaultDeny };
+  private matched(words: Words, outcome: Match, peers: number[]): AuthorizationDecision {
+    const { call } = words;
+    const policy = outcome.policy ?? null;
+    const rule = outcome.rule ?? BUILTIN_RULES.defaultDeny;
+    const answer: Omit<AuthorizationDecision, 'revision'> = {
+      decision: outcome.decision,
+      enforced: outcome.enforced,
+      policy,
+      rule,
+      reasons: this.matchReasons(words, outcome),
+    };
     if (outcome.decision === 'sanitize') {
       const spec = [...peers].sort((a, b) => a - b).flatMap((key) => this.rulesByKey.get(key)?.redact ?? []);
       const redacted = this.hooks.redact(call.params, dedupe(spec));
-      fields.params = redacted.params;
-      fields.redacted = redacted.redacted;
+      answer.params = redacted.params;
+      answer.redacted = redacted.redacted;
+      if (redacted.redacted.length > 0) answer.reasons = [...answer.reasons, `redacted ${redacted.redacted.join(', ')}`];
     }
     const redactResponse = this.responseRedaction(outcome, peers);
-    if (redactResponse.length > 0) fields.redactResponse = redactResponse;
-    if (outcome.decision === 'approval_needed') fields.approval = approvalKey(this.tenant, call);
-    return this.answer(fields, () => {
-      const reasons = this.matchReasons(words(), outcome);
-      return fields.redacted !== undefined && fields.redacted.length > 0 ? [...reasons, `redacted ${fields.redacted.join(', ')}`] : reasons;
-    });
+    if (redactResponse.length > 0) answer.redactResponse = redactResponse;
+    if (outcome.decision === 'approval_needed') answer.approval = approvalKey(this.tenant, call);
+    return this.answer(answer);
   }
 
   /** The deciding rule's redactResponse; for sanitize, that of every sanitize rule that matched (like redact). */
@@ -425,22 +420,6 @@ function checkTenantData(data: unknown): void {
 /** Rules and limits by namespace, policy and rule: a policy decides only for agents of its own namespace. */
 function refKey(namespace: string, policy: string | undefined, rule: string | undefined): string {
   return `${namespace}\n${policy ?? ''}\n${rule ?? ''}`;
-}
-
-/** An answer's fields but its reasons, and revision (the evaluator's). */
-type AnswerFields = Omit<AuthorizationDecision, 'revision' | 'reasons'>;
-
-/**
- * Reasons are read after the decision is made, possibly by a transport or the
- * audit log: wording them must not throw there. Should it fail, the decision
- * stands (the program made it) and the reasons say so.
- */
-function wordSafely(word: () => string[]): string[] {
-  try {
-    return word();
-  } catch (error) {
-    return [`the reasons could not be worded: ${error instanceof Error ? error.message : String(error)}`];
-  }
 }
 
 /** What the reasons of a call are worded from: the call, the signals the WASM saw, the calling agent. */
