@@ -135,6 +135,8 @@ export class PolicyEvaluator {
   private readonly now: () => Date;
   private readonly rules = new Map<string, RuleData>();
   private readonly rulesByKey = new Map<number, RuleData>();
+  /** Each rule's conditions, in written order. */
+  private readonly ruleConditions = new Map<RuleData, ConditionData[]>();
   private readonly limits = new Map<string, LimitData>();
   /** Every rule, limit, module and egress allowance of the tenant by precedence key (unique in a tenant). */
   private readonly entries = new Map<number, Entry>();
@@ -153,6 +155,13 @@ export class PolicyEvaluator {
         for (const rule of rules) {
           this.rules.set(refKey(namespace, rule.policy, rule.rule), rule);
           this.rulesByKey.set(rule.key, rule);
+          this.ruleConditions.set(
+            rule,
+            rule.when.flatMap((i) => {
+              const condition = this.data.conditions[i];
+              return condition === undefined ? [] : [condition];
+            }),
+          );
         }
       }
     }
@@ -357,17 +366,14 @@ export class PolicyEvaluator {
         const rule = this.rules.get(key);
         if (rule === undefined) return [];
         // The rule decided: every one of its conditions held.
-        const held = describeConditions(this.conditionsOf(rule), rule.when.map(() => true), true, words);
+        const held = describeConditions(this.conditionsOf(rule), undefined, true, words);
         return held.length > 0 ? held : [`rule ${rule.rule} has no conditions: it covers every such call to ${call.tool ?? ''}`];
       }
     }
   }
 
   private conditionsOf(rule: RuleData): ConditionData[] {
-    return rule.when.flatMap((i) => {
-      const condition = this.data.conditions[i];
-      return condition === undefined ? [] : [condition];
-    });
+    return this.ruleConditions.get(rule) ?? [];
   }
 
   private defaultReasons(words: Words, result: ProgramResult): string[] {
@@ -429,9 +435,13 @@ interface Words {
   agent: AgentData | undefined;
 }
 
-/** The conditions whose held flag is the one asked for, in words. */
-function describeConditions(when: ConditionData[], flags: boolean[], held: boolean, words: Words): string[] {
-  return when.flatMap((c, i) => (flags[i] === held ? [describeCondition(c, observe(c, words.call, words.signals, words.agent), held)] : []));
+/** The conditions whose held flag is the one asked for (without flags: every condition), in words. */
+function describeConditions(when: readonly ConditionData[], flags: readonly boolean[] | undefined, held: boolean, words: Words): string[] {
+  const out: string[] = [];
+  for (const [i, c] of when.entries()) {
+    if (flags === undefined || flags[i] === held) out.push(describeCondition(c, observe(c, words.call, words.signals, words.agent), held));
+  }
+  return out;
 }
 
 function dedupe(spec: RedactSpec[]): RedactSpec[] {

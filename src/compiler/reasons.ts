@@ -28,6 +28,48 @@ function clock(minute: number): string {
   return `${String(Math.floor(minute / 60)).padStart(2, '0')}:${String(minute % 60).padStart(2, '0')}`;
 }
 
+/**
+ * The words of a condition that do not depend on the call (its path, the
+ * values it compares with, its window), worded once per condition: a
+ * bundle's conditions live as long as the bundle, and the sidecar words
+ * every decision's reasons for its audit log.
+ */
+interface ConstantWords {
+  /** params.PATH, for conditions on a parameter. */
+  subject: string;
+  /** What the call is compared with, as the reason shows it. */
+  operand: string;
+}
+
+const constantWords = new WeakMap<ConditionData, ConstantWords>();
+
+function operandOf(c: ConditionData): string {
+  switch (c.op) {
+    case 'equals':
+      return showValue(c.value);
+    case 'oneOf':
+    case 'notOneOf':
+      return showValue(c.values);
+    case 'regex':
+      return showValue(c.regex);
+    case 'time':
+      return `${c.days.join(',')} ${clock(c.start)}-${clock(c.end)}`;
+    case 'delegatedBy':
+      return showValue(c.agents);
+    default:
+      return '';
+  }
+}
+
+function wordsOf(c: ConditionData): ConstantWords {
+  let words = constantWords.get(c);
+  if (words === undefined) {
+    words = { subject: 'path' in c ? showPath(c.path) : '', operand: operandOf(c) };
+    constantWords.set(c, words);
+  }
+  return words;
+}
+
 const NUMERIC: Record<'min' | 'max' | 'gt' | 'lt', [held: string, failed: string]> = {
   min: ['>=', '<'],
   max: ['<=', '>'],
@@ -36,7 +78,7 @@ const NUMERIC: Record<'min' | 'max' | 'gt' | 'lt', [held: string, failed: string
 };
 
 function describeParam(c: Extract<ConditionData, { path: string[] }>, o: Observed, held: boolean): string {
-  const subject = showPath(c.path);
+  const { subject, operand } = wordsOf(c);
   if (c.op === 'exists') {
     if (c.present) return held ? `${subject} ${showValue(o.value)} is present` : `${subject} is missing`;
     return held ? `${subject} is absent` : `${subject} ${showValue(o.value)} is present but must be absent`;
@@ -45,14 +87,14 @@ function describeParam(c: Extract<ConditionData, { path: string[] }>, o: Observe
   const value = `${subject} ${showValue(o.value)}`;
   switch (c.op) {
     case 'equals':
-      return `${value} ${held ? 'equals' : 'does not equal'} ${showValue(c.value)}`;
+      return `${value} ${held ? 'equals' : 'does not equal'} ${operand}`;
     case 'oneOf':
-      return `${value} is ${held ? '' : 'not '}one of ${showValue(c.values)}`;
+      return `${value} is ${held ? '' : 'not '}one of ${operand}`;
     case 'notOneOf':
-      return `${value} is ${held ? 'none of' : 'not a string, number or boolean outside'} ${showValue(c.values)}`;
+      return `${value} is ${held ? 'none of' : 'not a string, number or boolean outside'} ${operand}`;
     case 'regex':
-      if (typeof o.value !== 'string') return `${value} is not a string (regex ${showValue(c.regex)})`;
-      return `${value} ${held ? 'matches' : 'does not match'} regex ${showValue(c.regex)}`;
+      if (typeof o.value !== 'string') return `${value} is not a string (regex ${operand})`;
+      return `${value} ${held ? 'matches' : 'does not match'} regex ${operand}`;
     case 'userAttribute':
       return describeUserAttribute(c, o, held);
     default: {
@@ -65,15 +107,16 @@ function describeParam(c: Extract<ConditionData, { path: string[] }>, o: Observe
 
 function describeUserAttribute(c: Extract<ConditionData, { op: 'userAttribute' }>, o: Observed, held: boolean): string {
   const attribute = `user.attributes.${c.attribute}`;
-  if (o.user_missing === true) return `${attribute} is missing (compared with ${showPath(c.path)})`;
-  if (!o.present) return `${showPath(c.path)} is missing (compared with ${attribute})`;
-  return `${attribute} ${showValue(o.user)} ${held ? 'equals' : 'does not equal'} ${showPath(c.path)} ${showValue(o.value)}`;
+  const { subject } = wordsOf(c);
+  if (o.user_missing === true) return `${attribute} is missing (compared with ${subject})`;
+  if (!o.present) return `${subject} is missing (compared with ${attribute})`;
+  return `${attribute} ${showValue(o.user)} ${held ? 'equals' : 'does not equal'} ${subject} ${showValue(o.value)}`;
 }
 
 function describeTime(c: Extract<ConditionData, { op: 'time' }>, o: Observed, held: boolean): string {
   const now = o.value as { day?: string; minute?: number } | undefined;
   const when = now?.day !== undefined && now.minute !== undefined ? `${now.day} ${clock(now.minute)}` : 'unknown';
-  return `time ${when} ${c.zone} is ${held ? 'within' : 'outside'} ${c.days.join(',')} ${clock(c.start)}-${clock(c.end)}`;
+  return `time ${when} ${c.zone} is ${held ? 'within' : 'outside'} ${wordsOf(c).operand}`;
 }
 
 function describeThreat(c: Extract<ConditionData, { op: 'threat' }>, o: Observed, held: boolean): string {
@@ -94,7 +137,7 @@ export function describeCondition(c: ConditionData, o: Observed, held: boolean):
     case 'callsOver':
       return `calls to the tool in the last ${c.window}: ${showValue(o.value)} before this one, ${held ? 'within' : 'over'} max ${c.max}`;
     case 'delegatedBy':
-      return held ? `delegated by one of ${showValue(c.agents)} (chain ${showValue(o.value)})` : `not delegated by any of ${showValue(c.agents)} (chain ${showValue(o.value)})`;
+      return held ? `delegated by one of ${wordsOf(c).operand} (chain ${showValue(o.value)})` : `not delegated by any of ${wordsOf(c).operand} (chain ${showValue(o.value)})`;
     case 'delegationDepth':
       return `delegation depth ${showValue(o.value)} ${held ? '<=' : '>'} max ${c.max}`;
     case 'autonomyLevel':
