@@ -85,8 +85,8 @@ describe('inject', () => {
 
   it("bounds the sidecar's V8 heap, with a memory limit that leaves the rest of the process room", () => {
     const authz = inject(pod('a'), config, context).spec?.initContainers?.[0];
-    expect(envOf(authz).NODE_OPTIONS).toBe('--max-old-space-size=96 --max-semi-space-size=2');
-    expect(authz?.resources).toEqual({ requests: { cpu: '50m', memory: '160Mi' }, limits: { memory: '256Mi' } });
+    expect(envOf(authz).NODE_OPTIONS).toBe('--max-old-space-size=128 --max-semi-space-size=8');
+    expect(authz?.resources).toEqual({ requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '320Mi' } });
     const flag = (name: string): number => Number(new RegExp(`--${name}=(\\d+)`).exec(SIDECAR_NODE_OPTIONS)?.[1]);
     const mebibytes = (quantity: string): number => Number(/^(\d+)Mi$/.exec(quantity)?.[1]);
     // The young generation is three semi-spaces at most; about 100 MB more are the node binary, code and WASM memory (bench sidecar).

@@ -53,23 +53,24 @@ const RESTRICTED: V1SecurityContext = {
 
 /**
  * The authz sidecar's V8 heap bounds (bench sidecar; docs/sidecar.md, Measured).
- * With V8's defaults its RSS grew to about 450 MB under load: the young
- * generation grows to 16 MB semi-spaces and the old one is left to grow long
- * before it is collected. 2 MB semi-spaces keep the throughput of the default
- * heap (1 MB ones lose a fifth of it with a 1,000-rule bundle) and the RSS under
- * load at about 150 MB. The old space is bounded at 96 MB, over three times the
- * live heap (about 25 MB after a GC with a 1,000-rule bundle): 32 MB halved the
- * throughput with 1,000 rules, and 48 MB ran out of heap when the sidecar still
- * loaded the Kubernetes client (a live heap of about 50 MB).
+ * With V8's defaults its RSS grew to 340–450 MB under load: the old space is
+ * left to grow far past the live heap (about 25–30 MB after a GC) before it is
+ * collected, and the young one to 16 MB semi-spaces. Bounded at 128 MB of old
+ * space and 8 MB semi-spaces it kept the default heap's throughput (within the
+ * noise of a shared machine) at an RSS of about 160 MB; 2 MB semi-spaces cost
+ * a quarter of the throughput for 15 MB less, and 48 MB of old space ran out
+ * of heap when the sidecar still loaded the Kubernetes client (a live heap of
+ * about 50 MB, which 128 MB still holds).
  */
-export const SIDECAR_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space-size=2';
+export const SIDECAR_NODE_OPTIONS = '--max-old-space-size=128 --max-semi-space-size=8';
 
 /**
- * About what it uses under load (RSS about 150 MB, of which some 60 MB are the
- * node binary's pages), and room for the heap bound above: past it V8 stops the
- * process itself before the kernel would.
+ * About what it uses under load (RSS 140–210 MB, some 60 MB of it the node
+ * binary's pages), and room over the heap bounds above for the rest of the
+ * process (about 100 MB: code, WASM memory, buffers), so V8 stops the process
+ * at its heap bound before the kernel would.
  */
-export const SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '160Mi' }, limits: { memory: '256Mi' } };
+export const SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '320Mi' } };
 
 const PROXY_URL = `http://127.0.0.1:${PORTS.proxy}`;
 // Loopback never goes through the proxy: the sidecars themselves live there.
