@@ -1,7 +1,7 @@
 // What a condition speaks of in a call, for the words of a reason: the value of
 // a parameter, the local clock, a counter, the delegation chain. Whether the
 // condition held is the WASM's answer (program.ts); this only reads the values
-// it compared, the way observe() in the program reads them, so the reason can
+// it compared, the way the program's holds() reads them, so the reason can
 // show them.
 import type { AgentData, ConditionData } from './ir.ts';
 import type { NormalizedCall } from './input.ts';

@@ -1,5 +1,5 @@
 // Evaluation of a compiled policy through OPA's WASM ABI 1.2 entry point,
-// opa_eval (https://www.openpolicyagent.org/docs/wasm#evaluation), the way
+// opa_eval (https://www.openpolicyagent.org/docs/wasm, "Evaluation"), the way
 // opa-wasm's LoadedPolicy.evaluate does on that ABI, without its per-call
 // costs: a TextEncoder and a TextDecoder made for each call, the input encoded
 // into a fresh buffer before it is copied into the module's memory, and the
