@@ -380,6 +380,16 @@ describe('loading', () => {
   it('refuses data that is not a compiled tenant', async () => {
     await expect(PolicyEvaluator.load({ wasm: new Uint8Array(), data: { portcullis: {} } as never, revision: 'r' })).rejects.toThrow(/not a compiled tenant/);
   });
+
+  it('loads data compiled before regex signal keys and shadowed namespaces, and matches its regexes in the program', async () => {
+    const { compiled } = await compiledEvaluator([agent(NS, 'bot'), toolPolicy(NS, 'ids', [{ name: 'digits', tool: 'ids', decision: 'allow', when: [{ param: 'id', regex: '[0-9]+' }] }])], NS);
+    const { shadowed: _shadowed, ...tenant } = compiled.data.portcullis;
+    const conditions = tenant.conditions.map((c) => (c.op === 'regex' ? { op: c.op, path: c.path, pattern: c.pattern, regex: c.regex } : c));
+    const older = await PolicyEvaluator.load({ ...compiled, data: { portcullis: { ...tenant, conditions } as typeof compiled.data.portcullis } });
+    expect(older.programInput({ namespace: NS, agent: 'bot', tool: 'ids', params: { id: '42' } }).signals.regex).toEqual({});
+    expect(older.authorize({ namespace: NS, agent: 'bot', tool: 'ids', params: { id: '42' } })).toMatchObject({ decision: 'allow', rule: 'digits' });
+    expect(older.authorize({ namespace: NS, agent: 'bot', tool: 'ids', params: { id: '4x2' } })).toMatchObject({ decision: 'deny', rule: BUILTIN_RULES.defaultDeny });
+  });
 });
 
 describe('raw Rego modules', () => {

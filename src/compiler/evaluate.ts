@@ -413,7 +413,9 @@ export interface Obligations {
   spend: ({ key: string; dailyUSD: number; timeZone: string } & ({ param: string } | { perCall: number }))[];
 }
 
-const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones', 'shadowed', 'tools'];
+// Not shadowed: only the program of the same bundle reads it, and a bundle compiled before it existed
+// still loads (its program reads no regex matches either; it matches its regexes itself).
+const TENANT_FIELDS = ['tenant', 'agents', 'policies', 'egressPolicies', 'rules', 'index', 'limits', 'egress', 'modules', 'conditions', 'zones', 'tools'];
 
 /** A bundle whose data is not a compiled tenant is refused at load, not discovered call by call. */
 function checkTenantData(data: unknown): void {
