@@ -58,9 +58,10 @@ const RESTRICTED: V1SecurityContext = {
  * collected. Bounded at 128 MB of old space and 8 MB semi-spaces, the RSS after
  * the same load is about 155 MB, for about 12 % of the throughput at saturation
  * (seven alternated runs on one core: 2,400 rps against 2,720): more frequent
- * collections. 2 MB semi-spaces cost a quarter of it to save 15 MB more, 32 MB
- * ones 8 % for 50 MB more. 48 MB of old space ran out of heap while the sidecar
- * still loaded the Kubernetes client (a live heap of about 50 MB).
+ * collections. 2 MB semi-spaces cost a quarter to a third of it to save 15 MB
+ * more; 32 MB ones gained little for 50 MB more. 48 MB of old space ran out of
+ * heap while the sidecar still loaded the Kubernetes client (a live heap of
+ * about 50 MB).
  */
 export const SIDECAR_NODE_OPTIONS = '--max-old-space-size=128 --max-semi-space-size=8';
 
