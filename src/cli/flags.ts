@@ -1,9 +1,7 @@
 // Flag parsing shared by the long-running commands (operator, sidecar): each
 // bad value is a UsageError naming the flag and what it expects.
 
-import type { KubeConfig } from '@kubernetes/client-node';
 import { parseDuration } from '../compiler/durations.ts';
-import { PooledKubeConfig } from '../operator/kubeconfig.ts';
 import { UsageError } from './io.ts';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
@@ -29,13 +27,4 @@ export function logLevel(value: string | undefined): LogLevel {
   const level = value ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`--log-level: ${JSON.stringify(level)} is not one of ${LOG_LEVELS.join(', ')}`);
   return level as LogLevel;
-}
-
-/** The kubeconfig at `path`, else in-cluster or $KUBECONFIG / ~/.kube/config; with pooled connections. */
-export function kubeConfigFrom(path: string | undefined): KubeConfig {
-  const kc = new PooledKubeConfig();
-  if (path !== undefined) kc.loadFromFile(path);
-  else kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new UsageError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster');
-  return kc;
 }

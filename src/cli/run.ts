@@ -1,14 +1,8 @@
 // The portcullis command line: subcommand dispatch and error reporting. Each
 // subcommand returns its exit code; errors are printed here, once.
-import { CompileError, CompileErrors, InputError } from '../compiler/index.ts';
-import { AUDIT_USAGE, auditCommand } from './audit.ts';
-import { BUNDLE_USAGE, bundleCommand } from './bundle.ts';
-import { EVAL_USAGE, evalCommand } from './eval.ts';
+import { CompileError, CompileErrors, InputError } from '../compiler/errors.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
-import { TEST_USAGE, testCommand } from './test-cases.ts';
-import { OPERATOR_USAGE, operatorCommand } from '../operator/main.ts';
-import { SIDECAR_USAGE, sidecarCommand } from '../sidecar/main.ts';
 
 export const USAGE = `Usage: portcullis COMMAND [options]
 
@@ -26,13 +20,15 @@ Run portcullis COMMAND --help for the options of a command.
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
-const COMMANDS: Readonly<Record<string, { run: Command; usage: string }>> = {
-  eval: { run: evalCommand, usage: EVAL_USAGE },
-  test: { run: testCommand, usage: TEST_USAGE },
-  bundle: { run: bundleCommand, usage: BUNDLE_USAGE },
-  audit: { run: auditCommand, usage: AUDIT_USAGE },
-  operator: { run: (args) => operatorCommand(args), usage: OPERATOR_USAGE },
-  sidecar: { run: (args) => sidecarCommand(args), usage: SIDECAR_USAGE },
+// Each command's module is loaded only when it runs: the sidecar, in every
+// agent pod, must not carry the operator's Kubernetes client (see docs/sidecar.md).
+const COMMANDS: Readonly<Record<string, () => Promise<{ run: Command; usage: string }>>> = {
+  eval: async () => { const m = await import('./eval.ts'); return { run: m.evalCommand, usage: m.EVAL_USAGE }; },
+  test: async () => { const m = await import('./test-cases.ts'); return { run: m.testCommand, usage: m.TEST_USAGE }; },
+  bundle: async () => { const m = await import('./bundle.ts'); return { run: m.bundleCommand, usage: m.BUNDLE_USAGE }; },
+  audit: async () => { const m = await import('./audit.ts'); return { run: m.auditCommand, usage: m.AUDIT_USAGE }; },
+  operator: async () => { const m = await import('../operator/main.ts'); return { run: (args) => m.operatorCommand(args), usage: m.OPERATOR_USAGE }; },
+  sidecar: async () => { const m = await import('../sidecar/main.ts'); return { run: (args) => m.sidecarCommand(args), usage: m.SIDECAR_USAGE }; },
 };
 
 function isParseArgsError(error: unknown): error is Error {
@@ -58,11 +54,11 @@ function report(error: unknown, io: CliIo, usage: string): number {
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const [name, ...args] = argv;
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
-    const topic = name === 'help' && args[0] !== undefined ? COMMANDS[args[0]] : undefined;
+    const topic = name === 'help' && args[0] !== undefined && Object.hasOwn(COMMANDS, args[0]) ? await COMMANDS[args[0]]?.() : undefined;
     io.stdout(topic?.usage ?? USAGE);
     return 0;
   }
-  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  const command = Object.hasOwn(COMMANDS, name) ? await COMMANDS[name]?.() : undefined;
   if (command === undefined) {
     io.stderr(`portcullis: unknown command ${name}\n\n${USAGE}`);
     return 2;

@@ -5,6 +5,7 @@
 
 import { KubeConfig } from '@kubernetes/client-node';
 import type { RequestContext } from '@kubernetes/client-node';
+import { UsageError } from '../cli/io.ts';
 
 type Dispatcher = ReturnType<RequestContext['getDispatcher']>;
 
@@ -22,4 +23,13 @@ export class PooledKubeConfig extends KubeConfig {
     }
     this.dispatchers.set(key, context.getDispatcher());
   }
+}
+
+/** The kubeconfig at `path`, else in-cluster or $KUBECONFIG / ~/.kube/config; with pooled connections. */
+export function kubeConfigFrom(path: string | undefined): KubeConfig {
+  const kc = new PooledKubeConfig();
+  if (path !== undefined) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  if (!kc.getCurrentCluster()) throw new UsageError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster');
+  return kc;
 }

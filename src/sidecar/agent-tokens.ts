@@ -6,8 +6,13 @@
 // `revokedBefore` come from the loaded bundle, so they take effect through the
 // same fast path as every policy change.
 import type { BundleKey } from '../bundle/index.ts';
-import type { AgentTokenClaims, VerifiedAgentToken } from '../identity/index.ts';
-import { AGENT_TOKEN_AUDIENCE, AgentTokenError, agentSubject, keyIdOfToken, parseAgentSubject, ReplayCache, verifyAgentToken } from '../identity/index.ts';
+// The identity modules themselves, not identity/index.ts: that also holds the token service and its Kubernetes client.
+import { AgentTokenError } from '../identity/errors.ts';
+import { keyIdOfToken } from '../identity/jwks-source.ts';
+import { ReplayCache } from '../identity/replay-cache.ts';
+import { AGENT_TOKEN_AUDIENCE } from '../identity/token-service.ts';
+import type { AgentTokenClaims, VerifiedAgentToken } from '../identity/tokens.ts';
+import { agentSubject, parseAgentSubject, verifyAgentToken } from '../identity/tokens.ts';
 import type { AgentIdentity, VerifiedFacts } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 
