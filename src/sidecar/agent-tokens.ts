@@ -109,12 +109,16 @@ export class AgentTokens {
     return { facts: verified.delegation.length === 0 ? {} : { delegation: verified.delegation }, forwarded: true };
   }
 
-  /** Headers for the upstream request of an allowed call: the agent's own token, unless the call carries a verified one. */
-  upstreamHeaders(verdict: TokenVerdict): Record<string, string> {
-    if ('refuse' in verdict || verdict.forwarded) return {};
+  /**
+   * Headers for the upstream request of an allowed call, given the request's headers: the agent's
+   * own token, unless the call carries a token (verified before it was allowed), which stays.
+   */
+  upstreamHeaders(requestHeaders: ReadonlyMap<string, string>): Record<string, string> {
+    if ((requestHeaders.get(AGENT_TOKEN_HEADER) ?? '') !== '') return {};
     const token = this.options.own?.current;
     return token === undefined ? {} : { [AGENT_TOKEN_HEADER]: token };
   }
+
 
   /** Why the sidecar's own token cannot be used, or undefined when it can (or there is none to use). */
   private checkOwnToken(): string | undefined {

@@ -10,7 +10,7 @@ import type { BundleJwks } from '../bundle/index.ts';
 // The modules themselves, not identity/index.ts: that also holds the token service, whose Kubernetes client the sidecar does not load.
 import { JwksSource } from '../identity/jwks-source.ts';
 import { AgentTokenSource, tokenServiceFetcher } from '../identity/token-source.ts';
-import { AGENT_TOKEN_HEADER, AgentTokens } from './agent-tokens.ts';
+import { AgentTokens } from './agent-tokens.ts';
 import type { AgentIdentity, VerifiedFacts } from './authorizer.ts';
 import { Authorizer } from './authorizer.ts';
 import { BundleEventRecorder, eventCreator } from './bundle-events.ts';
@@ -119,7 +119,7 @@ export class Sidecar {
         return 'refuse' in verdict ? verdict : verdict.facts;
       },
       okHeaders: (headers: ReadonlyMap<string, string>): Record<string, string> =>
-        (headers.get(AGENT_TOKEN_HEADER) ?? '') !== '' ? {} : tokens.verifier.upstreamHeaders({ facts: {}, forwarded: false }),
+        tokens.verifier.upstreamHeaders(headers),
     };
     const notReady = (): string | undefined => {
       if (this.draining) return 'the sidecar is shutting down';
