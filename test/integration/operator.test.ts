@@ -109,9 +109,11 @@ describe('the operator', () => {
       });
       expect(bundle.manifest.metadata.tenant).toBe('alpha');
     }
-    const status = await eventually('payments to be Ready', async () => {
+    // The tenant may be rebuilt once more as its second namespace arrives: status follows the last bundle.
+    const status = await eventually('payments to be Ready at the revision in force', async () => {
       const p = await toolPolicy('alpha-one', 'payments');
-      return ready(p)?.status === 'True' ? p : undefined;
+      const inForce = (await verifiedBundle('alpha-one', 'alpha')).manifest.revision;
+      return ready(p)?.status === 'True' && p.status?.bundleRevision === inForce ? p : undefined;
     });
     expect(status.status?.ruleCount).toBe(1);
     expect(status.status?.observedGeneration).toBe(status.metadata.generation);
