@@ -28,6 +28,10 @@ export const MODES = ['enforce', 'shadow'] as const;
 export const WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'] as const;
 export const THREATS = ['prompt_injection', 'sql_injection', 'path_traversal', 'pii'] as const;
 export const REDACTION_DETECTORS = ['ssn', 'email', 'credit_card', 'phone', 'iban', 'pii'] as const;
+/** Why the sidecar could not decide a call with a loaded bundle: what a read-only action may fail open on. */
+export const FAIL_OPEN_CAUSES = ['counters_unavailable', 'evaluation_error'] as const;
+/** Asymmetric JWS algorithms a user token may be signed with: never none, never HMAC (a public key is no secret). */
+export const USER_TOKEN_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
 // A Kubernetes object name (DNS-1123 label) and a DNS-1123 subdomain.
 const DNS_LABEL = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
@@ -270,6 +274,14 @@ const rule = titled(
   ),
 );
 
+const readOnly = bool('The action changes nothing; a policy may let read-only actions fail open (failOpen).');
+const failOpen = list(
+  `When the sidecar has the bundle but cannot decide a call of this read-only action for one of these causes (${FAIL_OPEN_CAUSES.join(', ')}), the call goes through unchecked, recorded as fail-open (rule portcullis:fail-open). Only with readOnly: true. evaluation_error can be provoked by a call crafted to make the policy fail: name it only where that exposure is accepted.`,
+  enumOf('A cause.', FAIL_OPEN_CAUSES),
+  { maxItems: FAIL_OPEN_CAUSES.length, minItems: 1, 'x-kubernetes-list-type': 'set' },
+);
+const failOpenNeedsReadOnly = cel('!has(self.failOpen) || (has(self.readOnly) && self.readOnly)', 'failOpen goes only with readOnly: true');
+
 const toolAction = titled(
   'ToolAction',
   obj(
@@ -278,9 +290,23 @@ const toolAction = titled(
       name: toolName('The action name rules refer to.'),
       method: enumOf('HTTP method.', ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']),
       path: str('Request path; a trailing /* matches any suffix.', { maxLength: 1024, pattern: '^/[^?#]*$' }),
-      readOnly: bool('The action changes nothing; a policy may let read-only actions fail open.'),
+      readOnly,
+      failOpen,
     },
-    { required: ['name', 'method', 'path'] },
+    { required: ['name', 'method', 'path'], 'x-kubernetes-validations': [failOpenNeedsReadOnly] },
+  ),
+);
+
+const mcpAction = titled(
+  'McpAction',
+  obj(
+    'What an MCP tool (a tools/call name) of the server is: the tools of the server not listed here are neither read-only nor fail-open.',
+    {
+      name: toolName('The MCP tool name, which tools/call names and rules list as the action.'),
+      readOnly,
+      failOpen,
+    },
+    { required: ['name'], 'x-kubernetes-validations': [failOpenNeedsReadOnly] },
   ),
 );
 
@@ -305,6 +331,7 @@ const toolDeclaration = titled(
           host: str('Host name.', { maxLength: 253, pattern: DNS_SUBDOMAIN }),
           port: int('Port; any port when omitted.', { minimum: 1, maximum: 65535 }),
           path: str('Endpoint path.', { maxLength: 1024, pattern: '^/[^?#]*$' }),
+          actions: listMap('What some of the server\'s tools are (read-only, fail-open), by name.', mcpAction, 'name', { maxItems: 256 }),
         },
         { required: ['host'] },
       ),
@@ -411,6 +438,60 @@ const statusCondition = titled(
 const conditions = listMap('Observations of the resource state.', statusCondition, 'type', { maxItems: 16 });
 const observedGeneration = int('The generation the status describes.', { minimum: 0 });
 
+// An https URL: user tokens' keys never travel in the clear.
+const HTTPS_URL = '^https://[^\\s/?#]+(/[^\\s]*)?$';
+
+const userTokens = titled(
+  'UserTokens',
+  obj(
+    `How the sidecar verifies the token of the user an agent acts for, forwarded by the agent's application in the x-portcullis-user-token header: a JWT signed by the issuer with one of its keys (${USER_TOKEN_ALGORITHMS.join(', ')}), for one of the audiences, not expired. Its claims become user.id and user.attributes, which userAttribute conditions read. A call with a token that does not verify is denied; without this field, any user token is refused.`,
+    {
+      issuer: str('The iss claim a token must carry, exactly.', { maxLength: 1024, minLength: 1 }),
+      audiences: list('A token\'s aud must name at least one of these: the application\'s client id at the issuer.', str('An audience.', { maxLength: 1024, minLength: 1 }), {
+        maxItems: 32,
+        minItems: 1,
+        'x-kubernetes-list-type': 'set',
+      }),
+      jwksURL: str('The issuer\'s JWKS (https), fetched by the sidecar and cached; fetched again for a key id it does not hold.', {
+        maxLength: 2048,
+        pattern: HTTPS_URL,
+      }),
+      jwks: obj(
+        'The issuer\'s public keys written here (a JWKS), for an issuer the sidecar cannot reach; rotated by editing them.',
+        {
+          keys: list('Public JWKs (RSA, EC or OKP); never a private or symmetric key.', obj('A public JWK.', {}, {
+            tsType: 'Record<string, unknown>',
+            'x-kubernetes-preserve-unknown-fields': true,
+          }), { maxItems: 32, minItems: 1 }),
+        },
+        { required: ['keys'] },
+      ),
+      algorithms: list(`The algorithms a token may be signed with; all of ${USER_TOKEN_ALGORITHMS.join(', ')} when omitted.`, enumOf('A JWS algorithm.', USER_TOKEN_ALGORITHMS), {
+        // A set of an enum holds at most its values; above the generator's tuple limit, so the type stays a list.
+        maxItems: 32,
+        minItems: 1,
+        'x-kubernetes-list-type': 'set',
+      }),
+      claims: titled(
+        'UserTokenClaims',
+        obj(
+          'Which claims become the user: user.id from the claim named by id, and each user attribute from the top-level claim named (a string, number or boolean; a token whose mapped claim is anything else is refused).',
+          {
+            id: str('The claim holding the user id (a non-empty string); sub when omitted.', { maxLength: 256, minLength: 1 }),
+            attributes: stringMap('User attribute name → the claim it comes from, e.g. region: region.', str('A claim name.', { maxLength: 256, minLength: 1 }), {
+              maxProperties: 32,
+            }),
+          },
+        ),
+      ),
+    },
+    {
+      required: ['issuer', 'audiences'],
+      'x-kubernetes-validations': [cel('has(self.jwksURL) != has(self.jwks)', 'must state exactly one of jwksURL or jwks')],
+    },
+  ),
+);
+
 const agentIdentitySpec = titled(
   'AgentIdentitySpec',
   obj(
@@ -448,6 +529,7 @@ const agentIdentitySpec = titled(
       tokenTTL: duration('Lifetime of the agent tokens.', '1m', '24h'),
       suspended: bool('Kill switch: true denies every call of this agent and refuses its tokens.', { default: false }),
       revokedBefore: str('Tokens issued before this time are refused.', { maxLength: 64, format: 'date-time' }),
+      userTokens,
     },
     { required: ['serviceAccountName', 'owner'] },
   ),

@@ -71,6 +71,7 @@ export interface AgentIdentitySpec {
    * Tokens issued before this time are refused.
    */
   revokedBefore?: string;
+  userTokens?: UserTokens;
 }
 /**
  * The human who answers for the agent.
@@ -84,6 +85,73 @@ export interface Owner {
    * E-mail address.
    */
   email: string;
+}
+/**
+ * How the sidecar verifies the token of the user an agent acts for, forwarded by the agent's application in the x-portcullis-user-token header: a JWT signed by the issuer with one of its keys (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA), for one of the audiences, not expired. Its claims become user.id and user.attributes, which userAttribute conditions read. A call with a token that does not verify is denied; without this field, any user token is refused.
+ */
+export interface UserTokens {
+  /**
+   * The iss claim a token must carry, exactly.
+   */
+  issuer: string;
+  /**
+   * A token's aud must name at least one of these: the application's client id at the issuer.
+   *
+   * @minItems 1
+   * @maxItems 32
+   *
+   * Items: An audience.
+   */
+  audiences: [string, ...string[]];
+  /**
+   * The issuer's JWKS (https), fetched by the sidecar and cached; fetched again for a key id it does not hold.
+   */
+  jwksURL?: string;
+  /**
+   * The issuer's public keys written here (a JWKS), for an issuer the sidecar cannot reach; rotated by editing them.
+   */
+  jwks?: {
+    /**
+     * Public JWKs (RSA, EC or OKP); never a private or symmetric key.
+     *
+     * @minItems 1
+     * @maxItems 32
+     *
+     * Items: A public JWK.
+     */
+    keys: [Record<string, unknown>, ...Record<string, unknown>[]];
+  };
+  /**
+   * The algorithms a token may be signed with; all of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA when omitted.
+   *
+   * @minItems 1
+   * @maxItems 32
+   *
+   * Items: A JWS algorithm.
+   */
+  algorithms?: [
+    "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512" | "EdDSA",
+    ...("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512" | "EdDSA")[]
+  ];
+  claims?: UserTokenClaims;
+}
+/**
+ * Which claims become the user: user.id from the claim named by id, and each user attribute from the top-level claim named (a string, number or boolean; a token whose mapped claim is anything else is refused).
+ */
+export interface UserTokenClaims {
+  /**
+   * The claim holding the user id (a non-empty string); sub when omitted.
+   */
+  id?: string;
+  /**
+   * User attribute name → the claim it comes from, e.g. region: region.
+   */
+  attributes?: {
+    /**
+     * A claim name.
+     */
+    [k: string]: string | undefined;
+  };
 }
 /**
  * Observed state, written by the operator.
@@ -480,6 +548,12 @@ export interface ToolDeclaration {
      * Endpoint path.
      */
     path?: string;
+    /**
+     * What some of the server's tools are (read-only, fail-open), by name.
+     *
+     * @maxItems 256
+     */
+    actions?: McpAction[];
   };
 }
 /**
@@ -499,9 +573,44 @@ export interface ToolAction {
    */
   path: string;
   /**
-   * The action changes nothing; a policy may let read-only actions fail open.
+   * The action changes nothing; a policy may let read-only actions fail open (failOpen).
    */
   readOnly?: boolean;
+  /**
+   * When the sidecar has the bundle but cannot decide a call of this read-only action for one of these causes (counters_unavailable, evaluation_error), the call goes through unchecked, recorded as fail-open (rule portcullis:fail-open). Only with readOnly: true. evaluation_error can be provoked by a call crafted to make the policy fail: name it only where that exposure is accepted.
+   *
+   * @minItems 1
+   * @maxItems 2
+   *
+   * Items: A cause.
+   */
+  failOpen?:
+    | ["counters_unavailable" | "evaluation_error"]
+    | ["counters_unavailable" | "evaluation_error", "counters_unavailable" | "evaluation_error"];
+}
+/**
+ * What an MCP tool (a tools/call name) of the server is: the tools of the server not listed here are neither read-only nor fail-open.
+ */
+export interface McpAction {
+  /**
+   * The MCP tool name, which tools/call names and rules list as the action.
+   */
+  name: string;
+  /**
+   * The action changes nothing; a policy may let read-only actions fail open (failOpen).
+   */
+  readOnly?: boolean;
+  /**
+   * When the sidecar has the bundle but cannot decide a call of this read-only action for one of these causes (counters_unavailable, evaluation_error), the call goes through unchecked, recorded as fail-open (rule portcullis:fail-open). Only with readOnly: true. evaluation_error can be provoked by a call crafted to make the policy fail: name it only where that exposure is accepted.
+   *
+   * @minItems 1
+   * @maxItems 2
+   *
+   * Items: A cause.
+   */
+  failOpen?:
+    | ["counters_unavailable" | "evaluation_error"]
+    | ["counters_unavailable" | "evaluation_error", "counters_unavailable" | "evaluation_error"];
 }
 /**
  * A rule: when a call to the tool (and one of the actions) meets every condition, the rule decides.

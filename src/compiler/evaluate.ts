@@ -11,7 +11,7 @@ import { REDACTION_DETECTORS } from '../api/index.ts';
 import { canonicalJson, sha256Hex } from './canonical.ts';
 import { detectThreats } from './detectors.ts';
 import { InputError } from './errors.ts';
-import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, ResponseRedactSpec, RuleData, TenantData, Threat, ToolData } from './ir.ts';
+import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, ResponseRedactSpec, RuleData, TenantData, Threat, ToolData, UserTokenData } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
 import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
@@ -306,11 +306,15 @@ export class PolicyEvaluator {
     }
   }
 
-  /** Whether an agent of this tenant is suspended and since when its tokens are revoked; undefined for an unknown agent. */
+  /** Whether an agent of this tenant is suspended, since when its tokens are revoked, and how its users' tokens are verified; undefined for an unknown agent. */
   standing(namespace: string, agent: string): AgentStanding | undefined {
     const data = this.agentOf({ namespace, agent });
     if (data === undefined) return undefined;
-    return { suspended: data.suspended, ...(data.revokedBefore === undefined ? {} : { revokedBefore: new Date(data.revokedBefore) }) };
+    return {
+      suspended: data.suspended,
+      ...(data.revokedBefore === undefined ? {} : { revokedBefore: new Date(data.revokedBefore) }),
+      ...(data.userTokens === undefined ? {} : { userTokens: data.userTokens }),
+    };
   }
 
   private agentOf(call: Pick<NormalizedCall, 'namespace' | 'agent'>): AgentData | undefined {
@@ -397,10 +401,12 @@ export class PolicyEvaluator {
   }
 }
 
-/** What the sidecar checks of an agent's tokens; see PolicyEvaluator.standing. */
+/** What the sidecar checks of an agent's tokens, and of the user tokens its application forwards; see PolicyEvaluator.standing. */
 export interface AgentStanding {
   suspended: boolean;
   revokedBefore?: Date;
+  /** How user tokens forwarded with the agent's calls are verified; absent: every user token is refused. */
+  userTokens?: UserTokenData;
 }
 
 /** What the sidecar counts for a call; see PolicyEvaluator.obligations. */

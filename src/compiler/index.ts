@@ -9,7 +9,7 @@ export type { AgentStanding, AuthorizationDecision, DecisionHooks, EvaluatorOpti
 export { approvalKey, BUILTIN_RULES, DEFAULT_HOOKS, PolicyEvaluator } from './evaluate.ts';
 export type { AuthorizationInput, CallCounters, NormalizedCall } from './input.ts';
 export { normalizeInput } from './input.ts';
-export type { ConditionData, LimitData, RuleData, TenantData, ToolActionData, ToolData } from './ir.ts';
+export type { ConditionData, FailOpenCause, LimitData, McpActionData, RuleData, TenantData, ToolActionData, ToolData, UserTokenData } from './ir.ts';
 export type { Loaded, ManifestSet, SourceRef, TenantResources } from './manifests.ts';
 export { parseManifests, readManifestPaths, TENANT_LABEL, tenantOf, tenantResources, tenantsOf } from './manifests.ts';
 export { checkStrict, opaBinary } from './opa.ts';

@@ -3,8 +3,8 @@
 // the decision core. Everything a rule says is made explicit here (defaults
 // filled in, regexes anchored, clock times in minutes, param paths split), so
 // the program and the core never interpret the user's spelling.
-import type { AgentIdentity, EgressRule, PolicyRule, RuleCondition, ToolDeclaration, ToolPolicy } from '../api/index.ts';
-import { WEEKDAYS } from '../api/index.ts';
+import type { AgentIdentity, EgressRule, PolicyRule, RuleCondition, ToolDeclaration, ToolPolicy, UserTokens } from '../api/index.ts';
+import { USER_TOKEN_ALGORITHMS, WEEKDAYS } from '../api/index.ts';
 import { canonicalJson } from './canonical.ts';
 import { CompileError, CompileErrors } from './errors.ts';
 import type { Loaded, TenantResources } from './manifests.ts';
@@ -96,7 +96,25 @@ export interface AgentData {
   suspended: boolean;
   /** Agent tokens issued before this time (RFC 3339) are refused: the sidecar checks them, not the policy. */
   revokedBefore?: string;
+  /** How the sidecar verifies the user tokens the agent's application forwards; absent: every user token is refused. */
+  userTokens?: UserTokenData;
 }
+
+/** AgentIdentity spec.userTokens with its defaults filled in: the sidecar reads it, not the policy. */
+export interface UserTokenData {
+  issuer: string;
+  audiences: string[];
+  /** Exactly one of jwksURL (https) and jwks. */
+  jwksURL?: string;
+  jwks?: { keys: Record<string, unknown>[] };
+  /** Sorted; never none, never HMAC. */
+  algorithms: string[];
+  /** The claim holding user.id, and user attribute name → the claim it comes from. */
+  claims: { id: string; attributes: Record<string, string> };
+}
+
+/** Why the sidecar could not decide a call with a loaded bundle (ToolPolicy spec.tools[].*.actions[].failOpen). */
+export type FailOpenCause = 'counters_unavailable' | 'evaluation_error';
 
 export interface EgressData {
   policy: string;
@@ -129,8 +147,16 @@ export interface ToolData {
   name: string;
   /** Absent port: any port. */
   http?: { host: string; port?: number; actions: ToolActionData[] };
-  /** Absent path: every path of the host is the MCP endpoint. */
-  mcp?: { host: string; port?: number; path?: string };
+  /** Absent path: every path of the host is the MCP endpoint. actions: what some of its tools (tools/call names) are. */
+  mcp?: { host: string; port?: number; path?: string; actions?: McpActionData[] };
+}
+
+/** An MCP tool of a server, by its tools/call name (the action). */
+export interface McpActionData {
+  name: string;
+  readOnly?: boolean;
+  /** Sorted; only with readOnly. */
+  failOpen?: FailOpenCause[];
 }
 
 export interface ToolActionData {
@@ -139,6 +165,8 @@ export interface ToolActionData {
   /** A trailing /* matches any suffix. */
   path: string;
   readOnly?: boolean;
+  /** Sorted; only with readOnly. */
+  failOpen?: FailOpenCause[];
 }
 
 export interface TenantData {
@@ -429,17 +457,31 @@ function checkToolRoutes(policies: readonly Loaded<ToolPolicy>[], errors: Compil
   }
 }
 
+/** What an action declaration says of failing open: readOnly as written, failOpen sorted. */
+function failModeOf(action: { readOnly?: boolean; failOpen?: readonly FailOpenCause[] }): { readOnly?: boolean; failOpen?: FailOpenCause[] } {
+  return {
+    ...(action.readOnly === undefined ? {} : { readOnly: action.readOnly }),
+    ...(action.failOpen === undefined ? {} : { failOpen: [...new Set(action.failOpen)].sort() }),
+  };
+}
+
 /** The tenant's tools by name, as the sidecar reads them. */
 function toolData(policies: readonly Loaded<ToolPolicy>[]): ToolData[] {
   return firstDeclarations(policies)
     .map(({ tool }): ToolData => {
       const out: ToolData = { name: tool.name };
       if (tool.http !== undefined) {
-        const actions = (tool.http.actions ?? []).map((a): ToolActionData => ({ name: a.name, method: a.method, path: a.path, ...(a.readOnly === undefined ? {} : { readOnly: a.readOnly }) }));
+        const actions = (tool.http.actions ?? []).map((a): ToolActionData => ({ name: a.name, method: a.method, path: a.path, ...failModeOf(a) }));
         out.http = { host: tool.http.host, ...(tool.http.port === undefined ? {} : { port: tool.http.port }), actions };
       }
       if (tool.mcp !== undefined) {
-        out.mcp = { host: tool.mcp.host, ...(tool.mcp.port === undefined ? {} : { port: tool.mcp.port }), ...(tool.mcp.path === undefined ? {} : { path: tool.mcp.path }) };
+        const actions = tool.mcp.actions?.map((a): McpActionData => ({ name: a.name, ...failModeOf(a) }));
+        out.mcp = {
+          host: tool.mcp.host,
+          ...(tool.mcp.port === undefined ? {} : { port: tool.mcp.port }),
+          ...(tool.mcp.path === undefined ? {} : { path: tool.mcp.path }),
+          ...(actions === undefined ? {} : { actions }),
+        };
       }
       return out;
     })
@@ -520,6 +562,20 @@ function agentData(agent: AgentIdentity): AgentData {
     autonomyLevel: spec.autonomyLevel ?? 0,
     suspended: spec.suspended ?? false,
     ...(spec.revokedBefore === undefined ? {} : { revokedBefore: normalizedTime(spec.revokedBefore) }),
+    ...(spec.userTokens === undefined ? {} : { userTokens: userTokenData(spec.userTokens) }),
+  };
+}
+
+function userTokenData(spec: UserTokens): UserTokenData {
+  const attributes = record<string>();
+  for (const [name, claim] of Object.entries(spec.claims?.attributes ?? {})) if (claim !== undefined) attributes[name] = claim;
+  return {
+    issuer: spec.issuer,
+    audiences: [...new Set(spec.audiences)].sort(),
+    ...(spec.jwksURL === undefined ? {} : { jwksURL: spec.jwksURL }),
+    ...(spec.jwks === undefined ? {} : { jwks: { keys: spec.jwks.keys.map((key) => ({ ...key })) } }),
+    algorithms: [...new Set(spec.algorithms ?? USER_TOKEN_ALGORITHMS)].sort(),
+    claims: { id: spec.claims?.id ?? 'sub', attributes },
   };
 }
 

@@ -271,3 +271,95 @@ describe('reading -f paths', () => {
     await expect(readManifestPaths([join(dir, 'missing.yaml')])).rejects.toMatchObject({ code: 'parse_error', location: { file: join(dir, 'missing.yaml') } });
   });
 });
+
+describe('user tokens and fail modes', () => {
+  const identity = (userTokens: string): string =>
+    `apiVersion: portcullis.dev/v1alpha1\nkind: AgentIdentity\nmetadata: { name: bot, namespace: finance }\nspec:\n  serviceAccountName: bot\n  owner: { name: Dana Ruiz, email: dana@example.com }\n  userTokens: ${userTokens}\n`;
+  const rsaKey = '{ kty: RSA, kid: k1, n: AQAB, e: AQAB }';
+
+  it.each([
+    {
+      name: 'a JWKS URL that is not https is a schema_error on jwksURL',
+      text: identity('{ issuer: https://idp.example.com, audiences: [app], jwksURL: "http://idp.example.com/jwks" }'),
+      field: 'spec.userTokens.jwksURL',
+    },
+    {
+      name: 'both jwksURL and jwks is a schema_error on userTokens',
+      text: identity(`{ issuer: https://idp.example.com, audiences: [app], jwksURL: "https://idp.example.com/jwks", jwks: { keys: [${rsaKey}] } }`),
+      field: 'spec.userTokens',
+    },
+    {
+      name: 'neither jwksURL nor jwks is a schema_error on userTokens',
+      text: identity('{ issuer: https://idp.example.com, audiences: [app] }'),
+      field: 'spec.userTokens',
+    },
+    {
+      name: 'no audience is a schema_error on audiences',
+      text: identity(`{ issuer: https://idp.example.com, audiences: [], jwks: { keys: [${rsaKey}] } }`),
+      field: 'spec.userTokens.audiences',
+    },
+    {
+      name: 'a symmetric key in jwks is a schema_error on that key',
+      text: identity('{ issuer: https://idp.example.com, audiences: [app], jwks: { keys: [ { kty: oct, k: c2VjcmV0 } ] } }'),
+      field: 'spec.userTokens.jwks.keys[0]',
+    },
+    {
+      name: 'a private key in jwks is a schema_error on that key',
+      text: identity('{ issuer: https://idp.example.com, audiences: [app], jwks: { keys: [ { kty: OKP, crv: Ed25519, x: AAAA, d: AAAA } ] } }'),
+      field: 'spec.userTokens.jwks.keys[0]',
+    },
+    {
+      name: 'the none algorithm is a schema_error on algorithms',
+      text: identity(`{ issuer: https://idp.example.com, audiences: [app], jwks: { keys: [${rsaKey}] }, algorithms: [none] }`),
+      field: 'spec.userTokens.algorithms[0]',
+    },
+    {
+      name: 'an HMAC algorithm is a schema_error on algorithms',
+      text: identity(`{ issuer: https://idp.example.com, audiences: [app], jwks: { keys: [${rsaKey}] }, algorithms: [HS256] }`),
+      field: 'spec.userTokens.algorithms[0]',
+    },
+    {
+      name: 'failOpen on an HTTP action that is not read-only is a schema_error on failOpen',
+      text: `${header}spec:\n  subjects: { agents: [bot] }\n  tools:\n    - { name: files, http: { host: files.svc, actions: [ { name: delete, method: DELETE, path: /files/*, failOpen: [counters_unavailable] } ] } }\n`,
+      field: 'spec.tools[0].http.actions[0].failOpen',
+    },
+    {
+      name: 'failOpen on an MCP tool that is not read-only is a schema_error on failOpen',
+      text: `${header}spec:\n  subjects: { agents: [bot] }\n  tools:\n    - { name: ehr, mcp: { host: ehr.svc, path: /mcp, actions: [ { name: delete_record, readOnly: false, failOpen: [evaluation_error] } ] } }\n`,
+      field: 'spec.tools[0].mcp.actions[0].failOpen',
+    },
+    {
+      name: 'a fail-open cause that does not exist is a schema_error',
+      text: `${header}spec:\n  subjects: { agents: [bot] }\n  tools:\n    - { name: files, http: { host: files.svc, actions: [ { name: read, method: GET, path: /files/*, readOnly: true, failOpen: [no_bundle] } ] } }\n`,
+      field: 'spec.tools[0].http.actions[0].failOpen[0]',
+    },
+  ])('$name', ({ text, field }) => {
+    const errors = errorsOf(text);
+    expect(errors.map((e) => e.message)).not.toEqual([]);
+    expect(errors[0]).toMatchObject({ code: 'schema_error', location: { field } });
+  });
+
+  it('carries userTokens into the agent data with its defaults filled in: every asymmetric algorithm, sub as the id', () => {
+    const set = parseManifests(identity(`{ issuer: https://idp.example.com, audiences: [web, app], jwks: { keys: [${rsaKey}] }, claims: { attributes: { region: region } } }`), 'agents.yaml');
+    expect(buildTenantIr(tenantResources(set, 'finance')).data.agents.finance?.bot?.userTokens).toEqual({
+      issuer: 'https://idp.example.com',
+      audiences: ['app', 'web'],
+      jwks: { keys: [{ kty: 'RSA', kid: 'k1', n: 'AQAB', e: 'AQAB' }] },
+      algorithms: ['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'],
+      claims: { id: 'sub', attributes: { region: 'region' } },
+    });
+  });
+
+  it('carries read-only and fail-open declarations of HTTP actions and MCP tools into the tools of the bundle data', () => {
+    const set = parseManifests(
+      `${header}spec:\n  subjects: { agents: [bot] }\n  tools:\n` +
+        '    - { name: files, http: { host: files.svc, actions: [ { name: read, method: GET, path: /files/*, readOnly: true, failOpen: [evaluation_error, counters_unavailable] } ] } }\n' +
+        '    - { name: ehr, mcp: { host: ehr.svc, path: /mcp, actions: [ { name: search, readOnly: true, failOpen: [counters_unavailable] }, { name: delete_record } ] } }\n',
+      'tools.yaml',
+    );
+    expect(buildTenantIr(tenantResources(set, 'finance')).data.tools).toEqual([
+      { name: 'ehr', mcp: { host: 'ehr.svc', path: '/mcp', actions: [{ name: 'search', readOnly: true, failOpen: ['counters_unavailable'] }, { name: 'delete_record' }] } },
+      { name: 'files', http: { host: 'files.svc', actions: [{ name: 'read', method: 'GET', path: '/files/*', readOnly: true, failOpen: ['counters_unavailable', 'evaluation_error'] }] } },
+    ]);
+  });
+});

@@ -222,16 +222,55 @@ function checkRule(problems: Problems, path: Path, rule: Json): void {
   for (const [i, condition] of objects(rule.when)) checkCondition(problems, [...path, 'when', i], condition);
 }
 
+function checkFailOpen(problems: Problems, path: Path, action: Json): void {
+  if ('failOpen' in action && action.readOnly !== true) problems.add([...path, 'failOpen'], 'failOpen goes only with readOnly: true');
+}
+
+function checkToolDeclaration(problems: Problems, path: Path, tool: Json): void {
+  if (('http' in tool) === ('mcp' in tool)) problems.add(path, 'must declare exactly one of http or mcp');
+  for (const kind of ['http', 'mcp'] as const) {
+    const declared = tool[kind];
+    if (!isObject(declared)) continue;
+    checkUniqueBy(problems, [...path, kind, 'actions'], declared.actions, 'name');
+    for (const [j, action] of objects(declared.actions)) checkFailOpen(problems, [...path, kind, 'actions', j], action);
+  }
+}
+
+/** JWK members that only a private or symmetric key has: a JWKS that trusts tokens must hold none. */
+const SECRET_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+const PUBLIC_JWK_MEMBERS: Readonly<Record<string, readonly string[]>> = { RSA: ['n', 'e'], EC: ['crv', 'x', 'y'], OKP: ['crv', 'x'] };
+
+function jwkProblem(key: Json): string | undefined {
+  const secret = SECRET_JWK_MEMBERS.find((member) => member in key);
+  if (secret !== undefined) return `holds ${secret}: only public keys may be written here, never a private or symmetric key`;
+  const needed = typeof key.kty === 'string' && Object.hasOwn(PUBLIC_JWK_MEMBERS, key.kty) ? PUBLIC_JWK_MEMBERS[key.kty] : undefined;
+  if (needed === undefined) return `kty ${JSON.stringify(key.kty)} is not RSA, EC or OKP`;
+  const missing = needed.filter((member) => typeof key[member] !== 'string');
+  if (missing.length > 0) return `a ${String(key.kty)} key needs ${missing.join(', ')} (strings)`;
+  if (key.use !== undefined && key.use !== 'sig') return `use ${JSON.stringify(key.use)} is not sig`;
+  return undefined;
+}
+
+function checkUserTokens(problems: Problems, spec: Json): void {
+  const userTokens = spec.userTokens;
+  if (!isObject(userTokens)) return;
+  const path = ['spec', 'userTokens'];
+  if (('jwksURL' in userTokens) === ('jwks' in userTokens)) problems.add(path, 'must state exactly one of jwksURL or jwks');
+  const jwks = userTokens.jwks;
+  if (!isObject(jwks)) return;
+  for (const [i, key] of list(jwks.keys).entries()) {
+    const problem = isObject(key) ? jwkProblem(key) : 'must be a JWK (an object)';
+    if (problem !== undefined) problems.add([...path, 'jwks', 'keys', i], problem);
+  }
+}
+
 function checkToolPolicy(problems: Problems, spec: Json): void {
   checkSubjects(problems, spec);
   checkUniqueBy(problems, ['spec', 'rules'], spec.rules, 'name');
   checkUniqueBy(problems, ['spec', 'tools'], spec.tools, 'name');
   checkUniqueBy(problems, ['spec', 'rego'], spec.rego, 'name');
   for (const [i, rule] of objects(spec.rules)) checkRule(problems, ['spec', 'rules', i], rule);
-  for (const [i, tool] of objects(spec.tools)) {
-    if (('http' in tool) === ('mcp' in tool)) problems.add(['spec', 'tools', i], 'must declare exactly one of http or mcp');
-    if (isObject(tool.http)) checkUniqueBy(problems, ['spec', 'tools', i, 'http', 'actions'], tool.http.actions, 'name');
-  }
+  for (const [i, tool] of objects(spec.tools)) checkToolDeclaration(problems, ['spec', 'tools', i], tool);
   for (const [i, budget] of objects(spec.budgets)) {
     if (('costParam' in budget) === ('costPerCall' in budget)) problems.add(['spec', 'budgets', i], 'must state exactly one of costParam or costPerCall');
     checkTimeZone(problems, ['spec', 'budgets', i, 'timeZone'], budget.timeZone);
@@ -266,6 +305,9 @@ export function validateResource(kind: ResourceKind, object: Json, resource: str
   const spec = object.spec as Json;
   if (kind === 'ToolPolicy') checkToolPolicy(problems, spec);
   if (kind === 'EgressRule') checkSubjects(problems, spec);
-  if (kind === 'AgentIdentity') checkDuration(problems, ['spec', 'tokenTTL'], spec.tokenTTL, '1m', '24h');
+  if (kind === 'AgentIdentity') {
+    checkDuration(problems, ['spec', 'tokenTTL'], spec.tokenTTL, '1m', '24h');
+    checkUserTokens(problems, spec);
+  }
   return problems.list;
 }
