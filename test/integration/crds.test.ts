@@ -29,6 +29,11 @@ describe('the examples of the design', () => {
     expect(result.stdout).toContain('egressrule.portcullis.dev/llm-egress created');
   });
 
+  it('include an agent namespace NetworkPolicy the API server accepts as written', async () => {
+    const result = await kubectl(plane, ['apply', '--validate=strict', '--dry-run=server', '-f', join(REPO_ROOT, 'config', 'network', 'agent-namespace.yaml')]);
+    expect(result.stdout).toContain('networkpolicy.networking.k8s.io/portcullis-agent-egress created (server dry run)');
+  });
+
   it('list with their printer columns', async () => {
     const policies = await kubectl(plane, ['get', 'toolpolicies', '-n', 'finance']);
     const [header, row] = policies.stdout.trim().split('\n');
