@@ -7,6 +7,7 @@
 // before it (prev); its own hash covers its canonical JSON without `hash` and
 // `sig`, so changing any member, or the order, breaks the chain.
 import { canonicalJson, sha256Hex } from '../compiler/index.ts';
+import { parseStrictJson, StrictJsonError } from '../compiler/strict-json.ts';
 import type { DecisionRecord } from '../sidecar/authorizer.ts';
 
 /** The version of the entry format, in every entry as `v`. */
@@ -208,12 +209,14 @@ export function decisionFields(record: DecisionRecord): { time: Date; fields: De
 /** What one line of a log is to the audit trail. */
 export type AuditLine =
   | { kind: 'entry'; entry: AuditEntry }
-  /** An audit line whose entry lacks what every entry of its type has. */
+  /** An audit line whose entry lacks what every entry of its type has, or that two JSON readers could read differently. */
   | { kind: 'malformed'; reason: string; chain?: string; seq?: number }
   /** Not JSON, but it holds an audit member: a torn or edited audit line. */
   | { kind: 'unreadable' }
-  /** Any other line (ordinary log lines share the stream). */
-  | { kind: 'other' };
+  /** A log line of the sidecar: audit entries share its standard output with them. */
+  | { kind: 'log' }
+  /** Anything else: neither an audit entry nor a log line. */
+  | { kind: 'foreign'; reason: string };
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -232,6 +235,11 @@ function commonProblem(entry: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
+/** What a decision and a response entry both need: which decision, and its answer. */
+function decisionProblem(entry: Record<string, unknown>): string | undefined {
+  return typeof entry.decisionId === 'string' && typeof entry.decision === 'string' && typeof entry.enforced === 'boolean' ? undefined : `the ${String(entry.type)} entry lacks decisionId, decision or enforced`;
+}
+
 /** The first thing missing or wrong in a parsed entry, or undefined when it has the shape of its type. */
 function shapeProblem(entry: Record<string, unknown>): string | undefined {
   const common = commonProblem(entry);
@@ -244,32 +252,67 @@ function shapeProblem(entry: Record<string, unknown>): string | undefined {
     case 'checkpoint':
       return typeof entry.kid === 'string' && typeof entry.sig === 'string' && typeof entry.final === 'boolean' ? undefined : 'the checkpoint lacks kid, sig or final';
     case 'decision':
-      return undefined;
+      return decisionProblem(entry);
     case 'response':
-      return typeof (entry.response as { outcome?: unknown } | undefined)?.outcome === 'string' ? undefined : 'the response entry has no response.outcome';
+      return typeof (entry.response as { outcome?: unknown } | undefined)?.outcome === 'string' ? decisionProblem(entry) : 'the response entry has no response.outcome';
     default:
       return `type ${JSON.stringify(entry.type)} is not open, decision, response or checkpoint`;
   }
 }
 
-/** Reads one line of a log. */
-export function readAuditLine(line: string): AuditLine {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(line);
-  } catch {
-    return line.includes(`"${AUDIT_LINE_KEY}"`) ? { kind: 'unreadable' } : { kind: 'other' };
-  }
-  if (!isObject(parsed) || !isObject(parsed[AUDIT_LINE_KEY])) return { kind: 'other' };
-  const entry = parsed[AUDIT_LINE_KEY];
+/** A log line of the sidecar, as pino writes it: an object with a numeric level and time. */
+function isLogLine(line: Record<string, unknown>): boolean {
+  return typeof line.level === 'number' && typeof line.time === 'number';
+}
+
+/** The start of a line, quoted, to show which line a finding is about. */
+function excerpt(line: string): string {
+  return JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}…` : line);
+}
+
+/** A line that JSON.parse cannot read: a torn or edited audit line when it names an audit member, else foreign text. */
+function notJson(line: string): AuditLine {
+  if (line.includes(`"${AUDIT_LINE_KEY}"`)) return { kind: 'unreadable' };
+  return { kind: 'foreign', reason: line.trim() === '' ? 'an empty line' : `text that is not JSON: ${excerpt(line)}` };
+}
+
+/** The entry of an audit line, if it has the shape of its type. */
+function entryOf(entry: unknown, strictProblem: string | undefined): AuditLine {
+  const located = isObject(entry) ? { ...(typeof entry.chain === 'string' ? { chain: entry.chain } : {}), ...(typeof entry.seq === 'number' ? { seq: entry.seq } : {}) } : {};
+  // Audit lines are read as strictly as request bodies: a line that two JSON readers read differently (a key twice) says two things.
+  if (strictProblem !== undefined) return { kind: 'malformed', reason: `the line is not strict JSON (${strictProblem}): JSON readers differ on what it says`, ...located };
+  if (!isObject(entry)) return { kind: 'malformed', reason: `its ${AUDIT_LINE_KEY} member is not an object` };
   const problem = shapeProblem(entry);
   if (problem === undefined) return { kind: 'entry', entry: entry as unknown as AuditEntry };
-  return {
-    kind: 'malformed',
-    reason: problem,
-    ...(typeof entry.chain === 'string' ? { chain: entry.chain } : {}),
-    ...(typeof entry.seq === 'number' ? { seq: entry.seq } : {}),
-  };
+  return { kind: 'malformed', reason: problem, ...located };
+}
+
+/**
+ * Reads one line of a log. An audit line is a JSON object with an `audit`
+ * member; a log line is one with a numeric level and time and no `audit`
+ * member (pino itself repeats a key when a call names a base field again, so
+ * log lines are not held to strict JSON: by any reading they are no audit
+ * line). Anything else is foreign.
+ */
+export function readAuditLine(line: string): AuditLine {
+  let parsed: unknown;
+  let strictProblem: string | undefined;
+  try {
+    parsed = parseStrictJson(line);
+  } catch (error) {
+    if (!(error instanceof StrictJsonError)) throw error;
+    strictProblem = error.message;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      return notJson(line);
+    }
+  }
+  if (!isObject(parsed)) return { kind: 'foreign', reason: `JSON that is not an object: ${excerpt(line)}` };
+  // Any member named audit, the first or the last of several, makes the line an audit line.
+  if (Object.hasOwn(parsed, AUDIT_LINE_KEY)) return entryOf(parsed[AUDIT_LINE_KEY], strictProblem);
+  if (isLogLine(parsed)) return { kind: 'log' };
+  return { kind: 'foreign', reason: `a JSON object that is neither an audit entry (no ${AUDIT_LINE_KEY} member) nor a log line (no numeric level and time): ${excerpt(line)}` };
 }
 
 /** The last well-formed audit entry of a text, as a reference: where a new chain in the same file begins. */

@@ -1,8 +1,9 @@
 // Property: any single change to a valid log's audit lines is found. A log is
 // one to three chains written one after the other to a file (the last closed,
 // the others closed or crashed), amid ordinary log lines; a change is one line
-// deleted, repeated, moved or edited (any member, at any depth), or the log
-// cut short after the last chain opened. Changes to ordinary lines, or to the
+// deleted, repeated, moved or edited (any member, at any depth), the log cut
+// short after the last chain opened, or a genuine chain of another log (signed
+// with the same key) spliced in before, inside or after the chains. Changes to ordinary lines, or to the
 // pino envelope around an entry, are not the audit trail's to find; nor is
 // the removal of whole chains from the end, which leaves nothing behind to
 // tell (docs/audit.md: what the chain cannot show).
@@ -18,20 +19,24 @@ const KEY = testKey();
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Path = (string | number)[];
 
-const chainSpec = (index: number, last: boolean): fc.Arbitrary<Omit<ChainSpec, 'after'>> =>
+const chainSpec = (prefix: string, index: number, last: boolean): fc.Arbitrary<Omit<ChainSpec, 'after'>> =>
   fc.record({
-    id: fc.constant(`chain-${index}`),
+    id: fc.constant(`${prefix}-${index}`),
     key: fc.constant(KEY),
     decisions: fc.integer({ min: 0, max: 8 }),
     checkpointEvery: fc.integer({ min: 1, max: 5 }),
     closed: last ? fc.constant(true) : fc.boolean(),
   });
 
-const logArbitrary = fc
-  .integer({ min: 1, max: 3 })
-  .chain((count) => fc.tuple(...Array.from({ length: count }, (_, i) => chainSpec(i, i === count - 1))))
-  .chain((specs) => fc.record({ specs: fc.constant(specs), ordinaryEvery: fc.integer({ min: 0, max: 4 }) }))
-  .map(({ specs, ordinaryEvery }) => logOf(specs, ordinaryEvery));
+/** A log as one writer leaves it; chains are named PREFIX-0, PREFIX-1, ... */
+const logNamed = (prefix: string): fc.Arbitrary<string[]> =>
+  fc
+    .integer({ min: 1, max: 3 })
+    .chain((count) => fc.tuple(...Array.from({ length: count }, (_, i) => chainSpec(prefix, i, i === count - 1))))
+    .chain((specs) => fc.record({ specs: fc.constant(specs), ordinaryEvery: fc.integer({ min: 0, max: 4 }) }))
+    .map(({ specs, ordinaryEvery }) => logOf(specs, ordinaryEvery));
+
+const logArbitrary = logNamed('chain');
 
 const isAudit = (line: string): boolean => line.includes('"audit"');
 
@@ -56,7 +61,9 @@ type Mutation =
   | { op: 'repeat'; line: number; to: number }
   | { op: 'swap'; line: number; other: number }
   | { op: 'edit'; line: number; path: number; change: 'replace' | 'remove' | 'add'; value: Json }
-  | { op: 'truncate'; at: number };
+  | { op: 'truncate'; at: number }
+  /** One chain of another log, its lines kept together, put before line `at`. */
+  | { op: 'splice'; other: string[]; chain: number; at: number };
 
 const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ op: fc.constant('delete' as const), line: fc.nat() }),
@@ -64,6 +71,7 @@ const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ op: fc.constant('swap' as const), line: fc.nat(), other: fc.nat() }),
   fc.record({ op: fc.constant('edit' as const), line: fc.nat(), path: fc.nat(), change: fc.constantFrom('replace' as const, 'remove' as const, 'add' as const), value: fc.jsonValue() as fc.Arbitrary<Json> }),
   fc.record({ op: fc.constant('truncate' as const), at: fc.nat() }),
+  fc.record({ op: fc.constant('splice' as const), other: logNamed('other'), chain: fc.nat(), at: fc.nat() }),
 );
 
 /** Edits one member of the entry on a line; undefined when the edit changes nothing. */
@@ -115,6 +123,13 @@ function mutate(lines: string[], mutation: Mutation): string | undefined {
       const start = joined(lines.slice(0, openOfLast + 1)).length;
       const end = joined(lines.slice(0, (audit.at(-1) ?? 0) + 1)).length - 1;
       return text.slice(0, start + (mutation.at % (end - start)));
+    }
+    case 'splice': {
+      const chains = [...new Set(mutation.other.filter(isAudit).map((line) => entryOf(line).chain))];
+      const chain = chains[mutation.chain % chains.length];
+      const spliced = mutation.other.filter((line) => isAudit(line) && entryOf(line).chain === chain);
+      out.splice(mutation.at % (out.length + 1), 0, ...spliced);
+      return joined(out);
     }
   }
 }

@@ -216,11 +216,6 @@ describe('verifyAuditLog finds each kind of tampering', () => {
     expect(verify(lines).findings).toEqual([expect.objectContaining({ kind: 'malformed', seq: 4, line: at + 1, message: expect.stringMatching(/hash is not 64 hex digits/) as unknown })]);
   });
 
-  it('input without audit entries', () => {
-    const report = verify(['{"level":30,"msg":"sidecar started"}', 'plain text']);
-    expect(report.verdict).toBe('tampered');
-    expect(kinds(report)).toEqual(['no-records']);
-  });
 
   it("the unsigned end of a crashed chain rewritten and rehashed: the next chain was opened after another record", () => {
     const lines = logOf([{ ...SPEC, closed: false }, { ...SPEC, id: NEXT_CHAIN, decisions: 2 }]);
@@ -228,5 +223,130 @@ describe('verifyAuditLog finds each kind of tampering', () => {
     lines[at] = editLine(lines[at] ?? '', (entry) => (entry.decision = 'allow'), true);
     const report = verify(lines);
     expect(only(report, 'edited')).toEqual([expect.objectContaining({ seq: 12, line: at + 1, message: expect.stringMatching(/is not the one chain 22222222 .* was opened after/) as unknown })]);
+  });
+});
+
+/** Another log, written by another run with the same key: every chain in it is genuine. */
+const OTHER_LOG_CHAIN = '99999999-9999-4999-8999-999999999999';
+const otherLog = (): string[] => logOf([{ ...SPEC, id: OTHER_LOG_CHAIN, decisions: 3 }]);
+
+describe('verifyAuditLog joins chains only where their after links say so', () => {
+  it('a genuine chain of another log spliced in before a chain: the chain after it names no entry it follows', () => {
+    const lines = [...otherLog(), ...cleanLog()];
+    const opening = indexOfSeq(lines, 0, CHAIN);
+    const report = verify(lines);
+    expect(report.verdict).toBe('tampered');
+    expect(report.findings).toEqual([
+      expect.objectContaining({ kind: 'spliced', chain: CHAIN, line: opening + 1, message: expect.stringMatching(/chain 11111111 names no entry it was opened after, yet follows record seq 4 of chain 99999999 .*joined to this one/) as unknown }),
+    ]);
+  });
+
+  it('a genuine chain of another log spliced in inside a chain: where it opens, and the records of the chain that go on after it', () => {
+    const lines = cleanLog();
+    const at = indexOfSeq(lines, 7);
+    lines.splice(at, 0, ...otherLog());
+    const report = verify(lines);
+    expect(report.verdict).toBe('tampered');
+    expect(report.findings.map((f) => [f.kind, f.chain])).toEqual([
+      ['spliced', OTHER_LOG_CHAIN],
+      ['spliced', CHAIN],
+    ]);
+    expect(report.findings[0]?.message).toMatch(/chain 99999999 names no entry it was opened after, yet follows record seq 6 of chain 11111111/);
+    expect(report.findings[1]?.message).toMatch(/records of chain 11111111 after chain 99999999 opened .*: a chain was put inside another/);
+  });
+
+  it('a genuine chain of another log appended after the last chain', () => {
+    const report = verify([...cleanLog(), ...otherLog()]);
+    expect(report.findings).toEqual([expect.objectContaining({ kind: 'spliced', chain: OTHER_LOG_CHAIN })]);
+  });
+
+  it('a genuine chain put between a chain and the one opened after it: the link skips it', () => {
+    const lines = logOf([SPEC, { ...SPEC, id: NEXT_CHAIN, decisions: 2 }]);
+    lines.splice(indexOfSeq(lines, 0, NEXT_CHAIN), 0, ...otherLog());
+    const report = verify(lines);
+    expect(report.findings.map((f) => [f.kind, f.chain])).toEqual([
+      ['spliced', OTHER_LOG_CHAIN],
+      ['spliced', NEXT_CHAIN],
+    ]);
+    expect(report.findings[1]?.message).toMatch(/chain 22222222 was opened right after record seq 13 .*, yet follows record seq 4 of chain 99999999 .*: entries were put between them/);
+  });
+
+  it('runs of a sidecar without a file, each on its own: verified one by one', () => {
+    expect(verify(otherLog()).verdict).toBe('verified');
+    expect(verify(cleanLog()).verdict).toBe('verified');
+  });
+});
+
+describe('verifyAuditLog reads lines strictly', () => {
+  /** The audit line of seq 2, a deny, with a first "decision" member saying allow: JSON.parse keeps the last, other readers the first. */
+  const withDuplicateDecision = (): { lines: string[]; at: number } => {
+    const lines = cleanLog();
+    const at = indexOfSeq(lines, 2);
+    expect(entryOf(lines[at] ?? '').decision).toBe('deny');
+    lines[at] = (lines[at] ?? '').replace('"decision":"deny"', '"decision":"allow","decision":"deny"');
+    return { lines, at };
+  };
+
+  it('an entry with a duplicated decision key, the first saying allow: malformed, whatever its hash says', () => {
+    const { lines, at } = withDuplicateDecision();
+    const report = verify(lines);
+    expect(report.verdict).toBe('tampered');
+    expect(report.findings).toEqual([expect.objectContaining({ kind: 'malformed', line: at + 1, seq: 2, message: expect.stringMatching(/not strict JSON \(duplicate key "decision" at position \d+\): JSON readers differ/) as unknown })]);
+  });
+
+  it('a line with two audit members: malformed', () => {
+    const lines = cleanLog();
+    const at = indexOfSeq(lines, 2);
+    const decoy = JSON.stringify({ ...entryOf(lines[at] ?? ''), decision: 'allow' });
+    lines[at] = (lines[at] ?? '').replace('{"level":30,', `{"level":30,"audit":${decoy},`);
+    expect(verify(lines).findings).toEqual([expect.objectContaining({ kind: 'malformed', line: at + 1, message: expect.stringMatching(/duplicate key "audit"/) as unknown })]);
+  });
+
+  it.each([
+    ['a junk top-level object', '{"junk":true}', /a JSON object that is neither an audit entry .* nor a log line/],
+    ['an entry without its audit member, as a bare object', JSON.stringify({ v: 1, type: 'decision', decision: 'allow' }), /neither an audit entry/],
+    ['a JSON array', '[{"audit":{}}]', /JSON that is not an object/],
+    ['a JSON string', '"audit"', /JSON that is not an object/],
+    ['plain text', 'approved by the CISO', /text that is not JSON: "approved by the CISO"/],
+    ['an empty line', '', /an empty line/],
+  ])('%s amid the log: foreign', (_name, junk, message) => {
+    const lines = cleanLog();
+    const at = indexOfSeq(lines, 5);
+    lines.splice(at, 0, junk);
+    const report = verify(lines);
+    expect(report.verdict).toBe('tampered');
+    expect(report.findings).toEqual([expect.objectContaining({ kind: 'foreign', line: at + 1, message: expect.stringMatching(message) as unknown })]);
+  });
+
+  it('an audit member that is not an object: malformed', () => {
+    const lines = cleanLog();
+    lines.push('{"level":30,"time":1,"audit":"allow"}');
+    expect(verify(lines).findings).toEqual([expect.objectContaining({ kind: 'malformed', line: lines.length, message: expect.stringMatching(/audit member is not an object/) as unknown })]);
+  });
+
+  it('log lines with a key twice, as pino writes a call that repeats a base field: log lines still', () => {
+    const lines = cleanLog();
+    lines.splice(3, 0, '{"level":30,"time":1,"component":"sidecar","tenant":"finance","tenant":"finance","msg":"bundle loaded"}');
+    expect(verify(lines).findings).toEqual([]);
+  });
+});
+
+describe('verifyAuditLog on input without entries', () => {
+  it('an empty input: empty, and it proves nothing', () => {
+    const report = verifyAuditLog('', { pinned: KEY.pinned });
+    expect(report.verdict).toBe('empty');
+    expect(report.findings).toEqual([expect.objectContaining({ kind: 'no-records', message: 'the input is empty: it proves nothing' })]);
+  });
+
+  it('log lines only: empty', () => {
+    const report = verify(['{"level":30,"time":1,"msg":"sidecar started"}']);
+    expect(report.verdict).toBe('empty');
+    expect(report.findings).toEqual([expect.objectContaining({ kind: 'no-records', message: expect.stringMatching(/no audit entry \(1 other line\)/) as unknown })]);
+  });
+
+  it('junk only: tampered', () => {
+    const report = verify(['{"junk":true}']);
+    expect(report.verdict).toBe('tampered');
+    expect(kinds(report)).toEqual(['foreign', 'no-records']);
   });
 });

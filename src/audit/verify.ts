@@ -18,15 +18,19 @@ export type FindingKind =
   | 'duplicated'
   /** An entry after one with a greater seq. */
   | 'reordered'
+  /** Chains joined where no `after` link says so: a chain written to another log, put before, inside or after another. */
+  | 'spliced'
   /** A checkpoint whose signature does not verify, or that names another key than its chain. */
   | 'bad-signature'
   /** A chain signed with a key the verifier did not pin. */
   | 'untrusted-key'
-  /** An audit entry without what its type needs. */
+  /** An audit entry without what its type needs, or that two JSON readers would read differently (a key twice). */
   | 'malformed'
   /** An audit line that is not JSON, amid the log. */
   | 'unreadable'
-  /** Nothing to verify. */
+  /** A line that is neither an audit entry nor a log line of the sidecar. */
+  | 'foreign'
+  /** Nothing to verify: no audit entry in the input. */
   | 'no-records'
   /** Entries no valid checkpoint signs. */
   | 'unsigned'
@@ -67,14 +71,15 @@ export interface ChainSummary {
   ephemeral?: boolean;
 }
 
-export type Verdict = 'verified' | 'tampered' | 'incomplete';
+export type Verdict = 'verified' | 'tampered' | 'incomplete' | 'empty';
 
 export interface VerifyReport {
-  /** verified: no finding; incomplete: only findings of INCOMPLETE_KINDS; tampered: any other. */
+  /** verified: no finding; incomplete: only findings of INCOMPLETE_KINDS; empty: no audit entry and nothing else wrong; tampered: any other. */
   verdict: Verdict;
   chains: ChainSummary[];
   findings: Finding[];
   notices: string[];
+  /** other: log lines and foreign lines. */
   lines: { total: number; audit: number; other: number };
 }
 
@@ -153,7 +158,11 @@ export class AuditVerifier {
   push(text: string): void {
     const line = ++this.lineNumber;
     const read = readAuditLine(text);
-    if (read.kind === 'other') return;
+    if (read.kind === 'log') return;
+    if (read.kind === 'foreign') {
+      this.findings.push({ kind: 'foreign', line, message: `line ${line}: not an audit entry, nor a log line of the sidecar: ${read.reason}` });
+      return;
+    }
     this.auditLines++;
     this.judgePendingUnreadable(read.kind === 'entry' && read.entry.type === 'open');
     if (read.kind === 'unreadable') {
@@ -170,9 +179,9 @@ export class AuditVerifier {
     this.judgePendingUnreadable(true);
     const findings = [...this.findings];
     const notices: string[] = [];
-    if (this.chains.size === 0) findings.push({ kind: 'no-records', message: 'the input holds no audit entries' });
     const analyses = [...this.chains.values()].filter((state) => state.seen.length > 0).map((state, i) => analyzeChain(state, i === 0, this.options.pinned, findings, notices));
-    linkChains(analyses, findings);
+    if (analyses.length === 0) findings.push({ kind: 'no-records', message: this.lineNumber === 0 ? 'the input is empty: it proves nothing' : `the input holds no audit entry (${this.lineNumber} other line${this.lineNumber === 1 ? '' : 's'}): it proves nothing` });
+    reportSplices(analyses, linkChains(analyses, findings), findings);
     for (const analysis of analyses) judgeTail(analysis, findings, notices);
     if (this.options.pinned === undefined) {
       notices.push('no key pinned: each chain was checked against the key it names itself, which proves it was not changed after signing, not who signed it; pass --key to pin the key');
@@ -181,9 +190,8 @@ export class AuditVerifier {
       }
     }
     findings.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
-    const tampered = findings.some((finding) => !INCOMPLETE_KINDS.has(finding.kind));
     return {
-      verdict: tampered ? 'tampered' : findings.length > 0 ? 'incomplete' : 'verified',
+      verdict: verdictOf(findings),
       chains: analyses.map(summaryOf),
       findings,
       notices,
@@ -210,6 +218,12 @@ export class AuditVerifier {
     }
     return state;
   }
+}
+
+function verdictOf(findings: readonly Finding[]): Verdict {
+  if (findings.some((finding) => finding.kind !== 'no-records' && !INCOMPLETE_KINDS.has(finding.kind))) return 'tampered';
+  if (findings.some((finding) => finding.kind === 'no-records')) return 'empty';
+  return findings.length > 0 ? 'incomplete' : 'verified';
 }
 
 /** Verifies a whole log held in memory. */
@@ -396,8 +410,12 @@ function analyzeChain(state: ChainState, firstInInput: boolean, pinned: Readonly
   return analysis;
 }
 
-/** A chain opened in a file that held entries names the last of them: that entry must be there, unchanged. */
-function linkChains(analyses: Analysis[], findings: Finding[]): void {
+/**
+ * A chain opened in a file that held entries names the last of them: that entry must be there, unchanged.
+ * Returns the links that hold: chain id to the entry it was opened after.
+ */
+function linkChains(analyses: Analysis[], findings: Finding[]): Map<string, Seen> {
+  const links = new Map<string, Seen>();
   const byId = new Map(analyses.map((analysis) => [analysis.state.id, analysis]));
   const ordered = [...analyses].sort((a, b) => (a.state.seen[0]?.line ?? 0) - (b.state.seen[0]?.line ?? 0));
   // From the last chain back, so a chain vouched for by the next can vouch for the one before it.
@@ -426,8 +444,46 @@ function linkChains(analyses: Analysis[], findings: Finding[]): void {
       findings.push(finding('reordered', state, open, `line ${open.line}: chain ${short(state.id)} opens before record seq ${named.seq} of chain ${short(before.state.id)} (line ${named.line}), which it was opened after: records were reordered`));
       return;
     }
+    links.set(state.id, named);
     if (Math.max(analysis.signedThrough, analysis.vouchedThrough) >= 0) before.vouchedThrough = Math.max(before.vouchedThrough, after.seq);
   });
+  return links;
+}
+
+/** Where each entry is: the canonical entries of every chain, in the order of the input. */
+function entriesInOrder(analyses: Analysis[]): { chain: string; entry: Seen }[] {
+  return analyses.flatMap(({ state, canonical }) => [...canonical.values()].map((entry) => ({ chain: state.id, entry }))).sort((a, b) => a.entry.line - b.entry.line);
+}
+
+/**
+ * Chains are joined only where an `after` link says so: a chain that opens after
+ * entries of the input must name the one right before it, and once a chain has
+ * opened, no chain before it goes on. A writer opens its chain after the last
+ * entry of its file, and writes nothing more to the chain before.
+ */
+function reportSplices(analyses: Analysis[], links: ReadonlyMap<string, Seen>, findings: Finding[]): void {
+  const ordered = entriesInOrder(analyses);
+  for (const { state, open } of analyses) {
+    if (open?.intact !== true) continue;
+    const before = ordered.findLast(({ chain, entry }) => chain !== state.id && entry.line < open.line);
+    if (before === undefined) continue;
+    const where = `record seq ${before.entry.seq} of chain ${short(before.chain)} (line ${before.entry.line})`;
+    const named = links.get(state.id);
+    if (open.open?.after === undefined) {
+      findings.push(finding('spliced', state, open, `line ${open.line}: chain ${short(state.id)} names no entry it was opened after, yet follows ${where}: it was written to another log and joined to this one`));
+    } else if (named !== undefined && named !== before.entry) {
+      findings.push(finding('spliced', state, open, `line ${open.line}: chain ${short(state.id)} was opened right after record seq ${named.seq} (line ${named.line}), yet follows ${where}: entries were put between them`));
+    }
+  }
+  const openings = analyses.flatMap(({ state, open }) => (open === undefined ? [] : [{ chain: state.id, line: open.line }])).sort((a, b) => a.line - b.line);
+  for (const { state, canonical } of analyses) {
+    const first = spanOf(canonical.values(), () => true)?.first.line ?? Infinity;
+    // The first chain opened after this one began: nothing of this one may follow that opening.
+    const next = openings.find((opening) => opening.chain !== state.id && opening.line > first);
+    const later = next === undefined ? undefined : spanOf(canonical.values(), (e) => e.line > next.line);
+    if (next === undefined || later === undefined) continue;
+    findings.push(finding('spliced', state, later.first, `${lineSpan(later.first.line, later.last.line)}: records of chain ${short(state.id)} after chain ${short(next.chain)} opened (line ${next.line}): a chain was put inside another`));
+  }
 }
 
 function judgeTail(analysis: Analysis, findings: Finding[], notices: string[]): void {

@@ -37,7 +37,7 @@ export const AUDIT_USAGE = `Usage: portcullis audit SUBCOMMAND [options]
          sidecar's --audit-key) and audit-key.pub.pem (public, for --key)
 `;
 
-const EXIT_CODES: Readonly<Record<Verdict, number>> = { verified: 0, tampered: 1, incomplete: 3 };
+const EXIT_CODES: Readonly<Record<Verdict, number>> = { verified: 0, tampered: 1, incomplete: 3, empty: 4 };
 
 async function pinnedKeys(paths: string[]): Promise<Map<string, KeyObject> | undefined> {
   if (paths.length === 0) return undefined;
@@ -79,6 +79,7 @@ function describeReport(report: VerifyReport, pinned: boolean): string {
     verified: `verified: ${counted(report.chains.length, 'chain')}, ${entries} entries, every one in place and signed, every chain closed`,
     tampered: `TAMPERED: ${counted(count, 'finding')}`,
     incomplete: `INCOMPLETE: nothing was changed, but the log is not whole to its end (${counted(count, 'finding')})`,
+    empty: 'EMPTY: no audit entry to verify, so nothing is proven: a sidecar writes its opening entry when it starts; check the path, or whether the entries were removed',
   };
   out.push(`${verdicts[report.verdict]} (${report.lines.audit} audit lines, ${report.lines.other} other lines)\n`);
   return out.join('');
