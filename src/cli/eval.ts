@@ -2,6 +2,7 @@
 // the same decision core as the sidecar.
 import { parseArgs } from 'node:util';
 import { readManifestPaths } from '../compiler/index.ts';
+import { parseStrictJson } from '../sidecar/strict-json.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import { namespaceOf, TenantEvaluators } from './tenants.ts';
@@ -36,9 +37,10 @@ export async function evalCommand(args: string[], io: CliIo): Promise<number> {
   const text = await io.readInput(values.input);
   let input: unknown;
   try {
-    input = JSON.parse(text);
+    // The sidecar's own parser: duplicate or case-variant keys and numbers a double cannot hold are refused here as there.
+    input = parseStrictJson(text);
   } catch (error) {
-    throw new UsageError(`--input ${values.input} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
+    throw new UsageError(`--input ${values.input} is not strict JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
   const evaluators = new TenantEvaluators(await readManifestPaths(files));
   const evaluator = await evaluators.forNamespace(namespaceOf(input));

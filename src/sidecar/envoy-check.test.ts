@@ -54,6 +54,7 @@ const withoutHeader = (name: string) => (http: HttpAttributes): void => {
 };
 const to = (method: string, host: string, path: string) => (http: HttpAttributes): void => {
   Object.assign(http, { method, host, path });
+  http.headers = { ...http.headers, ':method': method, ':path': path, ':authority': host };
 };
 const rawHeaders = (...pairs: [string, string][]) => (http: HttpAttributes): void => {
   http.header_map = { headers: pairs.map(([key, value]) => ({ key, raw_value: new TextEncoder().encode(value) })) };
@@ -78,6 +79,9 @@ describe('mapRequest', () => {
     ['a POST that says it has no body', check(to('POST', 'wiki.tools.svc', '/pages'), withBody(''), withoutHeader('x-envoy-auth-partial-body'), withHeader('content-length', '0')), { tool: 'wiki', params: {} }],
     ['an undeclared host, as an egress check on port 80', check(to('GET', 'api.example.com', '/'), withBody('')), { egress: { host: 'api.example.com', port: 80 } }],
     ['a CONNECT tunnel, as an egress check', check(to('CONNECT', 'api.openai.com:443', '')), { egress: { host: 'api.openai.com', port: 443 } }],
+    ['an egress path in any form, as only the host and port are judged', check(to('GET', 'a.slack.com', '/x/..;/%c0%ae?a=1&a=2'), withBody('')), { egress: { host: 'a.slack.com', port: 80 } }],
+    ['percent-encoded letters, compared decoded', check(to('GET', 'payments.tools.svc:8080', '/v1/p%61yments/p_1?%65xpand=tr%75e'), withBody('')), { tool: 'stripe-payments', action: 'get_payment', params: { expand: 'true' } }],
+    ['a __proto__ query parameter, as a parameter', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?__proto__=x'), withBody('')), { tool: 'stripe-payments', action: 'get_payment', params: JSON.parse('{"__proto__":"x"}') as unknown }],
     [
       'an MCP tools/call, as the declared tool with the MCP tool as action',
       check(to('POST', 'ehr-mcp.tools.svc', '/mcp'), withBody('{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_record","arguments":{"patient":"p-1"}}}')),
@@ -102,12 +106,39 @@ describe('mapRequest', () => {
     ['a body that is not UTF-8', check((http) => { http.raw_body = new Uint8Array([0x7b, 0xff, 0x7d]); delete http.body; }), /not UTF-8/],
     ['a parameter in both query and body', check(to('POST', 'payments.tools.svc:8080', '/v1/payments?amount=1')), /both the query and the body/],
     ['a repeated query parameter', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?a=1&a=2'), withBody('')), /repeated/],
-    ['a path with an encoded slash', check(to('POST', 'payments.tools.svc:8080', '/v1%2Fpayments')), /normal form/],
-    ['a path with a dot segment', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/../admin'), withBody('')), /normal form/],
+    ['a path with an encoded slash', check(to('POST', 'payments.tools.svc:8080', '/v1%2Fpayments')), /encoded slash/],
+    ['a path with a dot segment', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/../admin'), withBody('')), /dot segment/],
     ['a method and path the tool does not declare', check(to('DELETE', 'payments.tools.svc:8080', '/v1/payments')), /declares no action for DELETE/],
     ['a host that is not a host name', check(to('GET', 'evil.com@payments.tools.svc', '/'), withBody('')), /not a host name/],
     ['an MCP batch', check(to('POST', 'ehr-mcp.tools.svc', '/mcp'), withBody('[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]')), /batch/],
     ['an MCP message cut short', check(to('POST', 'ehr-mcp.tools.svc', '/mcp'), withHeader('x-envoy-auth-partial-body', 'true')), /truncated/],
+    ['an MCP endpoint path in upper case', check(to('POST', 'ehr-mcp.tools.svc', '/MCP')), /declares no action for POST \/MCP/],
+    ['an MCP endpoint path with a trailing slash', check(to('POST', 'ehr-mcp.tools.svc', '/mcp/')), /declares no action for POST \/mcp\//],
+    ['an MCP endpoint path with a ; parameter', check(to('POST', 'ehr-mcp.tools.svc', '/mcp;x')), /";"/],
+    ['another path of a host that only has an MCP endpoint', check(to('POST', 'ehr-mcp.tools.svc', '/other')), /the tool ehr declares no action/],
+    ['the declared host on another port', check(to('POST', 'payments.tools.svc:9090', '/v1/payments')), /declares tools on other ports than 9090/],
+    ['a tool host under a longer name of the same service', check(to('POST', 'payments.tools.svc.cluster.local:8080', '/v1/payments')), /names the tool host payments\.tools\.svc under another name/],
+    ['a tool host under a shorter name the resolver completes', check(to('POST', 'payments.tools:8080', '/v1/payments')), /under another name/],
+    ['a CONNECT tunnel to a host that declares tools', check(to('CONNECT', 'payments.tools.svc:8080', '')), /tunnel to it would hide its calls/],
+    ['a method in lower case', check(to('post', 'payments.tools.svc:8080', '/v1/payments')), /not an upper-case HTTP method/],
+    ['a path with ..; (Tomcat and Spring read ..)', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/..;/admin'), withBody('')), /";"/],
+    ['a path with a backslash', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/..\\admin'), withBody('')), /backslash/],
+    ['a doubly encoded dot segment', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/%252e%252e%252fadmin'), withBody('')), /encoded twice/],
+    ['an overlong UTF-8 dot', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/%c0%ae%c0%ae/admin'), withBody('')), /overlong/],
+    ['a %u escape', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/%u002e%u002e/admin'), withBody('')), /%u escape/],
+    ['an X-HTTP-Method-Override header', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p'), withBody(''), withHeader('x-http-method-override', 'DELETE')), /x-http-method-override/],
+    ['an X-Method-Override header', check(withHeader('x-method-override', 'PUT')), /x-method-override/],
+    ['a _method query parameter', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?_method=DELETE'), withBody('')), /_method/],
+    ['a _method body member', check(withBody('{"amount": 1, "_METHOD": "DELETE"}')), /_method/],
+    ['query parameters separated by ;', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?name=secret;name=x'), withBody('')), /";"/],
+    ['query parameters that differ only in case', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?Name=secret&name=x'), withBody('')), /differ only in letter case/],
+    ['a bracketed query parameter', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?name[]=secret'), withBody('')), /bracket/],
+    ['an encoded bracketed query parameter', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?name%5B%5D=secret'), withBody('')), /bracketed/],
+    ['a query parameter encoded into another one', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?name=x&n%61me=secret'), withBody('')), /repeated/],
+    ['a + in the query', check(to('GET', 'payments.tools.svc:8080', '/v1/payments/p?name=a+b'), withBody('')), /%20 or %2B/],
+    ['a query parameter and a body member that differ only in case', check(to('POST', 'payments.tools.svc:8080', '/v1/payments?Amount=1')), /differ only in letter case/],
+    ['body members that differ only in case', check(withBody('{"amount": 1, "AMOUNT": 90000}')), /differ only in letter case/],
+    ['a number a double cannot hold as written', check(withBody('{"amount": 5000.0000000000000001}')), /not exactly the double/],
   ])('refuses %s', (_name, request, reason) => {
     const { result } = mapped(request);
     expect(result.kind).toBe('refuse');
@@ -299,6 +330,29 @@ describe('decideProxied', () => {
     const denied = await decideProxied(requestOf(check(withBody('{"amount": 90000}'))), 'grpc', options);
     expect(headerOf(denied, 'x-portcullis-agent-token')).toBeUndefined();
     expect(asked).toBe(1);
+  });
+
+  it.each([
+    ['plain HTTP egress', check(to('GET', 'a.slack.com', '/api/chat'), withBody(''), withHeader('x-portcullis-agent-token', 'forwarded'))],
+    ['a CONNECT tunnel', check(to('CONNECT', 'api.openai.com:443', ''), withBody(''))],
+  ])('never gives the agent token to %s, and has Envoy remove a forwarded one', async (_name, request) => {
+    let asked = 0;
+    const { options } = proxy({ okHeaders: () => { asked++; return { 'x-portcullis-agent-token': 'own' }; } });
+    const egressPolicy: LoadedPolicy = { ...paymentsPolicy, authorize: (): AuthorizationDecision => ({ decision: 'allow', enforced: true, policy: 'egress', rule: 'llm-egress', revision: '1-aaaaaaaaaaaaaaaa', reasons: [] }) };
+    const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, tenant: 'finance', policy: () => egressPolicy, metrics: createSidecarMetrics() });
+    const answer = await decideProxied(requestOf(request), 'grpc', { ...options, authorizer });
+    expect(answer.allowed).toBe(true);
+    expect(headerOf(answer, 'x-portcullis-agent-token')).toBeUndefined();
+    expect(answer.headersToRemove).toEqual(['x-portcullis-agent-token']);
+    expect(checkResponseOf(answer).ok_response?.headers_to_remove).toEqual(['x-portcullis-agent-token']);
+    expect(asked).toBe(0);
+  });
+
+  it('keeps the agent token of a tool call, removing nothing', async () => {
+    const { options } = proxy({ okHeaders: () => ({ 'x-portcullis-agent-token': 'own' }) });
+    const answer = await decideProxied(requestOf(check()), 'grpc', options);
+    expect(headerOf(answer, 'x-portcullis-agent-token')).toBe('own');
+    expect(answer.headersToRemove).toEqual([]);
   });
 
   it('answers a denied MCP message with a JSON-RPC error echoing its id', async () => {

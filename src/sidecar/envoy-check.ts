@@ -6,13 +6,15 @@
 // refused, never judged on a part of it. The mapping and the answers are pure;
 // decideProxied is the one step both modes share around the Authorizer.
 import { InputError } from '../compiler/index.ts';
+import { AGENT_TOKEN_HEADER } from './agent-tokens.ts';
 import type { Authorizer, CallContext, SidecarDecision, VerifiedFacts } from './authorizer.ts';
 import { SIDECAR_RULES } from './authorizer.ts';
 import type { JsonRpcId } from './mcp.ts';
 import { jsonRpcError, mcpCallOf, McpRefusal } from './mcp.ts';
 import { parseStrictJson, StrictJsonError } from './strict-json.ts';
+import { normalPath, queryParams, foldName, TargetRefusal } from './request-target.ts';
 import type { ToolTable } from './tools.ts';
-import { matchRoute } from './tools.ts';
+import { hostOwner, matchRoute } from './tools.ts';
 
 /** AttributeContext.HttpRequest as @grpc/proto-loader decodes it (keepCase, longs as strings). */
 export interface HttpAttributes {
@@ -109,10 +111,16 @@ export function proxiedRequestOfCheck(check: CheckRequest): ProxiedRequest | { r
     throw error;
   }
   const body = http.raw_body !== undefined && http.raw_body.length > 0 ? http.raw_body : Buffer.from(http.body ?? '', 'utf8');
+  const authority = http.host ?? headers.get(':authority') ?? '';
+  // Envoy fills host from :authority; a Host header that says otherwise is a second answer to "which host".
+  for (const name of [':authority', 'host']) {
+    const other = headers.get(name);
+    if (other !== undefined && other.toLowerCase() !== authority.toLowerCase()) return { refuse: `the request names the host ${JSON.stringify(authority)} and its ${name} header ${JSON.stringify(other)}: they disagree` };
+  }
   return {
     method: http.method ?? headers.get(':method') ?? '',
     path: http.path ?? headers.get(':path') ?? '',
-    authority: http.host ?? headers.get(':authority') ?? '',
+    authority,
     scheme: http.scheme ?? headers.get(':scheme') ?? 'http',
     headers,
     body,
@@ -120,23 +128,29 @@ export function proxiedRequestOfCheck(check: CheckRequest): ProxiedRequest | { r
   };
 }
 
-const HOST = /^([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$/;
+const AUTHORITY = /^([^:[\]]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$/;
+const HOST_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
+/** Host and port of an authority in one normal form: lower case, one trailing dot dropped, a port without leading zeros. */
 function hostAndPort(authority: string, scheme: string): { host: string; port: number } {
-  const match = HOST.exec(authority.toLowerCase());
-  if (match === null) refuse(`the host ${JSON.stringify(authority)} is not a host name with an optional port`);
-  const port = match[2] === undefined ? (scheme === 'https' ? 443 : 80) : Number(match[2]);
+  const match = AUTHORITY.exec(authority.toLowerCase());
+  const name = (match?.[1] ?? '').replace(/\.$/, '');
+  if (match === null || !(name.startsWith('[') || HOST_NAME.test(name))) refuse(`the host ${JSON.stringify(authority)} is not a host name with an optional port`);
+  const written = match[2];
+  if (written?.startsWith('0') === true) refuse(`the port ${written} is written with a leading zero`);
+  const port = written === undefined ? (scheme === 'https' ? 443 : 80) : Number(written);
   if (port < 1 || port > 65535) refuse(`the port ${port} is out of range`);
-  return { host: (match[1] ?? '').replace(/\.$/, ''), port };
+  return { host: name, port };
 }
 
-function queryParams(query: string): Record<string, unknown> {
-  const params: Record<string, unknown> = {};
-  for (const [name, value] of new URLSearchParams(query)) {
-    if (Object.hasOwn(params, name)) refuse(`the query parameter ${name} is repeated`);
-    params[name] = value;
-  }
-  return params;
+/** Headers and parameters by which some servers run another method than the request's own. */
+export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
+const METHOD_OVERRIDE_PARAM = '_method';
+
+function refuseMethodOverride(headers: ReadonlyMap<string, string>, params: Record<string, unknown>): void {
+  const header = METHOD_OVERRIDE_HEADERS.find((name) => headers.has(name));
+  if (header !== undefined) refuse(`the header ${header} asks the tool to run another method than the request's; it is refused`);
+  if (Object.keys(params).some((name) => foldName(name) === METHOD_OVERRIDE_PARAM)) refuse(`the parameter ${METHOD_OVERRIDE_PARAM} asks the tool to run another method than the request's; it is refused`);
 }
 
 /**
@@ -178,11 +192,17 @@ function bodyParams(text: string, contentType: string | undefined): Record<strin
   return body as Record<string, unknown>;
 }
 
-function mergeParams(query: Record<string, unknown>, body: Record<string, unknown>): Record<string, unknown> {
+function mergeParams(query: Record<string, string>, body: Record<string, unknown>): Record<string, unknown> {
+  const inBody = new Map(Object.keys(body).map((name) => [foldName(name), name]));
   for (const name of Object.keys(query)) {
-    if (Object.hasOwn(body, name)) refuse(`the parameter ${name} is in both the query and the body`);
+    const other = inBody.get(foldName(name));
+    if (other === name) refuse(`the parameter ${name} is in both the query and the body`);
+    if (other !== undefined) refuse(`the query parameter ${name} and the body's ${other} differ only in letter case`);
   }
-  return { ...query, ...body };
+  const params: Record<string, unknown> = {};
+  // defineProperty keeps a "__proto__" member a member.
+  for (const [name, value] of [...Object.entries(query), ...Object.entries(body)]) Object.defineProperty(params, name, { value, enumerable: true, writable: true, configurable: true });
+  return params;
 }
 
 function traceparentHeader(headers: ReadonlyMap<string, string>): string | undefined {
@@ -196,17 +216,30 @@ interface Progress {
   traceparent?: string;
 }
 
+/** The path and query of a request to a tool's host, in normal form; refuses anything two parsers could read differently. */
+function targetOf(request: ProxiedRequest): { path: string; query: Record<string, string> } {
+  const [rawPath = '', ...rest] = request.path.split('?');
+  try {
+    return { path: normalPath(rawPath), query: queryParams(rest.join('?')) };
+  } catch (error) {
+    if (error instanceof TargetRefusal) refuse(error.message);
+    throw error;
+  }
+}
+
 function callOfRequest(request: ProxiedRequest, tools: ToolTable, limit: number, progress: Progress): Record<string, unknown> {
-  const method = request.method.toUpperCase();
+  const method = request.method;
   const { host, port } = hostAndPort(request.authority, request.scheme);
-  if (method === 'CONNECT') return { egress: { host, port } };
-  const [path = '', ...rest] = request.path.split('?');
-  const query = rest.join('?');
-  if (!path.startsWith('/')) refuse(`the path ${JSON.stringify(request.path)} is not absolute`);
-  // A tool may decode and normalize the path; the policy must judge what it will act on.
-  if (/%2f|%5c|%2e|\/\.\.?(\/|$)|\/\//i.test(path)) refuse(`the path ${JSON.stringify(path)} is not in normal form`);
+  const owner = hostOwner(tools, host);
+  if (owner.kind === 'none') return { egress: { host, port } };
+  // A tunnel hides its calls: a host that declares tools is reached through the proxy's inspection or not at all.
+  if (method.toUpperCase() === 'CONNECT') refuse(`the host ${host} declares tools: a CONNECT tunnel to it would hide its calls from inspection`);
+  if (!/^[A-Z]+$/.test(method)) refuse(`the method ${JSON.stringify(method)} is not an upper-case HTTP method`);
+  const { path, query } = targetOf(request);
+  refuseMethodOverride(request.headers, query);
   const route = matchRoute(tools, { host, port, method, path });
   if (route.kind === 'egress') return { egress: { host, port } };
+  if (route.kind === 'refused') refuse(route.reason);
   if (route.kind === 'unknown-action') refuse(`the tool ${route.tool} declares no action for ${method} ${path}`);
   if (route.kind === 'mcp') {
     progress.mcp = {};
@@ -215,7 +248,9 @@ function callOfRequest(request: ProxiedRequest, tools: ToolTable, limit: number,
     if (message.traceparent !== undefined) progress.traceparent = message.traceparent;
     return { tool: route.tool, action: message.action, params: message.params };
   }
-  const params = mergeParams(queryParams(query), bodyParams(bodyText(request, method, limit), request.headers.get('content-type')));
+  const body = bodyParams(bodyText(request, method, limit), request.headers.get('content-type'));
+  refuseMethodOverride(request.headers, body);
+  const params = mergeParams(query, body);
   return { tool: route.tool, ...(route.action === undefined ? {} : { action: route.action }), params };
 }
 
@@ -247,6 +282,8 @@ export interface ProxyAnswer {
   status: number;
   /** Allowed: headers for the upstream request; denied: headers of the client's response. */
   headers: [string, string][];
+  /** Allowed: headers Envoy removes from the upstream request (the agent's token, on any call that is not a tool's). */
+  headersToRemove: string[];
   /** Denied: the client's response body (JSON, or a JSON-RPC error for MCP). */
   body: string;
   /** The decision in a few words, for logs and gRPC's status message: "deny by RULE". */
@@ -302,19 +339,19 @@ function letsThrough(decision: SidecarDecision, sanitizeDownstream: boolean | un
  * (`sanitizeDownstream`); otherwise it is denied, since ext_authz cannot
  * rewrite a body and letting the unredacted call through would not be sanitize.
  */
-export function answerOf(decision: SidecarDecision, options: { mcp?: RequestMapping['mcp']; okHeaders?: Record<string, string>; sanitizeDownstream?: boolean } = {}): ProxyAnswer {
+export function answerOf(decision: SidecarDecision, options: { mcp?: RequestMapping['mcp']; okHeaders?: Record<string, string>; headersToRemove?: string[]; sanitizeDownstream?: boolean } = {}): ProxyAnswer {
   if (letsThrough(decision, options.sanitizeDownstream)) {
     // The decision headers come last: no other header may stand in for them upstream.
     const headers = Object.entries(options.okHeaders ?? {}).filter(([key]) => key !== DECISION_HEADER && key !== DECISION_ID_HEADER);
     headers.push([DECISION_ID_HEADER, decision.decisionId], [DECISION_HEADER, decision.enforced ? decision.decision : `shadow:${decision.decision}`]);
-    return { allowed: true, status: 200, headers, body: '', summary: `${decision.decision} by ${decision.rule}` };
+    return { allowed: true, status: 200, headers, headersToRemove: options.headersToRemove ?? [], body: '', summary: `${decision.decision} by ${decision.rule}` };
   }
   const headers: [string, string][] = [['content-type', 'application/json'], [DECISION_ID_HEADER, decision.decisionId], [DECISION_HEADER, decision.decision]];
   if (decision.approval !== undefined) headers.push([APPROVAL_HEADER, decision.approval]);
   const retryAfter = retryAfterOf(decision);
   if (retryAfter !== undefined) headers.push([RETRY_AFTER_HEADER, String(retryAfter)]);
   const status = decision.decision === 'approval_needed' ? APPROVAL_STATUS : 403;
-  return { allowed: false, status, headers, body: deniedBody(decision, options.mcp), summary: `${decision.decision} by ${decision.rule}` };
+  return { allowed: false, status, headers, headersToRemove: [], body: deniedBody(decision, options.mcp), summary: `${decision.decision} by ${decision.rule}` };
 }
 
 /** What both Envoy modes need to decide a proxied request. */
@@ -331,7 +368,11 @@ export interface ProxyOptions {
    * with the rule portcullis:untrusted-token.
    */
   verify?: (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
-  /** Headers added to every answer that lets a call through (the agent's identity token), given the request's lower-cased headers. */
+  /**
+   * Headers added to an answer that lets a tool call through (the agent's
+   * identity token), given the request's lower-cased headers. Never asked for
+   * egress or a refused request: the token goes only to the tools it is for.
+   */
   okHeaders?: (headers: ReadonlyMap<string, string>) => Record<string, string>;
 }
 
@@ -354,9 +395,16 @@ export async function decideProxied(request: ProxiedRequest | { refuse: string }
   if ('refuse' in request) return answerOf(options.authorizer.refuse(request.refuse, { transport }));
   const mapping = mapRequest(request, options.tools(), options.inspectionLimit);
   const context: CallContext = { transport, ...(mapping.traceparent === undefined ? {} : { traceparent: mapping.traceparent }) };
+  const toolCall = mapping.result.kind === 'call' && typeof mapping.result.call.tool === 'string';
   const answer = (decision: SidecarDecision): ProxyAnswer => {
-    const okHeaders = letsThrough(decision, options.sanitizeDownstream) ? options.okHeaders?.(request.headers) : undefined;
-    return answerOf(decision, { ...(mapping.mcp === undefined ? {} : { mcp: mapping.mcp }), ...(okHeaders === undefined ? {} : { okHeaders }), ...(options.sanitizeDownstream === true ? { sanitizeDownstream: true } : {}) });
+    const okHeaders = toolCall && letsThrough(decision, options.sanitizeDownstream) ? options.okHeaders?.(request.headers) : undefined;
+    return answerOf(decision, {
+      ...(mapping.mcp === undefined ? {} : { mcp: mapping.mcp }),
+      ...(okHeaders === undefined ? {} : { okHeaders }),
+      // An agent token goes to no one but a tool: not the sidecar's own, and not one the agent forwarded.
+      ...(toolCall ? {} : { headersToRemove: [AGENT_TOKEN_HEADER] }),
+      ...(options.sanitizeDownstream === true ? { sanitizeDownstream: true } : {}),
+    });
   };
   if (mapping.result.kind === 'refuse') return answer(options.authorizer.refuse(mapping.result.reason, context));
   const verdict = await verified(request, options);
@@ -373,7 +421,7 @@ export async function decideProxied(request: ProxiedRequest | { refuse: string }
 /** The CheckResponse fields the sidecar sets, with Envoy's names. */
 export interface CheckResponse {
   status: { code: number; message: string };
-  ok_response?: { headers: HeaderOption[] };
+  ok_response?: { headers: HeaderOption[]; headers_to_remove: string[] };
   denied_response?: { status: { code: number }; headers: HeaderOption[]; body: string };
 }
 
@@ -394,7 +442,7 @@ function headerOptions(headers: [string, string][]): HeaderOption[] {
 
 /** The gRPC CheckResponse of an answer: ok_response, or denied_response with PERMISSION_DENIED. */
 export function checkResponseOf(answer: ProxyAnswer): CheckResponse {
-  if (answer.allowed) return { status: { code: GRPC_OK, message: '' }, ok_response: { headers: headerOptions(answer.headers) } };
+  if (answer.allowed) return { status: { code: GRPC_OK, message: '' }, ok_response: { headers: headerOptions(answer.headers), headers_to_remove: answer.headersToRemove } };
   return {
     status: { code: GRPC_PERMISSION_DENIED, message: answer.summary },
     denied_response: { status: { code: answer.status }, headers: headerOptions(answer.headers), body: answer.body },

@@ -49,29 +49,56 @@ async function bodyOf(request: IncomingMessage, limit: number): Promise<Buffer> 
   return Buffer.concat(chunks).subarray(0, limit + 1);
 }
 
+/** An absolute-form request target (RFC 9112 3.2.2): scheme, authority and the path with its query. */
+const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)$/;
+
+/**
+ * The authority a request is for, and its path: from the request target when
+ * it names one (CONNECT's authority-form, an absolute-form URL), which the Host
+ * header, when present, must then name too; else from Host. A request whose
+ * target and Host disagree is refused: the proxy routes by one, and the
+ * sidecar must judge that one, not guess which.
+ */
+function targetOf(method: string, url: string, host: string | undefined): { authority: string; path: string; scheme: string } | { refuse: string } {
+  const agrees = (authority: string): boolean => host === undefined || host.toLowerCase() === authority.toLowerCase();
+  if (method === 'CONNECT') {
+    if (!agrees(url)) return { refuse: `the CONNECT target ${JSON.stringify(url)} and the Host header ${JSON.stringify(host)} disagree` };
+    return { authority: url, path: '', scheme: 'http' };
+  }
+  const absolute = ABSOLUTE_FORM.exec(url);
+  if (absolute !== null) {
+    const [, scheme = '', authority = '', rest = ''] = absolute;
+    if (!agrees(authority)) return { refuse: `the request target names ${JSON.stringify(authority)} and the Host header ${JSON.stringify(host)}: they disagree` };
+    return { authority, path: rest === '' ? '/' : rest, scheme: scheme.toLowerCase() };
+  }
+  if (host === undefined) return { refuse: 'the request has no Host header and its target names no host' };
+  // Envoy does not send the scheme: a host without a port is port 80, as for a plain-HTTP forward proxy.
+  return { authority: host, path: url, scheme: 'http' };
+}
+
 function proxiedRequestOf(request: IncomingMessage, body: Buffer): ProxiedRequest | { refuse: string } {
   const headers = headersOf(request);
   if ('refuse' in headers) return headers;
   const method = request.method ?? '';
-  return {
-    method,
-    // A CONNECT request's target is its authority, and it has no path.
-    path: method === 'CONNECT' ? '' : (request.url ?? ''),
-    authority: headers.get('host') ?? (method === 'CONNECT' ? (request.url ?? '') : ''),
-    // Envoy does not send the scheme: a host without a port is port 80, as for a plain-HTTP forward proxy.
-    scheme: 'http',
-    headers,
-    body,
-    clientContentLength: false,
-  };
+  const target = targetOf(method, request.url ?? '', headers.get('host'));
+  if ('refuse' in target) return target;
+  return { method, ...target, headers, body, clientContentLength: false };
 }
 
 function decide(request: IncomingMessage, body: Buffer, options: EnvoyHttpServerOptions): Promise<ProxyAnswer> {
   return decideProxied(proxiedRequestOf(request, body), 'envoy-http', options);
 }
 
+/** Envoy's HTTP mode reads the headers to remove upstream from this answer header, comma-separated. */
+const HEADERS_TO_REMOVE = 'x-envoy-auth-headers-to-remove';
+
+function headersOfAnswer(answer: ProxyAnswer): [string, string][] {
+  const removals: [string, string][] = answer.headersToRemove.length === 0 ? [] : [[HEADERS_TO_REMOVE, answer.headersToRemove.join(', ')]];
+  return [...answer.headers, ...removals];
+}
+
 function write(response: ServerResponse, answer: ProxyAnswer): void {
-  response.writeHead(answer.status, [...answer.headers.flat(), 'content-length', String(Buffer.byteLength(answer.body))]);
+  response.writeHead(answer.status, [...headersOfAnswer(answer).flat(), 'content-length', String(Buffer.byteLength(answer.body))]);
   response.end(answer.body);
 }
 
@@ -95,7 +122,7 @@ function answerConnect(request: IncomingMessage, socket: Duplex, options: EnvoyH
     socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
   };
   decide(request, Buffer.alloc(0), options).then(
-    (answer) => { send(answer.status, answer.headers, answer.body); },
+    (answer) => { send(answer.status, headersOfAnswer(answer), answer.body); },
     (error: unknown) => {
       options.log.error({ err: error }, 'ext_authz HTTP check failed');
       send(500, [['content-type', 'application/json']], INTERNAL_ERROR);

@@ -25,6 +25,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { InputError } from '../compiler/index.ts';
 import type { CallContext, DecisionRecord, SidecarDecision } from './authorizer.ts';
+import { AGENT_TOKEN_HEADER } from './agent-tokens.ts';
 import { SIDECAR_RULES } from './authorizer.ts';
 import type { ProxiedRequest, ProxyOptions, RequestMapping } from './envoy-check.ts';
 import { DECISION_ID_HEADER, mapRequest } from './envoy-check.ts';
@@ -162,6 +163,11 @@ function refusal(decision: Pick<SidecarDecision, 'decision' | 'rule' | 'reasons'
 }
 
 const byteLength = (text: string): number => Buffer.byteLength(text, 'utf8');
+
+/** Headers the upstream request loses: an agent token goes to no one but a tool. */
+function tokenRemovals(call: Record<string, unknown>): string[] {
+  return typeof call.tool === 'string' ? [] : [AGENT_TOKEN_HEADER];
+}
 
 /** What the answer of a decided call needs: nothing, or redaction with these detectors. */
 interface AnswerPlan {
@@ -313,12 +319,14 @@ export class ExtProcSession {
         if (this.requestHeaders.has('content-length')) (mutation.set_headers ??= []).push(setHeader('content-length', String(byteLength(rewrite.body))));
       }
     }
+    const removals = tokenRemovals(call);
     const kinds = decision.enforced && (decision.decision === 'allow' || decision.decision === 'sanitize') ? piiKindsOf(decision.redactResponse ?? []) : [];
     if (kinds.length > 0) {
       this.answer = { kinds, startedAt: this.now(), chunks: [], bytes: 0, messages: 0 };
       // The answer must come back readable: no compression.
-      mutation.remove_headers = ['accept-encoding'];
+      removals.push('accept-encoding');
     }
+    if (removals.length > 0) mutation.remove_headers = removals;
     if (mutation.set_headers !== undefined || mutation.remove_headers !== undefined) common.header_mutation = mutation;
     return { change: common };
   }

@@ -49,15 +49,31 @@ describe('matchRoute', () => {
     ['a shorter /* prefix where only it matches', at('payments.tools.svc', 8080, 'GET', '/v1/refunds/r_1'), { kind: 'tool', tool: 'stripe-payments', action: 'get_any' }],
     ['another method on a declared path, as an unknown action', at('payments.tools.svc', 8080, 'DELETE', '/v1/payments'), { kind: 'unknown-action', tool: 'stripe-payments' }],
     ['a path that only shares a prefix with /v1/*', at('payments.tools.svc', 8080, 'GET', '/v1x'), { kind: 'unknown-action', tool: 'stripe-payments' }],
-    ['the declared host on another port, as egress', at('payments.tools.svc', 9090, 'GET', '/v1/payments'), { kind: 'egress' }],
+    ['the declared host on another port, as refused: a host that declares tools is never egress', at('payments.tools.svc', 9090, 'GET', '/v1/payments'), { kind: 'refused', reason: 'the host payments.tools.svc declares tools on other ports than 9090' }],
     ['a tool that declares no actions, on any port', at('wiki.tools.svc', 9000, 'GET', '/pages/home'), { kind: 'tool', tool: 'wiki' }],
     ['an MCP endpoint at its path', at('ehr-mcp.tools.svc', 80, 'POST', '/mcp'), { kind: 'mcp', tool: 'ehr' }],
-    ['another path of a host that only has an MCP endpoint, as egress', at('ehr-mcp.tools.svc', 80, 'POST', '/other'), { kind: 'egress' }],
+    ['another path of a host that only has an MCP endpoint, as an unknown action', at('ehr-mcp.tools.svc', 80, 'POST', '/other'), { kind: 'unknown-action', tool: 'ehr' }],
+    ['an MCP endpoint path in another letter case, as an unknown action', at('ehr-mcp.tools.svc', 80, 'POST', '/MCP'), { kind: 'unknown-action', tool: 'ehr' }],
+    ['an MCP endpoint path with a trailing slash, as an unknown action', at('ehr-mcp.tools.svc', 80, 'POST', '/mcp/'), { kind: 'unknown-action', tool: 'ehr' }],
+    ['a path that differs from an exact action only in case, where a prefix takes it, as refused', at('payments.tools.svc', 8080, 'GET', '/v1/Payments'), { kind: 'refused', reason: expect.stringContaining('would run stripe-payments/list_payments, not stripe-payments/get_any') as unknown }],
+    ['an exact action path with a trailing slash a prefix takes, as refused', at('payments.tools.svc', 8080, 'GET', '/v1/payments/'), { kind: 'refused', reason: expect.stringContaining('would run stripe-payments/list_payments, not stripe-payments/get_payment') as unknown }],
+    ['a path that differs in case only below a prefix, as the prefix', at('payments.tools.svc', 8080, 'GET', '/v1/payments/P_1'), { kind: 'tool', tool: 'stripe-payments', action: 'get_payment' }],
+    ['a longer name of a tool host, as refused', at('payments.tools.svc.cluster.local', 8080, 'GET', '/v1/payments'), { kind: 'refused', reason: 'the host payments.tools.svc.cluster.local names the tool host payments.tools.svc under another name: call it as payments.tools.svc' }],
+    ['a shorter name of a tool host, as refused', at('wiki.tools', 80, 'GET', '/'), { kind: 'refused', reason: expect.stringContaining('names the tool host wiki.tools.svc') as unknown }],
     ['an MCP endpoint under /* before the HTTP tool of the same host', at('payments.tools.svc', 8080, 'POST', '/mcp/crm'), { kind: 'mcp', tool: 'crm' }],
     ['an MCP tool that takes every path of its host', at('all.mcp.svc', 443, 'GET', '/anything'), { kind: 'mcp', tool: 'anything-mcp' }],
     ['an undeclared host, as egress', at('api.example.com', 443, 'GET', '/'), { kind: 'egress' }],
   ])('matches %s', (_name, match, expected) => {
     expect(match).toEqual(expected);
+  });
+
+  it('refuses a path an HTTP tool takes that differs from its host\'s MCP endpoint only in case or a trailing slash', () => {
+    const shared = toolTable([{ name: 'site', http: { host: 'h.svc' } }, { name: 'agent-mcp', mcp: { host: 'h.svc', path: '/mcp' } }]);
+    for (const path of ['/MCP', '/Mcp/', '/mcp/']) {
+      expect(matchRoute(shared, { host: 'h.svc', port: 80, method: 'POST', path })).toEqual({ kind: 'refused', reason: expect.stringContaining('would run agent-mcp, not site') as unknown });
+    }
+    expect(matchRoute(shared, { host: 'h.svc', port: 80, method: 'POST', path: '/mcp' })).toEqual({ kind: 'mcp', tool: 'agent-mcp' });
+    expect(matchRoute(shared, { host: 'h.svc', port: 80, method: 'POST', path: '/mcpx' })).toEqual({ kind: 'tool', tool: 'site' });
   });
 
   it('prefers a port-specific route of a host over one on any port, whatever the declared order', () => {

@@ -46,8 +46,13 @@ export type RouteMatch =
   | { kind: 'mcp'; tool: string }
   /** The tool is declared but declares no action for this method and path. */
   | { kind: 'unknown-action'; tool: string }
-  /** No tool is declared at this host and port: an egress check. */
+  /** The host declares tools, and this request is none of them unambiguously: refused with the reason. */
+  | { kind: 'refused'; reason: string }
+  /** No tool is declared at this host: an egress check. */
   | { kind: 'egress' };
+
+/** Whether a host is a tool's: declared, named under another name of the same service, or neither. */
+export type HostOwner = { kind: 'declared' } | { kind: 'alias'; declared: string } | { kind: 'none' };
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
 const HOST = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -143,20 +148,87 @@ function pathMatches(pattern: string | undefined, path: string): boolean {
   return path === pattern;
 }
 
+/** Without letter case and a trailing slash, which many servers ignore when they route. */
+function loose(path: string): string {
+  const lower = path.toLowerCase();
+  return lower.length > 1 && lower.endsWith('/') ? lower.slice(0, -1) : lower;
+}
+
+/** Whether a server that ignores letter case and a trailing slash could route this path to the pattern. */
+function looselyMatches(pattern: string | undefined, path: string): boolean {
+  if (pattern === undefined) return true;
+  if (pattern.endsWith('/*')) return path.toLowerCase().startsWith(pattern.slice(0, -1).toLowerCase());
+  return loose(path) === loose(pattern);
+}
+
 const atHost = (host: string, port: number) => (route: { host: string; port?: number }): boolean => route.host === host && (route.port === undefined || route.port === port);
 
 /**
- * The tool and action of a request to host:port with this method and path (the
- * path without its query). An MCP endpoint is matched before an HTTP tool of
- * the same host: the endpoint's path is the MCP tool, the rest the HTTP tool.
+ * Whether a host (lower-case, without a trailing dot) belongs to a tool. A
+ * name that extends a declared host by domains (payments.tools.svc.cluster.local)
+ * or that a declared host extends (payments.tools, completed by the resolver's
+ * search domains) reaches the same service under another name: it is an alias.
  */
-export function matchRoute(table: ToolTable, request: { host: string; port: number; method: string; path: string }): RouteMatch {
+export function hostOwner(table: ToolTable, host: string): HostOwner {
+  const hosts = [...table.mcp, ...table.http].map((route) => route.host);
+  if (hosts.includes(host)) return { kind: 'declared' };
+  const declared = hosts.find((name) => host.startsWith(`${name}.`) || name.startsWith(`${host}.`));
+  return declared === undefined ? { kind: 'none' } : { kind: 'alias', declared };
+}
+
+type Target = Exclude<RouteMatch, { kind: 'unknown-action' | 'refused' | 'egress' }>;
+
+const sameTarget = (a: Target, b: Target): boolean => a.kind === b.kind && a.tool === b.tool && (a.kind === 'mcp' || b.kind === 'mcp' || a.action === b.action);
+const targetName = (target: Target): string => (target.kind === 'tool' && target.action !== undefined ? `${target.tool}/${target.action}` : target.tool);
+
+/**
+ * A declared route the path does not match but a server that ignores letter
+ * case and a trailing slash would take it for, leading elsewhere than the
+ * route it matches: the reason to refuse it, or undefined.
+ */
+function looseConflict(table: ToolTable, request: { host: string; port: number; method: string; path: string }, matched: Target): string | undefined {
+  const at = atHost(request.host, request.port);
+  const candidates: { pattern: string | undefined; target: Target }[] = table.mcp.filter(at).map((r) => ({ pattern: r.path, target: { kind: 'mcp', tool: r.tool } }));
+  for (const route of table.http.filter(at)) {
+    for (const action of route.actions) {
+      if (action.method === request.method) candidates.push({ pattern: action.path, target: { kind: 'tool', tool: route.tool, action: action.name } });
+    }
+  }
+  const conflict = candidates.find(({ pattern, target }) => !pathMatches(pattern, request.path) && looselyMatches(pattern, request.path) && !sameTarget(target, matched));
+  if (conflict === undefined) return undefined;
+  return `the path ${request.path} differs from the declared ${conflict.pattern ?? ''} only in letter case or a trailing slash: a server that ignores those would run ${targetName(conflict.target)}, not ${targetName(matched)}`;
+}
+
+function strictMatch(table: ToolTable, request: { host: string; port: number; method: string; path: string }): RouteMatch {
   const at = atHost(request.host, request.port);
   const mcp = table.mcp.find((r) => at(r) && pathMatches(r.path, request.path));
   if (mcp !== undefined) return { kind: 'mcp', tool: mcp.tool };
   const route = table.http.find(at);
-  if (route === undefined) return { kind: 'egress' };
+  if (route === undefined) {
+    const endpoint = table.mcp.find(at);
+    if (endpoint !== undefined) return { kind: 'unknown-action', tool: endpoint.tool };
+    return { kind: 'refused', reason: `the host ${request.host} declares tools on other ports than ${request.port}` };
+  }
   if (route.actions.length === 0) return { kind: 'tool', tool: route.tool };
   const action = route.actions.find((a) => a.method === request.method && pathMatches(a.path, request.path));
   return action === undefined ? { kind: 'unknown-action', tool: route.tool } : { kind: 'tool', tool: route.tool, action: action.name };
+}
+
+/**
+ * The tool and action of a request to host:port with this method and path (the
+ * path without its query, in normal form: request-target.ts). A host that
+ * declares any tool never falls back to egress: a request to it is one of its
+ * routes, or an unknown action, or refused. An MCP endpoint is matched before
+ * an HTTP tool of the same host, on its exact path (or its /* prefix): /MCP,
+ * /mcp/ are not /mcp. A path that differs from a declared route only in letter
+ * case or a trailing slash, where that route leads elsewhere, is refused.
+ */
+export function matchRoute(table: ToolTable, request: { host: string; port: number; method: string; path: string }): RouteMatch {
+  const owner = hostOwner(table, request.host);
+  if (owner.kind === 'none') return { kind: 'egress' };
+  if (owner.kind === 'alias') return { kind: 'refused', reason: `the host ${request.host} names the tool host ${owner.declared} under another name: call it as ${owner.declared}` };
+  const match = strictMatch(table, request);
+  if (match.kind !== 'tool' && match.kind !== 'mcp') return match;
+  const conflict = looseConflict(table, request, match);
+  return conflict === undefined ? match : { kind: 'refused', reason: conflict };
 }
