@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { findCondition, setCondition, setConditions, statusChanged } from './conditions.ts';
+import { findCondition, MAX_CONDITION_MESSAGE, setCondition, setConditions, statusChanged, summarizeProblems } from './conditions.ts';
 
 const t0 = new Date('2026-11-23T10:00:00.123Z');
 const t1 = new Date('2026-11-23T11:00:00Z');
@@ -50,5 +50,37 @@ describe('statusChanged', () => {
     expect(statusChanged({ ruleCount: 1 }, { ruleCount: 2 })).toBe(true);
     expect(statusChanged(undefined, { ruleCount: 0 })).toBe(true);
     expect(statusChanged({ ruleCount: 1 }, { ruleCount: 1, bundleRevision: undefined })).toBe(false);
+  });
+});
+
+describe('summarizeProblems', () => {
+  it.each([
+    ['lists every problem when there are few', ['a', 'b'], 'a; b'],
+    ['says how many more there are past the listed ones', Array.from({ length: 12 }, (_, i) => `p${i}`), 'p0; p1; p2; p3; p4; p5; p6; p7; p8; p9; and 2 more problems'],
+    ['counts a single problem left over in the singular', Array.from({ length: 11 }, (_, i) => `p${i}`), 'p0; p1; p2; p3; p4; p5; p6; p7; p8; p9; and 1 more problem'],
+  ])('%s', (_name, messages, expected) => {
+    expect(summarizeProblems(messages)).toBe(expected);
+  });
+
+  it('stays within its length for a thousand long problems, and still counts them', () => {
+    const messages = Array.from({ length: 1000 }, (_, i) => `rule r${i}: RE2 rejects ${'x'.repeat(500)}`);
+    const summary = summarizeProblems(messages, 1024);
+    expect(summary.length).toBeLessThanOrEqual(1024);
+    expect(summary).toMatch(/^rule r0: RE2 rejects x+; .*and \d+ more problems$/);
+    const listed = summary.split('; ').length - 1;
+    expect(summary.endsWith(`and ${1000 - listed} more problems`)).toBe(true);
+  });
+
+  it('cuts one problem too long to show whole, and marks the cut', () => {
+    const summary = summarizeProblems(['y'.repeat(10_000)], 200);
+    expect(summary.length).toBeLessThanOrEqual(200);
+    expect(summary.endsWith('…')).toBe(true);
+  });
+});
+
+describe('setCondition bounds', () => {
+  it('cuts a message to metav1.Condition\'s 32,768 characters, which the API server would refuse past', () => {
+    const [condition] = setCondition(undefined, { type: 'Ready', status: 'False', reason: 'X', message: 'z'.repeat(100_000) }, 1, t0);
+    expect(condition?.message.length).toBe(MAX_CONDITION_MESSAGE);
   });
 });

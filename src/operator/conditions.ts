@@ -7,6 +7,41 @@ import type { Condition } from '../api/index.ts';
 
 export type ConditionStatus = Condition['status'];
 
+/** metav1.Condition's bound on a message, which the CRDs' schema enforces too. */
+export const MAX_CONDITION_MESSAGE = 32_768;
+/** How many problems a status or Event message lists before it counts the rest. */
+export const LISTED_PROBLEMS = 10;
+/** The length of a summary of problems, by default: short enough for kubectl describe to show whole. */
+export const PROBLEM_SUMMARY_LENGTH = 4_096;
+
+/** The text cut to `limit` characters, marked where it was cut. */
+function bounded(text: string, limit: number): string {
+  return text.length <= limit ? text : `${text.slice(0, limit - 1)}…`;
+}
+
+/**
+ * Problems as one message of at most `limit` characters: the first ones
+ * (at most LISTED_PROBLEMS), then how many more there are. A policy with a
+ * thousand invalid regexes still gets a status the API server accepts.
+ */
+export function summarizeProblems(messages: readonly string[], limit = PROBLEM_SUMMARY_LENGTH): string {
+  const listed: string[] = [];
+  let length = 0;
+  for (const message of messages.slice(0, LISTED_PROBLEMS)) {
+    // Room for the separator and for the count of the rest.
+    const room = limit - length - (listed.length === 0 ? 0 : 2) - 40;
+    if (room < 16) break;
+    const text = bounded(message, room);
+    length += text.length + (listed.length === 0 ? 0 : 2);
+    listed.push(text);
+  }
+  const rest = messages.length - listed.length;
+  const summary = listed.join('; ');
+  if (rest === 0) return summary;
+  const more = `and ${rest} more ${rest === 1 ? 'problem' : 'problems'}`;
+  return listed.length === 0 ? more : `${summary}; ${more}`;
+}
+
 export interface DesiredCondition {
   type: string;
   status: ConditionStatus;
@@ -23,7 +58,7 @@ export function setCondition(current: readonly Condition[] | undefined, desired:
     type: desired.type,
     status: desired.status,
     reason: desired.reason,
-    message: desired.message,
+    message: bounded(desired.message, MAX_CONDITION_MESSAGE),
     observedGeneration: generation,
     lastTransitionTime: previous?.status === desired.status ? previous.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
   };

@@ -12,6 +12,7 @@ export interface OperatorMetrics {
   bundleRevision: Gauge<'tenant'>;
   isLeader: Gauge;
   informerRestarts: Counter<'informer'>;
+  statusWriteFailures: Counter<'kind' | 'code'>;
 }
 
 export function createOperatorMetrics(): OperatorMetrics {
@@ -46,6 +47,12 @@ export function createOperatorMetrics(): OperatorMetrics {
       name: 'portcullis_informer_restarts_total',
       help: 'Watches restarted after an error other than 410 Gone',
       labelNames: ['informer'],
+      registers: [registry],
+    }),
+    statusWriteFailures: new Counter({
+      name: 'portcullis_status_write_failures_total',
+      help: 'Status writes the API server refused, by kind and HTTP code (422: the status itself is invalid, not retried)',
+      labelNames: ['kind', 'code'],
       registers: [registry],
     }),
   };
