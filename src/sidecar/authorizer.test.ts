@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { AuthorizationDecision } from '../compiler/index.ts';
+import type { AgentStanding, AuthorizationDecision, ToolData } from '../compiler/index.ts';
 import { InputError } from '../compiler/index.ts';
-import { Authorizer, callOf, MAX_TOOL_LABELS, OTHER_TOOLS, SIDECAR_RULES } from './authorizer.ts';
+import type { CounterStore, DecisionRecord, Reservation } from './authorizer.ts';
+import { Authorizer, callOf, declaredAction, MAX_TOOL_LABELS, OTHER_TOOLS, SIDECAR_RULES } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import { createSidecarMetrics } from './metrics.ts';
 
@@ -76,5 +77,111 @@ describe('Authorizer', () => {
     expect(counted).toHaveLength(MAX_TOOL_LABELS + 1);
     expect(counted.find((v) => v.labels.tool === OTHER_TOOLS)?.value).toBe(5);
     expect(counted.find((v) => v.labels.tool === 'tool-0')?.value).toBe(2);
+  });
+});
+
+describe('fail modes', () => {
+  const readTool: ToolData = {
+    name: 'files',
+    http: {
+      host: 'files.svc',
+      actions: [
+        { name: 'read', method: 'GET', path: '/files/*', readOnly: true, failOpen: ['counters_unavailable', 'evaluation_error'] },
+        { name: 'list', method: 'GET', path: '/files', readOnly: true, failOpen: ['counters_unavailable'] },
+        { name: 'stat', method: 'HEAD', path: '/files/*', readOnly: true },
+        { name: 'delete', method: 'DELETE', path: '/files/*' },
+      ],
+    },
+  };
+  const mcpTool: ToolData = { name: 'ehr', mcp: { host: 'ehr.svc', path: '/mcp', actions: [{ name: 'search', readOnly: true, failOpen: ['counters_unavailable'] }] } };
+
+  interface Setup {
+    evaluation?: 'fails' | 'answers-evaluation-error';
+    counters?: 'down' | 'up';
+    standing?: AgentStanding | undefined;
+    tools?: ToolData[];
+  }
+
+  /** A policy with tools whose calls all need counters (so the store is asked), and a store that may be down. */
+  function setup(options: Setup = {}): { authorizer: Authorizer; metrics: ReturnType<typeof createSidecarMetrics> } {
+    const metrics = createSidecarMetrics();
+    const evaluationError: AuthorizationDecision = { decision: 'deny', enforced: true, policy: null, rule: SIDECAR_RULES.evaluationError, revision: '7-aaaaaaaaaaaaaaaa', reasons: ['evaluation failed: out of memory'] };
+    const policy: LoadedPolicy = {
+      revision: '7-aaaaaaaaaaaaaaaa',
+      tenant: 'finance',
+      tools: options.tools ?? [readTool, mcpTool],
+      authorize: () => {
+        if (options.evaluation === 'fails') throw new Error('wasm trap');
+        return options.evaluation === 'answers-evaluation-error' ? evaluationError : allow;
+      },
+      obligations: (_namespace, tool) => ({ calls: [{ tool, window: '1m' }], rate: [], spend: [] }),
+      standing: () => ('standing' in options ? options.standing : { suspended: false }),
+    };
+    const counters: CounterStore = {
+      reserve: (): Promise<Reservation> => (options.counters === 'down' ? Promise.reject(new Error('ECONNREFUSED')) : Promise.resolve({ counters: { calls: {}, rate: {}, spentUSD: {} }, settle: () => Promise.resolve(undefined) })),
+    };
+    return { authorizer: new Authorizer({ identity: IDENTITY, tenant: 'finance', policy: () => policy, metrics, counters, newId: () => 'id' }), metrics };
+  }
+
+  const failedOpen = (cause: string): Record<string, unknown> => ({ decision: 'allow', enforced: true, policy: null, rule: SIDECAR_RULES.failOpen, failOpen: cause });
+
+  it.each([
+    { name: 'a read-only action declared fail-open for counters_unavailable fails open when the counter store is down', setup: { counters: 'down' }, call: { tool: 'files', action: 'read' }, expected: failedOpen('counters_unavailable') },
+    { name: 'a read-only MCP tool declared fail-open fails open when the counter store is down', setup: { counters: 'down' }, call: { tool: 'ehr', action: 'search' }, expected: failedOpen('counters_unavailable') },
+    { name: 'a read-only action declared fail-open for evaluation_error fails open when the policy throws', setup: { evaluation: 'fails' }, call: { tool: 'files', action: 'read' }, expected: failedOpen('evaluation_error') },
+    { name: 'a read-only action declared fail-open for evaluation_error fails open when the policy answers an evaluation error', setup: { evaluation: 'answers-evaluation-error' }, call: { tool: 'files', action: 'read' }, expected: failedOpen('evaluation_error') },
+    { name: 'a read-only action fail-open only for counters_unavailable fails closed on an evaluation error', setup: { evaluation: 'fails' }, call: { tool: 'files', action: 'list' }, expected: { decision: 'deny', rule: SIDECAR_RULES.evaluationError } },
+    { name: 'a read-only action not declared fail-open fails closed', setup: { counters: 'down' }, call: { tool: 'files', action: 'stat' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'a write fails closed', setup: { counters: 'down' }, call: { tool: 'files', action: 'delete' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'an MCP tool the server does not declare fails closed', setup: { counters: 'down' }, call: { tool: 'ehr', action: 'delete_record' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'a call without an action fails closed', setup: { counters: 'down' }, call: { tool: 'files' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'an undeclared tool naming a fail-open action fails closed', setup: { counters: 'down' }, call: { tool: 'other', action: 'read' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'a suspended agent fails closed even on a fail-open action', setup: { counters: 'down', standing: { suspended: true } }, call: { tool: 'files', action: 'read' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'an agent the bundle does not know fails closed even on a fail-open action', setup: { counters: 'down', standing: undefined }, call: { tool: 'files', action: 'read' }, expected: { decision: 'deny', rule: SIDECAR_RULES.stateUnavailable } },
+    { name: 'a fail-open action the policy decides is decided by the policy', setup: {}, call: { tool: 'files', action: 'read' }, expected: { ...allow } },
+  ] satisfies { name: string; setup: Setup; call: Record<string, unknown>; expected: Record<string, unknown> }[])('$name', async ({ setup: options, call, expected }) => {
+    const { authorizer } = setup(options);
+    const decision = await authorizer.authorize(call, { transport: 'http' });
+    expect(decision).toMatchObject(expected);
+    if (expected.rule !== SIDECAR_RULES.failOpen) expect(decision).not.toHaveProperty('failOpen');
+  });
+
+  it('fails closed with no bundle loaded, whatever the call: nothing is declared fail-open yet', async () => {
+    const { authorizer } = authorizerWith(undefined);
+    expect(await authorizer.authorize({ tool: 'files', action: 'read' }, { transport: 'http' })).toMatchObject({ decision: 'deny', rule: SIDECAR_RULES.noBundle });
+  });
+
+  it('says why in the reasons, and counts each fail-open decision by cause', async () => {
+    const { authorizer, metrics } = setup({ counters: 'down' });
+    const decision = await authorizer.authorize({ tool: 'files', action: 'read' }, { transport: 'http' });
+    expect(decision.reasons).toEqual([
+      'the counters of a stateful condition cannot be read: the counter store is unavailable',
+      'tool files action read is read-only and declared failOpen for counters_unavailable: let through unchecked',
+    ]);
+    await authorizer.authorize({ tool: 'files', action: 'delete' }, { transport: 'http' });
+    expect((await metrics.failOpen.get()).values).toEqual([{ labels: { cause: 'counters_unavailable' }, value: 1 }]);
+    expect((await metrics.decisions.get()).values.map((v) => [v.labels.rule, v.value])).toEqual([[SIDECAR_RULES.failOpen, 1], [SIDECAR_RULES.stateUnavailable, 1]]);
+  });
+
+  it('records the fail-open decision for the observers (the audit trail) like any other', async () => {
+    const { authorizer } = setup({ counters: 'down' });
+    const records: DecisionRecord[] = [];
+    authorizer.observe((record) => records.push(record));
+    await authorizer.authorize({ tool: 'files', action: 'read' }, { transport: 'grpc' });
+    expect(records.map((r) => [r.tool, r.decision.rule, r.decision.failOpen])).toEqual([['files', SIDECAR_RULES.failOpen, 'counters_unavailable']]);
+  });
+});
+
+describe('declaredAction', () => {
+  it('finds HTTP actions and MCP tools by name, and nothing for a call without an action', () => {
+    const tools: ToolData[] = [
+      { name: 'files', http: { host: 'files.svc', actions: [{ name: 'read', method: 'GET', path: '/f', readOnly: true }] } },
+      { name: 'ehr', mcp: { host: 'ehr.svc', actions: [{ name: 'search', readOnly: true, failOpen: ['counters_unavailable'] }] } },
+    ];
+    expect(declaredAction(tools, 'files', 'read')).toMatchObject({ readOnly: true });
+    expect(declaredAction(tools, 'ehr', 'search')).toMatchObject({ failOpen: ['counters_unavailable'] });
+    expect(declaredAction(tools, 'files', undefined)).toBeUndefined();
+    expect(declaredAction(tools, 'ehr', 'read')).toBeUndefined();
+    expect(declaredAction(undefined, 'files', 'read')).toBeUndefined();
   });
 });

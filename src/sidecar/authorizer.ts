@@ -2,10 +2,11 @@
 // decision. It fixes who is asking (the sidecar's own agent, never the
 // caller's word; user and delegation only from verified tokens), keeps the
 // counters of stateful conditions through a CounterStore, fails closed when no
-// policy is loaded, and gives every answer an id, a latency observation, a
-// count and a record for each observer (audit, traces).
+// policy is loaded or it cannot decide (save a read-only action the bundle
+// declares fail-open for that cause), and gives every answer an id, a latency
+// observation, a count and a record for each observer (audit, traces).
 import { randomUUID } from 'node:crypto';
-import type { AuthorizationDecision, CallCounters, Obligations } from '../compiler/index.ts';
+import type { AuthorizationDecision, CallCounters, FailOpenCause, Obligations, ToolData } from '../compiler/index.ts';
 import { BUILTIN_RULES, InputError } from '../compiler/index.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -17,9 +18,11 @@ export const SIDECAR_RULES = {
   uninspectable: 'portcullis:uninspectable-request',
   /** A stateful condition applies and its counters cannot be read or kept (the store is down). */
   stateUnavailable: 'portcullis:state-unavailable',
-  /** An agent token forwarded with the call does not verify. */
+  /** An agent or user token forwarded with the call does not verify. */
   untrustedToken: 'portcullis:untrusted-token',
   evaluationError: BUILTIN_RULES.evaluationError,
+  /** The sidecar could not decide, and the bundle declares the action read-only and fail-open for the cause: let through unchecked. */
+  failOpen: 'portcullis:fail-open',
 } as const;
 
 /** Distinct `tool` label values of the decision metric; see Authorizer.toolLabel. */
@@ -39,6 +42,8 @@ export interface RetryHint {
 export interface SidecarDecision extends AuthorizationDecision, RetryHint {
   /** Unique per answer: logs, metrics exemplars and the caller's error all name it. */
   decisionId: string;
+  /** Set only on a call let through unchecked (rule portcullis:fail-open): why the sidecar could not decide it. */
+  failOpen?: FailOpenCause;
 }
 
 /** The identity the sidecar answers for, from its configuration. */
@@ -154,6 +159,32 @@ function hasObligations(obligations: Obligations): boolean {
   return obligations.calls.length + obligations.rate.length + obligations.spend.length > 0;
 }
 
+/** Why a fail-closed decision was made without the policy's answer, or undefined for any other decision. */
+function failureCause(decision: AuthorizationDecision): FailOpenCause | undefined {
+  if (decision.rule === SIDECAR_RULES.stateUnavailable) return 'counters_unavailable';
+  if (decision.rule === SIDECAR_RULES.evaluationError) return 'evaluation_error';
+  return undefined;
+}
+
+/**
+ * The declaration of a tool's action (an HTTP action, or an MCP tool by its
+ * tools/call name) in the bundle's tools; undefined when the tool or the action
+ * is not declared. A call without an action is no declared action.
+ */
+export function declaredAction(tools: readonly ToolData[] | undefined, tool: string, action: string | undefined): { readOnly?: boolean; failOpen?: FailOpenCause[] } | undefined {
+  if (action === undefined) return undefined;
+  const declaration = tools?.find((t) => t.name === tool);
+  const actions: readonly { name: string; readOnly?: boolean; failOpen?: FailOpenCause[] }[] = declaration?.http?.actions ?? declaration?.mcp?.actions ?? [];
+  return actions.find((a) => a.name === action);
+}
+
+/** Whether the bundle lets this call fail open for this cause: a read-only action that names the cause. */
+export function failsOpen(tools: readonly ToolData[] | undefined, call: Record<string, unknown>, cause: FailOpenCause): boolean {
+  if (typeof call.tool !== 'string') return false;
+  const declared = declaredAction(tools, call.tool, typeof call.action === 'string' ? call.action : undefined);
+  return declared?.readOnly === true && (declared.failOpen ?? []).includes(cause);
+}
+
 export class Authorizer {
   private readonly options: AuthorizerOptions;
   private readonly newId: () => string;
@@ -186,7 +217,7 @@ export class Authorizer {
     const started = process.hrtime.bigint();
     const startedAt = this.now();
     const call = callOf(request, this.options.identity, context.verified);
-    const decision = { ...(await this.decide(call, startedAt)), decisionId: this.newId() };
+    const decision = { ...(await this.decideOrFailOpen(call, startedAt)), decisionId: this.newId() };
     this.record({ decision, call, tenant: this.options.tenant, context, tool: toolOf(call), startedAt, latencySeconds: 0 }, started);
     return decision;
   }
@@ -233,7 +264,35 @@ export class Authorizer {
     const { decision } = record;
     metrics.decisionDuration.observe({ transport: record.context.transport }, latencySeconds);
     metrics.decisions.inc({ decision: decision.decision, enforced: String(decision.enforced), policy: decision.policy ?? '', rule: decision.rule, tool: this.toolLabel(record.tool) });
+    if (decision.failOpen !== undefined) metrics.failOpen.inc({ cause: decision.failOpen });
     for (const observer of this.observers) observer({ ...record, latencySeconds });
+  }
+
+  /**
+   * The decision, unless the sidecar could not make it (counters unavailable,
+   * evaluation error) and the loaded bundle declares the call's action
+   * read-only and fail-open for that cause: then the call goes through
+   * unchecked, said so in the rule, the reasons and failOpen. With no bundle
+   * nothing is declared, so nothing fails open; nor does a call of an agent
+   * the bundle does not know or has suspended (the kill switch holds).
+   */
+  private async decideOrFailOpen(call: Record<string, unknown>, now: Date): Promise<AuthorizationDecision & RetryHint & { failOpen?: FailOpenCause }> {
+    const decision = await this.decide(call, now);
+    const cause = failureCause(decision);
+    const policy = this.options.policy();
+    if (cause === undefined || policy === undefined || !failsOpen(policy.tools, call, cause)) return decision;
+    const { namespace, agent } = this.options.identity;
+    const standing = policy.standing(namespace, agent);
+    if (standing === undefined || standing.suspended) return decision;
+    return {
+      decision: 'allow',
+      enforced: true,
+      policy: null,
+      rule: SIDECAR_RULES.failOpen,
+      revision: policy.revision,
+      reasons: [...decision.reasons, `tool ${String(call.tool)} action ${String(call.action)} is read-only and declared failOpen for ${cause}: let through unchecked`],
+      failOpen: cause,
+    };
   }
 
   private async decide(call: Record<string, unknown>, now: Date): Promise<AuthorizationDecision & RetryHint> {

@@ -14,6 +14,8 @@ export interface SidecarMetrics {
   counterStoreErrors: Counter<'store' | 'operation'>;
   spendUSD: Counter<'agent' | 'tool'>;
   limitRejections: Counter<'limit' | 'tool' | 'rule'>;
+  /** Calls let through unchecked because the sidecar could not decide them and the action is declared fail-open. */
+  failOpen: Counter<'cause'>;
 }
 
 export function createSidecarMetrics(): SidecarMetrics {
@@ -76,6 +78,12 @@ export function createSidecarMetrics(): SidecarMetrics {
       name: 'portcullis_limit_rejections_total',
       help: 'Calls refused by a limit: rate (rateLimits), budget (budgets) or calls (callsOver), by tool and deciding rule',
       labelNames: ['limit', 'tool', 'rule'],
+      registers: [registry],
+    }),
+    failOpen: new Counter({
+      name: 'portcullis_fail_open_total',
+      help: 'Calls let through unchecked (rule portcullis:fail-open): the sidecar could not decide them (cause counters_unavailable or evaluation_error) and the bundle declares the action read-only and fail-open for that cause',
+      labelNames: ['cause'],
       registers: [registry],
     }),
   };
