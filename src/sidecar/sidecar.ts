@@ -28,6 +28,8 @@ import type { ApiConnection } from './kube-config.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import { toolTableOf } from './tools.ts';
+import type { TokenCheck } from './user-tokens.ts';
+import { UserTokens, verifyForwardedTokens } from './user-tokens.ts';
 
 export interface SidecarOptions {
   /** The API server, where the bundle is watched and refusals are recorded as events (kube-config.ts). */
@@ -112,14 +114,17 @@ export class Sidecar {
     this.authorizer = new Authorizer({ identity: options.identity, tenant: options.tenant, policy: () => this.bundles.policy, metrics: this.metrics, counters: this.counters });
     const tokens = options.tokens === undefined ? undefined : agentTokensFor(options, options.tokens, () => this.bundles.policy);
     this.tokenSource = tokens?.source;
-    // Forwarded tokens are verified, and the agent's own token sent upstream, only with a token service.
-    const identityHooks = tokens === undefined ? {} : {
-      verify: async (headers: ReadonlyMap<string, string>): Promise<VerifiedFacts | { refuse: string }> => {
-        const verdict = await tokens.verifier.verify(headers);
-        return 'refuse' in verdict ? verdict : verdict.facts;
-      },
-      okHeaders: (headers: ReadonlyMap<string, string>): Record<string, string> =>
-        tokens.verifier.upstreamHeaders(headers),
+    // Forwarded agent tokens are verified, and the agent's own token sent upstream, only with a token service.
+    const agentTokenChecks: TokenCheck[] = tokens === undefined ? [] : [async (headers) => {
+      const verdict = await tokens.verifier.verify(headers);
+      return 'refuse' in verdict ? verdict : verdict.facts;
+    }];
+    // User tokens are verified with the agent's userTokens in the loaded bundle, token service or not.
+    const { namespace, agent } = options.identity;
+    const users = new UserTokens({ config: () => this.bundles.policy?.standing(namespace, agent)?.userTokens });
+    const identityHooks = {
+      verify: (headers: ReadonlyMap<string, string>): Promise<VerifiedFacts | { refuse: string }> => verifyForwardedTokens(headers, [...agentTokenChecks, (h) => users.verify(h)]),
+      ...(tokens === undefined ? {} : { okHeaders: (headers: ReadonlyMap<string, string>): Record<string, string> => tokens.verifier.upstreamHeaders(headers) }),
     };
     const notReady = (): string | undefined => {
       if (this.draining) return 'the sidecar is shutting down';

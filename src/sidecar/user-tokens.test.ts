@@ -4,7 +4,7 @@ import type { JWK, JWTPayload } from 'jose';
 import { createLocalJWKSet, exportJWK, SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { UserTokenData } from '../compiler/index.ts';
-import { USER_TOKEN_HEADER, UserTokenError, UserTokens, userOf, verifyUserToken } from './user-tokens.ts';
+import { USER_TOKEN_HEADER, UserTokenError, UserTokens, userOf, verifyForwardedTokens, verifyUserToken } from './user-tokens.ts';
 
 const NOW = new Date('2026-11-23T14:00:00Z');
 const NOW_S = NOW.getTime() / 1000;
@@ -182,5 +182,23 @@ describe('UserTokens.verify on a call\'s headers', () => {
   it('refuses a JWKS URL that is not https even if a bundle carried one', async () => {
     const remote = config((c) => { delete c.jwks; c.jwksURL = 'http://login.example.com/jwks.json'; });
     await expect(verifier(remote).verify(headers(await sign(claims())))).resolves.toEqual({ refuse: expect.stringContaining('is not https') as unknown });
+  });
+});
+
+describe('verifyForwardedTokens', () => {
+  const none = new Map<string, string>();
+  it('joins the facts of every check: the agent token\'s delegation and the user token\'s user', async () => {
+    const facts = await verifyForwardedTokens(none, [() => Promise.resolve({ delegation: ['planner'] }), () => Promise.resolve({ user: { id: 'alice', attributes: {} } })]);
+    expect(facts).toEqual({ delegation: ['planner'], user: { id: 'alice', attributes: {} } });
+  });
+
+  it('refuses with the first refusal, whichever token it is about', async () => {
+    const checked: string[] = [];
+    const verdict = await verifyForwardedTokens(none, [
+      () => (checked.push('agent'), Promise.resolve({ delegation: ['planner'] })),
+      () => (checked.push('user'), Promise.resolve({ refuse: 'the user token is refused (user_token_expired): "exp" claim timestamp check failed' })),
+    ]);
+    expect(verdict).toEqual({ refuse: 'the user token is refused (user_token_expired): "exp" claim timestamp check failed' });
+    expect(checked).toEqual(['agent', 'user']);
   });
 });

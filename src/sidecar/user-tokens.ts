@@ -188,3 +188,19 @@ function keySetOf(config: UserTokenData, fetchJwks: ((url: string) => Promise<Re
     ...(fetchJwks === undefined ? {} : { [customFetch]: fetchJwks }),
   });
 }
+
+export type TokenCheck = (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
+
+/**
+ * What a call's forwarded tokens say together: each check in turn (the agent
+ * token's delegation, the user token's user); the first refusal refuses the call.
+ */
+export async function verifyForwardedTokens(headers: ReadonlyMap<string, string>, checks: readonly TokenCheck[]): Promise<VerifiedFacts | { refuse: string }> {
+  let facts: VerifiedFacts = {};
+  for (const check of checks) {
+    const verdict = await check(headers);
+    if ('refuse' in verdict) return verdict;
+    facts = { ...facts, ...verdict };
+  }
+  return facts;
+}
