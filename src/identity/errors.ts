@@ -16,12 +16,17 @@ export const IDENTITY_ERROR_CODES = [
   'token_replayed',
   'token_replay_unchecked',
   'delegation_too_deep',
+  'self_delegation',
   'credentials_missing',
   'request_invalid',
   'service_account_unauthenticated',
   'token_review_unavailable',
   'not_a_service_account',
   'service_account_mismatch',
+  'pod_unbound',
+  'pod_unknown',
+  'pod_ineligible',
+  'pod_lookup_unavailable',
   'agent_unknown',
   'agent_ambiguous',
   'agent_suspended',
@@ -131,6 +136,13 @@ export class DelegationTooDeepError extends AgentTokenError {
   override readonly name = 'DelegationTooDeepError';
 }
 
+/** An agent appears twice in one delegation chain: it would act for a chain it is already part of. */
+export class SelfDelegationError extends AgentTokenError {
+  readonly code = 'self_delegation';
+  readonly status = 403;
+  override readonly name = 'SelfDelegationError';
+}
+
 /** The request carries no ServiceAccount token. */
 export class CredentialsMissingError extends IdentityError {
   readonly code = 'credentials_missing';
@@ -171,6 +183,37 @@ export class ServiceAccountMismatchError extends IdentityError {
   readonly code = 'service_account_mismatch';
   readonly status = 403;
   override readonly name = 'ServiceAccountMismatchError';
+}
+
+/**
+ * The ServiceAccount token is bound to no pod (`kubectl create token`, a Secret's token): only a
+ * pod's projected token is exchanged, so an agent token always belongs to one running pod.
+ */
+export class PodUnboundError extends IdentityError {
+  readonly code = 'pod_unbound';
+  readonly status = 403;
+  override readonly name = 'PodUnboundError';
+}
+
+/** The pod the ServiceAccount token is bound to no longer exists (gone, or replaced by another of its name). */
+export class PodUnknownError extends IdentityError {
+  readonly code = 'pod_unknown';
+  readonly status = 403;
+  override readonly name = 'PodUnknownError';
+}
+
+/** The token's pod exists but may not hold an agent token: another ServiceAccount, finished, being deleted, or not injected. */
+export class PodIneligibleError extends IdentityError {
+  readonly code = 'pod_ineligible';
+  readonly status = 403;
+  override readonly name = 'PodIneligibleError';
+}
+
+/** The pod could not be read: the API server is unreachable or refused the request. */
+export class PodLookupUnavailableError extends IdentityError {
+  readonly code = 'pod_lookup_unavailable';
+  readonly status = 503;
+  override readonly name = 'PodLookupUnavailableError';
 }
 
 /** No AgentIdentity binds the caller's ServiceAccount (or the one asked for does not exist). */

@@ -1,5 +1,5 @@
-// The token service's collaborators that talk to the API server: TokenReview, the AgentIdentity
-// directory (informer caches of AgentIdentities and Namespaces), and the status writer of
+// The token service's collaborators that talk to the API server: TokenReview, the pod lookup, the
+// AgentIdentity directory (informer caches of AgentIdentities and Namespaces), and the status writer of
 // `lastTokenIssued`.
 
 import type { CustomObjectsApi, KubeConfig, KubernetesListObject, V1Namespace } from '@kubernetes/client-node';
@@ -10,8 +10,9 @@ import { GROUP, VERSION } from '../api/index.ts';
 import { TENANT_LABEL } from '../compiler/index.ts';
 import { parseDuration } from '../compiler/durations.ts';
 import { ResilientInformer } from '../operator/informers.ts';
-import { TokenReviewUnavailableError } from './errors.ts';
-import type { AgentDirectory, AgentRecord, ReviewToken, ServiceAccountReview } from './token-service.ts';
+import { INJECTED_ANNOTATION } from '../api/labels.ts';
+import { PodLookupUnavailableError, TokenReviewUnavailableError } from './errors.ts';
+import type { AgentDirectory, AgentRecord, LookupPod, PodRecord, ReviewToken, ServiceAccountReview } from './token-service.ts';
 import { SERVICE_ACCOUNT_TOKEN_AUDIENCE } from './token-service.ts';
 
 /** A TokenReview of a ServiceAccount token for the `portcullis` audience. */
@@ -32,6 +33,36 @@ export function tokenReviewer(kubeConfig: KubeConfig, audience = SERVICE_ACCOUNT
       ...(status?.error !== undefined ? { error: status.error } : {}),
     };
   };
+}
+
+/**
+ * Reads the pod a ServiceAccount token is bound to with one GET (the operator's ClusterRole grants
+ * `get pods`, nothing more of them): read live rather than from a cache of every pod of the
+ * cluster, so a pod just deleted is gone and the operator holds no list or watch of pods.
+ */
+export function podLookup(kubeConfig: KubeConfig): LookupPod {
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  return async (namespace: string, name: string): Promise<PodRecord | undefined> => {
+    let pod;
+    try {
+      pod = await core.readNamespacedPod({ namespace, name });
+    } catch (error) {
+      if (statusCodeOf(error) === 404) return undefined;
+      throw new PodLookupUnavailableError(`reading pod ${namespace}/${name} failed: ${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}`, { cause: error });
+    }
+    return {
+      uid: pod.metadata?.uid ?? '',
+      serviceAccountName: pod.spec?.serviceAccountName ?? 'default',
+      ...(pod.status?.phase !== undefined ? { phase: pod.status.phase } : {}),
+      deleting: pod.metadata?.deletionTimestamp !== undefined,
+      injected: pod.metadata?.annotations?.[INJECTED_ANNOTATION] !== undefined,
+    };
+  };
+}
+
+function statusCodeOf(error: unknown): number | undefined {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'number' ? code : undefined;
 }
 
 /** An AgentIdentity as the token service sees it; a `tokenTTL` that does not parse means the default. */

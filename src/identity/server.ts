@@ -11,7 +11,7 @@ import type { Registry } from 'prom-client';
 import { tokenServiceHandler } from './http.ts';
 import type { TokenKeyring } from './keyring.ts';
 import { ensureTokenKeyring, readTokenKeyring, TOKEN_KEYS_SECRET } from './keyring.ts';
-import { InformerAgentDirectory, LastIssuedRecorder, tokenReviewer } from './kubernetes.ts';
+import { InformerAgentDirectory, LastIssuedRecorder, podLookup, tokenReviewer } from './kubernetes.ts';
 import { createTokenServiceMetrics } from './metrics.ts';
 import { TokenService } from './token-service.ts';
 
@@ -74,6 +74,7 @@ export async function startTokenService(options: TokenServiceServerOptions): Pro
   const service = new TokenService({
     issuer: options.issuer ?? tokenServiceUrl(namespace),
     reviewToken: tokenReviewer(kubeConfig),
+    lookupPod: podLookup(kubeConfig),
     agents,
     keyring: () => keyring,
     rateLimit: options.rateLimit ?? { perSecond: 5, burst: 20 },

@@ -4,13 +4,13 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromJwks } from '../bundle/index.ts';
-import { IdentityError, TokenReviewUnavailableError } from './errors.ts';
+import { IdentityError, PodLookupUnavailableError, TokenReviewUnavailableError } from './errors.ts';
 import { tokenServiceHandler } from './http.ts';
 import { createTokenServiceMetrics } from './metrics.ts';
 import type { TokenKeyring } from './keyring.ts';
 import { loadTokenKeyring, newTokenKey } from './keyring.ts';
 import { agentRecordOf } from './kubernetes.ts';
-import type { AgentRecord, ServiceAccountReview, TokenExchangeRequest, TokenServiceOptions } from './token-service.ts';
+import type { AgentRecord, PodRecord, ServiceAccountReview, TokenExchangeRequest, TokenServiceOptions } from './token-service.ts';
 import { TokenService } from './token-service.ts';
 import { mintAgentToken, verifyAgentToken } from './tokens.ts';
 
@@ -29,18 +29,44 @@ const agentRecord = (name: string, overrides: Partial<AgentRecord> = {}): AgentR
   ...overrides,
 });
 
-/** A ServiceAccount token as the fake TokenReview knows it: its user, pod and iat. */
-const saToken = (namespace: string, serviceAccount: string, issuedAt = NOW, pod = `${serviceAccount}-pod`): string =>
-  ['h', Buffer.from(JSON.stringify({ iat: issuedAt.getTime() / 1000, sa: `${namespace}:${serviceAccount}`, pod })).toString('base64url'), 's'].join('.');
+interface FakeServiceAccountToken {
+  issuedAt?: Date;
+  expiresAt?: Date;
+  /** The pod it is bound to; null for none (`kubectl create token`). */
+  pod?: string | null;
+}
+
+/** A ServiceAccount token as the fake TokenReview knows it: its user, pod, iat and exp. */
+const saToken = (namespace: string, serviceAccount: string, token: FakeServiceAccountToken = {}): string => {
+  const { issuedAt = NOW, expiresAt = new Date(NOW.getTime() + 3600_000), pod = `${serviceAccount}-pod` } = token;
+  const claims = { iat: issuedAt.getTime() / 1000, exp: expiresAt.getTime() / 1000, sa: `${namespace}:${serviceAccount}`, pod };
+  return ['h', Buffer.from(JSON.stringify(claims)).toString('base64url'), 's'].join('.');
+};
+const uidOf = (pod: string): string => `uid-${pod}`;
 
 const reviewOf = (token: string): ServiceAccountReview => {
   if (token === 'expired') return { authenticated: false, error: '[invalid bearer token, token has been invalidated]' };
   if (token === 'api-down') throw new TokenReviewUnavailableError('the TokenReview failed: connect ECONNREFUSED');
   if (token === 'a-person') return { authenticated: true, username: 'alice@example.com', audiences: ['portcullis'] };
   if (token === 'wrong-audience') return { authenticated: true, username: 'system:serviceaccount:finance:finance-agent', audiences: ['vault'] };
-  const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sa: string; pod: string };
-  return { authenticated: true, username: `system:serviceaccount:${claims.sa}`, audiences: ['portcullis'], extra: { 'authentication.kubernetes.io/pod-name': [claims.pod] } };
+  const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sa: string; pod: string | null };
+  const extra = claims.pod === null ? {} : { 'authentication.kubernetes.io/pod-name': [claims.pod], 'authentication.kubernetes.io/pod-uid': [uidOf(claims.pod)] };
+  return { authenticated: true, username: `system:serviceaccount:${claims.sa}`, audiences: ['portcullis'], extra };
 };
+
+/** A running, injected pod of the ServiceAccount its name starts with (`finance-agent-pod` runs as finance-agent). */
+const podRecord = (name: string, overrides: Partial<PodRecord> = {}): PodRecord => ({
+  uid: uidOf(name),
+  serviceAccountName: name.replace(/-pod$/, ''),
+  phase: 'Running',
+  deleting: false,
+  injected: true,
+  ...overrides,
+});
+
+/** The pods of the fake API server: every `*-pod` exists as podRecord makes it, unless listed here. */
+const pods = (special: Record<string, PodRecord | undefined> = {}): TokenServiceOptions['lookupPod'] => (_namespace, name) =>
+  Promise.resolve(name in special ? special[name] : podRecord(name));
 
 const directory = (records: AgentRecord[]): TokenServiceOptions['agents'] => ({
   boundTo: (namespace, serviceAccount) => records.filter((r) => r.namespace === namespace && r.serviceAccountName === serviceAccount),
@@ -61,6 +87,7 @@ const service = (overrides: Partial<TokenServiceOptions> = {}, issued: string[] 
   new TokenService({
     issuer: ISSUER,
     reviewToken: (token) => Promise.resolve().then(() => reviewOf(token)),
+    lookupPod: pods(),
     agents: directory(defaultAgents),
     keyring: () => keyring,
     now: () => NOW,
@@ -78,8 +105,29 @@ describe('token exchange', () => {
     expect(response).toMatchObject({ token_type: 'Bearer', expires_in: 300, issued_token_type: 'urn:ietf:params:oauth:token-type:jwt' });
     const verified = await verify(response.access_token);
     expect(verified.claims).toEqual(claims);
-    expect(claims).toMatchObject({ sub: 'agent:finance:finance-agent', tenant: 'finance', pod: 'finance-agent-pod', roles: ['payments'], scopes: ['payments:write'] });
+    expect(claims).toMatchObject({ sub: 'agent:finance:finance-agent', tenant: 'finance', pod: { name: 'finance-agent-pod', uid: 'uid-finance-agent-pod' }, roles: ['payments'], scopes: ['payments:write'] });
     expect(issued).toEqual(['finance-agent']);
+  });
+
+  it('ends the agent token no later than the ServiceAccount token it came from', async () => {
+    const expiresAt = new Date(NOW.getTime() + 120_000);
+    const { claims } = await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent', { expiresAt }) });
+    expect(claims.exp).toBe(expiresAt.getTime() / 1000);
+  });
+
+  it('exchanges the same ServiceAccount token again, as the sidecar does at every refresh', async () => {
+    const request = { serviceAccountToken: saToken('finance', 'finance-agent') };
+    const first = await service().exchange(request);
+    const again = await service().exchange(request);
+    expect(again.claims.jti).not.toBe(first.claims.jti);
+  });
+
+  it('reads the pod the token is bound to once per exchange, after the cheap checks', async () => {
+    const looked: string[] = [];
+    const counting = service({ lookupPod: (namespace, name) => { looked.push(`${namespace}/${name}`); return pods()(namespace, name); } });
+    await counting.exchange({ serviceAccountToken: saToken('finance', 'finance-agent') });
+    await counting.exchange({ serviceAccountToken: saToken('finance', 'paused-agent') }).catch(() => undefined);
+    expect(looked).toEqual(['finance/finance-agent-pod']);
   });
 
   it('picks the named agent when several share the ServiceAccount', async () => {
@@ -97,12 +145,30 @@ describe('token exchange', () => {
     ['an agent of another namespace cannot be named', { serviceAccountToken: saToken('finance', 'finance-agent'), agent: 'retail-agent' }, 'agent_unknown', 404],
     ['a ServiceAccount bound to two agents without naming one is refused as ambiguous', { serviceAccountToken: saToken('finance', 'shared') }, 'agent_ambiguous', 409],
     ['a suspended agent is refused', { serviceAccountToken: saToken('finance', 'paused-agent') }, 'agent_suspended', 403],
-    ['a ServiceAccount token issued before revokedBefore is refused', { serviceAccountToken: saToken('finance', 'revoked-agent', new Date(NOW.getTime() - 120_000)) }, 'agent_revoked', 403],
+    ['a ServiceAccount token issued before revokedBefore is refused', { serviceAccountToken: saToken('finance', 'revoked-agent', { issuedAt: new Date(NOW.getTime() - 120_000) }) }, 'agent_revoked', 403],
+    ['a ServiceAccount token bound to no pod (kubectl create token) is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: null }) }, 'pod_unbound', 403],
+    ['a token bound to a pod that no longer exists is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'deleted-pod' }) }, 'pod_unknown', 403],
+    ['a token bound to an earlier pod of the same name is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'recreated-pod' }) }, 'pod_unknown', 403],
+    ['a token whose pod runs as another ServiceAccount is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'planner-agent-pod' }) }, 'pod_ineligible', 403],
+    ['a token of a pod being deleted is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'terminating-pod' }) }, 'pod_ineligible', 403],
+    ['a token of a pod that has finished is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'completed-pod' }) }, 'pod_ineligible', 403],
+    ['a token of a pod without the Portcullis sidecar is refused', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'plain-pod' }) }, 'pod_ineligible', 403],
+    ['a pod that cannot be read refuses the request as unavailable', { serviceAccountToken: saToken('finance', 'finance-agent', { pod: 'unreadable-pod' }) }, 'pod_lookup_unavailable', 503],
   ];
+
+  const specialPods: Record<string, PodRecord | undefined> = {
+    'deleted-pod': undefined,
+    'recreated-pod': podRecord('recreated-pod', { uid: 'uid-of-its-successor', serviceAccountName: 'finance-agent' }),
+    'terminating-pod': podRecord('terminating-pod', { serviceAccountName: 'finance-agent', deleting: true }),
+    'completed-pod': podRecord('completed-pod', { serviceAccountName: 'finance-agent', phase: 'Succeeded' }),
+    'plain-pod': podRecord('plain-pod', { serviceAccountName: 'finance-agent', injected: false }),
+  };
+  const lookupPod: TokenServiceOptions['lookupPod'] = (namespace, name) =>
+    name === 'unreadable-pod' ? Promise.reject(new PodLookupUnavailableError('reading pod finance/unreadable-pod failed: connect ECONNREFUSED')) : pods(specialPods)(namespace, name);
 
   it.each(refusals)('%s', async (_name, request, code, status) => {
     const issued: string[] = [];
-    const error = await service({}, issued).exchange(request).then(() => undefined, (e: unknown) => e);
+    const error = await service({ lookupPod }, issued).exchange(request).then(() => undefined, (e: unknown) => e);
     expect(error).toBeInstanceOf(IdentityError);
     expect(error).toMatchObject({ code, status });
     expect(issued).toEqual([]);
@@ -130,7 +196,12 @@ describe('delegation through the exchange', () => {
 
   it("a planner's token exchanged by the finance agent is about the planner with the finance agent acting", async () => {
     const { response, claims } = await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: await plannerToken() });
-    expect(claims).toMatchObject({ sub: 'agent:finance:planner-agent', act: { sub: 'agent:finance:finance-agent' }, roles: ['planning'], pod: 'finance-agent-pod' });
+    expect(claims).toMatchObject({
+      sub: 'agent:finance:planner-agent',
+      pod: { name: 'planner-agent-pod', uid: 'uid-planner-agent-pod' },
+      act: { sub: 'agent:finance:finance-agent', pod: { name: 'finance-agent-pod', uid: 'uid-finance-agent-pod' } },
+      roles: ['planning'],
+    });
     const verified = await verify(response.access_token);
     expect({ actor: verified.actor, delegation: verified.delegation }).toEqual({ actor: 'finance-agent', delegation: ['planner-agent'] });
   });
@@ -150,6 +221,23 @@ describe('delegation through the exchange', () => {
     const shallow = service({ maxDelegationDepth: 1 });
     const once = (await shallow.exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: await plannerToken() })).response.access_token;
     await expect(shallow.exchange({ serviceAccountToken: saToken('finance', 'revoked-agent'), subjectToken: once })).rejects.toMatchObject({ code: 'delegation_too_deep' });
+  });
+
+  it('refuses an agent acting for its own token', async () => {
+    const own = (await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent') })).response.access_token;
+    const error = await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: own }).then(() => undefined, (e: unknown) => e);
+    expect(error).toMatchObject({ code: 'self_delegation', status: 403 });
+    expect((error as Error).message).toMatch(/agent:finance:finance-agent cannot act for a token whose delegation chain it is already part of/);
+  });
+
+  it('refuses an agent acting again for a chain it already acted in', async () => {
+    const once = (await service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: await plannerToken() })).response.access_token;
+    const twice = (await service().exchange({ serviceAccountToken: saToken('finance', 'revoked-agent'), subjectToken: once })).response.access_token;
+    await expect(service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent'), subjectToken: twice })).rejects.toMatchObject({ code: 'self_delegation' });
+  });
+
+  it('refuses a delegation exchange from a ServiceAccount token bound to no pod', async () => {
+    await expect(service().exchange({ serviceAccountToken: saToken('finance', 'finance-agent', { pod: null }), subjectToken: await plannerToken() })).rejects.toMatchObject({ code: 'pod_unbound' });
   });
 
   it('refuses to act for a principal that has been suspended since its token was issued', async () => {

@@ -7,9 +7,10 @@ import { generateSigningKey } from '../bundle/index.ts';
 import { AgentTokenError } from './errors.ts';
 import { ReplayCache } from './replay-cache.ts';
 import type { Actor, MintRequest, VerifyOptions } from './tokens.ts';
-import { delegationChain, mintAgentToken, parseAgentSubject, verifyAgentToken } from './tokens.ts';
+import { actingPod, delegationChain, mintAgentToken, parseAgentSubject, verifyAgentToken } from './tokens.ts';
 
 const NOW = new Date('2026-11-23T14:00:00Z');
+const POD = { name: 'finance-agent-7d9f', uid: '0b5e5f3c-1c1d-4e4b-9a55-3f7f2f6c7a10' };
 const key: SigningKeyPair = await generateSigningKey();
 const otherKey: SigningKeyPair = await generateSigningKey();
 
@@ -21,7 +22,7 @@ const request = (overrides: Partial<MintRequest> = {}): MintRequest => ({
   agent: 'finance-agent',
   roles: ['payments'],
   scopes: ['payments:write'],
-  pod: 'finance-agent-7d9f',
+  pod: POD,
   ttlMs: 10 * 60_000,
   now: NOW,
   ...overrides,
@@ -54,7 +55,7 @@ describe('minting', () => {
       namespace: 'finance',
       roles: ['payments'],
       scopes: ['payments:write'],
-      pod: 'finance-agent-7d9f',
+      pod: { name: 'finance-agent-7d9f', uid: '0b5e5f3c-1c1d-4e4b-9a55-3f7f2f6c7a10' },
       iat: NOW.getTime() / 1000,
       nbf: NOW.getTime() / 1000,
       exp: NOW.getTime() / 1000 + 600,
@@ -132,6 +133,14 @@ describe('verification', () => {
       const token = await new SignJWT({ ...payload, exp: (payload.iat ?? 0) + 7200 }).setProtectedHeader({ alg: 'EdDSA', kid: key.keyId }).sign(key.privateKey);
       return [token, options()];
     }, 'token_claims_invalid'],
+    ['a token whose pod is a bare name rather than {name, uid} is refused for its claims', async () => {
+      const token = await new SignJWT({ ...payloadOf(await mint()), pod: 'finance-agent-7d9f' }).setProtectedHeader({ alg: 'EdDSA', kid: key.keyId }).sign(key.privateKey);
+      return [token, options()];
+    }, 'token_claims_invalid'],
+    ['a token whose actor names its pod without a uid is refused for its claims', async () =>
+      [await mint({ agent: 'planner-agent', act: { sub: 'agent:finance:finance-agent', pod: { name: 'finance-agent-7d9f' } as typeof POD } }), options()], 'token_claims_invalid'],
+    ['a token in which the finance agent acts for itself is refused as self-delegation', async () =>
+      [await mint({ act: chainOf('agent:finance:finance-agent') }), options()], 'self_delegation'],
     ['a one-time token is refused by a verifier without a replay cache', async () => [await mint({ oneTime: true }), options()], 'token_replay_unchecked'],
     ['three parts that are not base64url JSON are refused as malformed', () => Promise.resolve<[string, VerifyOptions]>(['a.b.c', options()]), 'token_malformed'],
   ];
@@ -166,6 +175,27 @@ describe('delegation', () => {
 
   it('accepts a chain exactly as deep as the limit', () => {
     expect(delegationChain({ sub: 'agent:a:p', act: chainOf('agent:a:x', 'agent:a:y') }, 2).delegation).toEqual(['y', 'p']);
+  });
+
+  const selfDelegations: [string, Parameters<typeof delegationChain>[0]][] = [
+    ['the principal acting for itself', { sub: 'agent:a:p', act: chainOf('agent:a:p') }],
+    ['the principal acting for a chain that started with it, two levels down', { sub: 'agent:a:p', act: chainOf('agent:a:p', 'agent:a:x') }],
+    ['an actor acting again further up the chain', { sub: 'agent:a:p', act: chainOf('agent:a:x', 'agent:a:y', 'agent:a:x') }],
+  ];
+
+  it.each(selfDelegations)('refuses an agent appearing twice in a chain: %s', (_name, claims) => {
+    expect(() => delegationChain(claims, 4)).toThrow(expect.objectContaining({ code: 'self_delegation' }) as Error);
+  });
+
+  it('keeps agents of the same name in different namespaces apart', () => {
+    expect(delegationChain({ sub: 'agent:a:p', act: chainOf('agent:b:p') }, 4)).toEqual({ actor: 'p', delegation: ['p'] });
+  });
+
+  it("names the acting pod: the outermost actor's on a delegated token, the subject's otherwise", () => {
+    const actor = { name: 'finance-agent-1', uid: 'u-1' };
+    expect(actingPod({ pod: POD })).toEqual(POD);
+    expect(actingPod({ pod: POD, act: { sub: 'agent:finance:finance-agent', pod: actor } })).toEqual(actor);
+    expect(actingPod({ pod: POD, act: { sub: 'agent:finance:finance-agent' } })).toBeUndefined();
   });
 
   it('refuses an act level without an agent subject', () => {

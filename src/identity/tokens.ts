@@ -3,8 +3,10 @@
 //
 // Claims: `iss`; `sub` = `agent:NAMESPACE:NAME` (the agent the token is about); `aud`; `iat`,
 // `nbf`, `exp`; `jti` (random UUID); `tenant`; `agent_id` (the AgentIdentity's name);
-// `namespace`; `roles`, `scopes`; `pod` (the pod it was issued to, when the ServiceAccount token
-// named one); `one_time: true` on single-use tokens; `act` on delegated tokens.
+// `namespace`; `roles`, `scopes`; `pod` = `{name, uid}`, the pod of `sub` the token was issued to
+// (the pod its projected ServiceAccount token is bound to, as Kubernetes' own `kubernetes.io.pod`);
+// `one_time: true` on single-use tokens; `act` on delegated tokens, each level with the `pod` its
+// agent exchanged from. An agent appears at most once in a chain: nobody acts for itself.
 //
 // Delegation follows RFC 8693: `sub` is the principal the call is made for, `act` the agent acting
 // for it now, and each nested `act` an agent that acted before it. The `delegation` input of policy
@@ -19,6 +21,7 @@ import type { BundleKey, SigningKey } from '../bundle/index.ts';
 import type { AgentTokenError } from './errors.ts';
 import {
   DelegationTooDeepError,
+  SelfDelegationError,
   TokenAlgorithmError,
   TokenAudienceError,
   TokenClaimsInvalidError,
@@ -51,9 +54,16 @@ const HARD_DELEGATION_LIMIT = 32;
 
 const SUBJECT = /^agent:([a-z0-9]([-a-z0-9]*[a-z0-9])?):([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/;
 
-/** An agent acting in a delegation chain (RFC 8693 `act`). */
+/** The pod a token was issued to: the one its ServiceAccount token was bound to. */
+export interface PodBinding {
+  name: string;
+  uid: string;
+}
+
+/** An agent acting in a delegation chain (RFC 8693 `act`), with the pod it acts from. */
 export interface Actor {
   sub: string;
+  pod?: PodBinding;
   act?: Actor;
 }
 
@@ -70,7 +80,7 @@ export interface AgentTokenClaims {
   namespace: string;
   roles: string[];
   scopes: string[];
-  pod?: string;
+  pod?: PodBinding;
   one_time?: true;
   act?: Actor;
 }
@@ -93,7 +103,8 @@ export interface MintRequest {
   agent: string;
   roles?: readonly string[];
   scopes?: readonly string[];
-  pod?: string;
+  /** The pod of `agent` the token is issued to. */
+  pod?: PodBinding;
   /** Capped at MAX_TOKEN_TTL_MS. */
   ttlMs: number;
   now: Date;
@@ -222,6 +233,11 @@ function fromJoseError(error: unknown): AgentTokenError {
   return new TokenMalformedError(`the token does not parse: ${message}`, { cause: error });
 }
 
+const isPodBinding = (value: unknown): value is PodBinding =>
+  typeof value === 'object' && value !== null && !Array.isArray(value)
+  && typeof (value as Record<string, unknown>).name === 'string' && (value as Record<string, unknown>).name !== ''
+  && typeof (value as Record<string, unknown>).uid === 'string' && (value as Record<string, unknown>).uid !== '';
+
 const isStringList = (value: unknown): value is string[] => Array.isArray(value) && value.every((v) => typeof v === 'string');
 
 function checkClaims(payload: JWTPayload): AgentTokenClaims {
@@ -236,16 +252,20 @@ function checkClaims(payload: JWTPayload): AgentTokenClaims {
   if (typeof p.tenant !== 'string' || p.tenant === '') fail('tenant is missing');
   if (p.agent_id !== subject?.name || p.namespace !== subject?.namespace) fail('agent_id and namespace do not match its sub');
   if (!isStringList(p.roles) || !isStringList(p.scopes)) fail('roles or scopes are not lists of strings');
-  if (p.pod !== undefined && typeof p.pod !== 'string') fail('pod is not a string');
+  if (p.pod !== undefined && !isPodBinding(p.pod)) fail('pod is not {name, uid}');
   if (p.one_time !== undefined && p.one_time !== true) fail('one_time is not true');
   const lifetime = (p.exp as number) - (p.iat as number);
   if (!(lifetime > 0 && lifetime * 1000 <= MAX_TOKEN_TTL_MS)) fail(`lifetime of ${String(lifetime)} s is not within (0, ${String(MAX_TOKEN_TTL_MS / 1000)}] s`);
   return payload as unknown as AgentTokenClaims;
 }
 
-/** The actor and the agents that asked it, checking every `act` level's shape and the depth. */
+/**
+ * The actor and the agents that asked it, checking every `act` level's shape, the depth, and that
+ * no agent appears twice (as principal and actor, or as two actors): nobody delegates to itself.
+ */
 export function delegationChain(claims: Pick<AgentTokenClaims, 'sub' | 'act'>, maxDepth: number): { actor: string; delegation: string[] } {
   const actors: string[] = [];
+  const seen = new Set([claims.sub]);
   // Read as unknown: the claims' shape below `act` is the token's word, not yet checked.
   let level = claims.act as unknown;
   while (level !== undefined) {
@@ -255,12 +275,20 @@ export function delegationChain(claims: Pick<AgentTokenClaims, 'sub' | 'act'>, m
     const act = typeof level === 'object' && level !== null ? (level as Record<string, unknown>) : {};
     const subject = typeof act.sub === 'string' ? parseAgentSubject(act.sub) : undefined;
     if (subject === undefined) throw new TokenClaimsInvalidError(`act level ${String(actors.length + 1)} has no agent:NAMESPACE:NAME sub`);
+    if (act.pod !== undefined && !isPodBinding(act.pod)) throw new TokenClaimsInvalidError(`act level ${String(actors.length + 1)}'s pod is not {name, uid}`);
+    if (seen.has(act.sub as string)) throw new SelfDelegationError(`${String(act.sub)} appears twice in the delegation chain: an agent cannot act for a chain it is already part of`);
+    seen.add(act.sub as string);
     actors.push(subject.name);
     level = act.act;
   }
   const principal = parseAgentSubject(claims.sub)?.name ?? claims.sub;
   const [actor, ...before] = actors;
   return actor === undefined ? { actor: principal, delegation: [] } : { actor, delegation: [...before, principal] };
+}
+
+/** The pod of the agent acting now: the outermost actor's, or the subject's when nobody acts for it. */
+export function actingPod(claims: Pick<AgentTokenClaims, 'pod' | 'act'>): PodBinding | undefined {
+  return claims.act === undefined ? claims.pod : claims.act.pod;
 }
 
 function useOnce(claims: AgentTokenClaims, cache: ReplayCache | undefined, now: Date, skewS: number): void {
