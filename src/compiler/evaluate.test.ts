@@ -188,6 +188,17 @@ describe('condition operators', () => {
     expect(answer.rule).toBe(holds ? `case-${i}` : BUILTIN_RULES.defaultDeny);
   });
 
+  it.each([
+    { name: 'userAttribute does not hold without the user attribute', reason: 'user.attributes.region is missing (compared with params.region)' },
+    { name: 'userAttribute does not hold without the parameter', reason: 'params.region is missing (compared with user.attributes.region)' },
+    { name: 'userAttribute does not hold for another value', reason: 'user.attributes.region "eu" does not equal params.region "us"' },
+  ])('says which side of a userAttribute condition failed: $reason', ({ name, reason }) => {
+    const i = operatorCases.findIndex((c) => c.name === name);
+    const c = operatorCases[i];
+    if (c === undefined) throw new Error(`no operator case ${name}`);
+    expect(evaluator.authorize(callFor(i, c)).reasons).toEqual([`operators/case-${String(i)}: ${reason}`]);
+  });
+
   it('leaves Object.prototype untouched after a call with __proto__ params', () => {
     evaluator.authorize(callFor(0, { name: '', condition: {}, params: '{"__proto__": {"polluted": true}}', holds: false }));
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();

@@ -83,6 +83,8 @@ function describeParam(c: Extract<ConditionData, { path: string[] }>, o: Observe
     if (c.present) return held ? `${subject} ${showValue(o.value)} is present` : `${subject} is missing`;
     return held ? `${subject} is absent` : `${subject} ${showValue(o.value)} is present but must be absent`;
   }
+  // A user attribute is looked up first: its absence is the one to report.
+  if (c.op === 'userAttribute') return describeUserAttribute(c, o, held);
   if (!o.present) return `${subject} is missing (${c.op})`;
   const value = `${subject} ${showValue(o.value)}`;
   switch (c.op) {
@@ -95,8 +97,6 @@ function describeParam(c: Extract<ConditionData, { path: string[] }>, o: Observe
     case 'regex':
       if (typeof o.value !== 'string') return `${value} is not a string (regex ${operand})`;
       return `${value} ${held ? 'matches' : 'does not match'} regex ${operand}`;
-    case 'userAttribute':
-      return describeUserAttribute(c, o, held);
     default: {
       if (typeof o.value !== 'number') return `${value} is not a number (${c.op} ${c.bound})`;
       const [yes, no] = NUMERIC[c.op];
