@@ -138,3 +138,48 @@ describe("the sidecar's own token", () => {
     expect(tokens().upstreamHeaders(new Map())).toEqual({});
   });
 });
+
+describe('tokens of this pod only', () => {
+  const THIS_POD = { name: 'finance-agent-7d9f', uid: 'uid-7d9f' };
+  const OTHER_POD = { name: 'finance-agent-2c4e', uid: 'uid-2c4e' };
+  const PLANNER_POD = { name: 'planner-agent-5b1a', uid: 'uid-5b1a' };
+
+  function inPod(own?: string): AgentTokens {
+    return new AgentTokens({
+      identity: { namespace: 'finance', agent: 'finance-agent' },
+      tenant: 'finance',
+      issuer: ISSUER,
+      jwks: { keysFor: () => Promise.resolve(new Map([[key.keyId, key.publicKey]])) },
+      policy: () => everyoneActive,
+      ...(own === undefined ? {} : { own: { current: own, renew: (): void => undefined } }),
+      pod: THIS_POD.name,
+      now: () => NOW,
+    });
+  }
+
+  it('accepts its own token issued to this pod, and a delegated token whose acting agent exchanged from this pod', async () => {
+    expect(await inPod(await mint({ pod: THIS_POD })).verify(new Map())).toEqual({ facts: {}, forwarded: false });
+    const forwarded = await delegated({ pod: PLANNER_POD, act: { sub: agentSubject('finance', 'finance-agent'), pod: THIS_POD } });
+    expect(await inPod().verify(carrying(forwarded))).toEqual({ facts: { delegation: ['planner-agent'] }, forwarded: true });
+  });
+
+  it.each([
+    ['its own token issued to another pod of the agent', { pod: OTHER_POD }, /own agent token was issued to pod finance-agent-2c4e, not to this pod \(finance-agent-7d9f\)/],
+    ['its own token bound to no pod (from an unbound ServiceAccount token)', {}, /own agent token was issued to no pod, not to this pod/],
+  ])('refuses every call with %s', async (_name, overrides: Partial<MintRequest>, reason) => {
+    expect(refusal(await inPod(await mint(overrides)).verify(new Map()))).toMatch(reason);
+  });
+
+  it.each([
+    ['exchanged by the agent in another pod', () => delegated({ pod: PLANNER_POD, act: { sub: agentSubject('finance', 'finance-agent'), pod: OTHER_POD } }), /from pod finance-agent-2c4e, not from this pod/],
+    ['whose actor names no pod', () => delegated({ pod: PLANNER_POD }), /from no pod, not from this pod/],
+    ["of this agent's own, issued to another pod", () => mint({ pod: OTHER_POD }), /from pod finance-agent-2c4e, not from this pod/],
+  ])('refuses a forwarded token %s', async (_name, token, reason) => {
+    expect(refusal(await inPod().verify(carrying(await token())))).toMatch(reason);
+  });
+
+  it('refuses a forwarded token in which this agent acts for itself', async () => {
+    const self = await mint({ pod: THIS_POD, act: { sub: agentSubject('finance', 'finance-agent'), pod: THIS_POD } });
+    expect(refusal(await inPod().verify(carrying(self)))).toMatch(/self_delegation/);
+  });
+});

@@ -12,7 +12,7 @@ import { keyIdOfToken } from '../identity/jwks-source.ts';
 import { ReplayCache } from '../identity/replay-cache.ts';
 import { AGENT_TOKEN_AUDIENCE } from '../identity/token-service.ts';
 import type { AgentTokenClaims, VerifiedAgentToken } from '../identity/tokens.ts';
-import { agentSubject, parseAgentSubject, verifyAgentToken } from '../identity/tokens.ts';
+import { actingPod, agentSubject, parseAgentSubject, verifyAgentToken } from '../identity/tokens.ts';
 import type { AgentIdentity, VerifiedFacts } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 
@@ -37,6 +37,11 @@ export interface AgentTokensOptions {
   policy: () => LoadedPolicy | undefined;
   /** Without it the sidecar holds no token of its own (no token service configured). */
   own?: OwnToken;
+  /**
+   * The pod the sidecar runs in (POD_NAME): its own token, and a forwarded token's acting agent,
+   * must have been issued to this pod. Unset outside a pod, where no pod is checked.
+   */
+  pod?: string;
   maxDelegationDepth?: number;
   /** One-time tokens are accepted once per sidecar. */
   replayCache?: ReplayCache;
@@ -51,6 +56,16 @@ function unverifiedClaims(token: string): Partial<AgentTokenClaims> | undefined 
   } catch {
     return undefined;
   }
+}
+
+/** The name of an unverified `pod` claim, when it has the shape the token service writes. */
+function podNameOf(pod: unknown): string | undefined {
+  const name = typeof pod === 'object' && pod !== null ? (pod as { name?: unknown }).name : undefined;
+  return typeof name === 'string' ? name : undefined;
+}
+
+function podText(pod: string | undefined): string {
+  return pod === undefined ? 'no pod' : `pod ${pod}`;
 }
 
 /** Every agent named by a token: its principal, then the actors of its `act` chain. */
@@ -104,6 +119,11 @@ export class AgentTokens {
     if (actor !== agentSubject(namespace, agent)) {
       return { refuse: `the forwarded agent token is for ${actor} to act, not for this agent (${agentSubject(namespace, agent)})` };
     }
+    // The principal's pod (and those of earlier actors) are other pods: only the acting one is ours.
+    const pod = this.options.pod;
+    if (pod !== undefined && actingPod(verified.claims)?.name !== pod) {
+      return { refuse: `the forwarded agent token was issued for ${actor} to act from ${podText(actingPod(verified.claims)?.name)}, not from this pod (${pod})` };
+    }
     const standing = this.standingOf(agentsOf(verified.claims), verified.claims.iat);
     if (standing !== undefined) return { refuse: standing };
     return { facts: verified.delegation.length === 0 ? {} : { delegation: verified.delegation }, forwarded: true };
@@ -126,7 +146,12 @@ export class AgentTokens {
     if (own === undefined) return undefined;
     const token = own.current;
     if (token === undefined) return 'the sidecar holds no current agent token (the token service has not issued one)';
-    const iat = unverifiedClaims(token)?.iat;
+    const claims = unverifiedClaims(token);
+    const iat = claims?.iat;
+    const pod = this.options.pod;
+    if (pod !== undefined && podNameOf(claims?.pod) !== pod) {
+      return `the sidecar's own agent token was issued to ${podText(podNameOf(claims?.pod))}, not to this pod (${pod})`;
+    }
     const { namespace, agent } = this.options.identity;
     const revokedBefore = this.options.policy()?.standing(namespace, agent)?.revokedBefore;
     if (revokedBefore !== undefined && (typeof iat !== 'number' || iat * 1000 < revokedBefore.getTime())) {

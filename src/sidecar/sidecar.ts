@@ -74,7 +74,10 @@ function agentTokensFor(options: SidecarOptions, tokens: SidecarTokenOptions, po
       return (await response.json()) as BundleJwks;
     },
   });
-  const verifier = new AgentTokens({ identity: options.identity, tenant: options.tenant, issuer: tokens.issuer ?? base, jwks, policy, own: source });
+  const verifier = new AgentTokens({
+    identity: options.identity, tenant: options.tenant, issuer: tokens.issuer ?? base, jwks, policy, own: source,
+    ...(options.podName === undefined ? {} : { pod: options.podName }),
+  });
   return { source, verifier };
 }
 
