@@ -327,3 +327,100 @@ describe('detectThreats', () => {
     expect(performance.now() - started).toBeLessThan(5_000);
   });
 });
+
+describe('findPii reads a value however it is written', () => {
+  const base64 = (text: string): string => Buffer.from(text, 'utf8').toString('base64');
+  it.each([
+    ['a card grouped by dots', 'card 4111.1111.1111.1111 ok', 'credit_card', '4111.1111.1111.1111'],
+    ['a card grouped by slashes', 'card 4111/1111/1111/1111 ok', 'credit_card', '4111/1111/1111/1111'],
+    ['a card grouped by non-breaking spaces', 'card 4111\u00a01111\u00a01111\u00a01111 ok', 'credit_card', '4111\u00a01111\u00a01111\u00a01111'],
+    ['a card grouped by narrow non-breaking spaces', '4111\u202f1111\u202f1111\u202f1111', 'credit_card', '4111\u202f1111\u202f1111\u202f1111'],
+    ['a card with zero-width spaces between its digits', '4\u200b111\u200b1111\u200c1111\u200d1111\ufeff', 'credit_card', '4\u200b111\u200b1111\u200c1111\u200d1111'],
+    ['a card grouped by em spaces and an ideographic space', '4111\u20031111\u20031111\u30001111', 'credit_card', '4111\u20031111\u20031111\u30001111'],
+    ['a card in full-width digits', '\uff14\uff11\uff11\uff11 1111 1111 1111', 'credit_card', '\uff14\uff11\uff11\uff11 1111 1111 1111'],
+    ['a card with JSON escapes for its digits', '\\u0034\\u0031\\u0031\\u0031 1111 1111 1111', 'credit_card', '\\u0034\\u0031\\u0031\\u0031 1111 1111 1111'],
+    ['a card inside a longer run of groups', 'ref 12 4111 1111 1111 1111 7', 'credit_card', '4111 1111 1111 1111'],
+    ['a card in base64', `blob ${base64('4111111111111111')} end`, 'credit_card', base64('4111111111111111')],
+    ['a card in base64 of a sentence', base64('the card is 4111 1111 1111 1111, exp 12/27'), 'credit_card', base64('the card is 4111 1111 1111 1111, exp 12/27')],
+    ['a card in URL-safe base64', Buffer.from('card: 5500-0000-0000-0004?').toString('base64url'), 'credit_card', Buffer.from('card: 5500-0000-0000-0004?').toString('base64url')],
+    ['an e-mail with a decimal HTML reference', 'to dana&#64;example.com.', 'email', 'dana&#64;example.com'],
+    ['an e-mail with a hex HTML reference', 'to dana&#x40;example.com', 'email', 'dana&#x40;example.com'],
+    ['an e-mail with a named HTML reference', 'to dana&commat;example&period;com', 'email', 'dana&commat;example&period;com'],
+    ['an e-mail percent-encoded', 'mailto:dana%40example.com', 'email', 'dana%40example.com'],
+    ['an e-mail percent-encoded twice', 'dana%2540example.com', 'email', 'dana%2540example.com'],
+    ['an e-mail HTML-escaped twice', 'dana&amp;#64;example.com', 'email', 'dana&amp;#64;example.com'],
+    ['an e-mail with a JSON escape', 'dana\\u0040example.com', 'email', 'dana\\u0040example.com'],
+    ['an e-mail with a hex escape', 'dana\\x40example.com', 'email', 'dana\\x40example.com'],
+    ['an e-mail with zero-width characters', 'da\u200bna@exa\u200cmple.com', 'email', 'da\u200bna@exa\u200cmple.com'],
+    ['an e-mail written for people', 'dana [at] example [dot] com', 'email', 'dana [at] example [dot] com'],
+    ['an e-mail in base64', base64('dana@example.com'), 'email', base64('dana@example.com')],
+    ['an SSN grouped by dots', 'ssn 078.05.1120', 'ssn', '078.05.1120'],
+    ['an SSN grouped by slashes', '078/05/1120', 'ssn', '078/05/1120'],
+    ['an SSN grouped by non-breaking spaces', '078\u00a005\u00a01120', 'ssn', '078\u00a005\u00a01120'],
+    ['a labelled SSN with zero-width spaces (read as nine bare digits)', 'SSN 078\u200b05\u200b1120', 'ssn', '078\u200b05\u200b1120'],
+    ['an SSN with Unicode hyphens', '078\u201005\u20111120', 'ssn', '078\u201005\u20111120'],
+    ['nine bare digits a few words after a label', 'the SSN on file is 078051120.', 'ssn', '078051120'],
+    ['nine bare digits after "social security number"', 'Social Security Number: 078051120', 'ssn', '078051120'],
+    ['nine bare digits after a tax id label', 'taxpayer id 078051120', 'ssn', '078051120'],
+  ] as const)('finds %s, covering the value as written', (_name, text, kind, written) => {
+    const matches = findPii(text);
+    expect(matches.map((match) => match.kind)).toEqual([kind]);
+    expect(matches.map((match) => text.slice(match.start, match.end))).toEqual([written]);
+  });
+
+  it.each([
+    ['ssn', 'ssn'],
+    ['patientSsn', 'patientSsn'],
+    ['social_security_number', 'social_security_number'],
+    ['taxId', 'taxId'],
+  ])('reads nine bare digits as an SSN in a field named %s', (field) => {
+    expect(findPii('078051120', ['ssn'], { field })).toEqual([{ kind: 'ssn', start: 0, end: 9 }]);
+  });
+
+  it.each([
+    ['nine bare digits in a field named for something else', '078051120', 'orderId'],
+    ['nine bare digits that could never be an SSN, even named', '987654321', 'ssn'],
+  ])('does not flag %s', (_name, text, field) => {
+    expect(findPii(text, ['ssn'], { field })).toEqual([]);
+  });
+
+  it.each([
+    ['a UUID', '550e8400-e29b-41d4-a716-446655440000'],
+    ['an epoch timestamp in milliseconds', 'at 1701791234567'],
+    ['an ISO timestamp', '2024-01-15T12:30:45.123Z'],
+    ['a date and a time', '2024-01-15 12:30:45'],
+    ['a list of dates', '2024-01-15 2024-02-15 2024-03-15'],
+    ['an order number', 'ORD-20240115-000123'],
+    ['a version string', 'v12.4.1-rc.3+build.20240115'],
+    ['a base64 PNG', 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='],
+    ['a SHA-256 digest', 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'],
+    ['a percent-encoded URL', 'https://example.com/search?q=card%20number%20help'],
+    ['an HTML page with entities', '<p>Fish &amp; chips &#8212; &pound;5</p>'],
+    ['a long camel-case identifier', 'AbstractSingletonProxyFactoryBean'],
+  ])('does not flag %s', (_name, text) => {
+    expect(findPii(text)).toEqual([]);
+  });
+
+  it('redacting every match leaves no digit of a card written with any separator or escape (property)', () => {
+    const separator = fc.constantFrom(' ', '-', '.', '/', '\u00a0', '\u202f', '\u2009', '\u200b', '&nbsp;', '%20', '&#32;', '');
+    const digit = fc.constantFrom('plain', 'html', 'json', 'percent');
+    const write = (char: string, how: string): string => {
+      const code = char.charCodeAt(0);
+      if (how === 'html') return `&#${String(code)};`;
+      if (how === 'json') return `\\u${code.toString(16).padStart(4, '0')}`;
+      if (how === 'percent') return `%${code.toString(16)}`;
+      return char;
+    };
+    fc.assert(
+      fc.property(separator, digit, fc.constantFrom('4111111111111111', '5500000000000004', '378282246310005', '6011000990139424'), (sep, how, card) => {
+        const groups = card.match(/.{1,4}/gu) ?? [];
+        const written = groups.map((group) => group.replace(/\d/gu, (char) => write(char, how))).join(sep);
+        const text = `paid with ${written} today`;
+        const matches = findPii(text, ['credit_card']);
+        expect(matches).toHaveLength(1);
+        expect(text.slice(matches[0]?.start, matches[0]?.end)).toBe(written);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});

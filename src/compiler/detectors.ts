@@ -244,24 +244,198 @@ export function isPathTraversal(text: string): boolean {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * US Social Security numbers written `AAA-GG-SSSS` or `AAA GG SSSS` (one separator style), or nine
- * bare digits right after a label (`SSN`, `SSN:`, `SS#`, `social security number`). Numbers that
- * were never issued are not flagged: area 000, 666 or 900–999, group 00, serial 0000.
- * Nine bare digits without a label are not flagged (too many order and account ids look alike).
+ * A text as the PII finders read it, with the span of the original text each of its characters
+ * came from, so a match in the reading is redacted in the original, encoded form and all.
  */
-export function findSsns(text: string): PiiMatch[] {
+interface Reading {
+  text: string;
+  /** Where in the original text the character at each index of `text` begins and ends. */
+  from: number[];
+  to: number[];
+}
+
+function identityReading(text: string): Reading {
+  const from = Array.from({ length: text.length }, (_unused, index) => index);
+  return { text, from, to: from.map((index) => index + 1) };
+}
+
+/** Appends `text` to a reading under construction, every character of it standing for [start, end) of the original. */
+function appendSpan(out: Reading, text: string, start: number, end: number): void {
+  for (let index = 0; index < text.length; index++) {
+    out.text += text.charAt(index);
+    out.from.push(start);
+    out.to.push(end);
+  }
+}
+
+/** Named HTML character references for the characters PII is written with (HTML5 names). */
+const HTML_ENTITIES: Readonly<Record<string, string>> = {
+  commat: '@', period: '.', hyphen: '-', dash: '-', minus: '-', lowbar: '_', plus: '+', percnt: '%',
+  num: '#', nbsp: ' ', amp: '&', lpar: '(', rpar: ')', sol: '/', colon: ':', equals: '=', excl: '!',
+  quot: '"', apos: "'", lt: '<', gt: '>', lsqb: '[', rsqb: ']', lbrack: '[', rbrack: ']', ensp: ' ',
+  emsp: ' ', thinsp: ' ', zwsp: '', zwnj: '', zwj: '', shy: '', Tab: '\t', NewLine: '\n',
+};
+
+/**
+ * Escapes that write a character another way: HTML character references (`&#64;`, `&#x40;`,
+ * `&commat;`), percent-encoding (`%40`, and UTF-8 sequences such as `%C2%A0`), JavaScript and JSON
+ * escapes (`\u0040`, `\x40`, `\u{40}`), and the bracketed `[at]` / `(dot)` of addresses written
+ * for people.
+ */
+const ESCAPE =
+  /&(?:#(\d{1,7});?|#[xX]([0-9a-fA-F]{1,6});?|([A-Za-z]{2,8});)|((?:%[0-9A-Fa-f]{2})+)|\\u([0-9a-fA-F]{4})|\\u\{([0-9a-fA-F]{1,6})\}|\\x([0-9a-fA-F]{2})| ?[[({] ?(at|dot) ?[\])}] ?/giu;
+
+function codePointText(code: number): string | undefined {
+  return code <= 0x10ffff && (code < 0xd800 || code > 0xdfff) ? String.fromCodePoint(code) : undefined;
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A run of `%XX` escapes, decoded character by character (each one standing for its own escapes); undefined bytes stay as written. */
+function appendPercentRun(out: Reading, reading: Reading, run: string, at: number): void {
+  const bytes = run.split('%').slice(1).map((hex) => Number.parseInt(hex, 16));
+  let index = 0;
+  while (index < bytes.length) {
+    const lead = bytes[index] ?? 0;
+    const length = lead < 0x80 ? 1 : lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    let decoded: string | undefined;
+    try {
+      decoded = UTF8.decode(new Uint8Array(bytes.slice(index, index + length)));
+    } catch {
+      decoded = undefined;
+    }
+    const start = at + index * 3;
+    const taken = decoded === undefined ? 1 : length;
+    const end = start + taken * 3;
+    appendSpan(out, decoded ?? run.slice(index * 3, index * 3 + 3), reading.from[start] ?? 0, reading.to[end - 1] ?? 0);
+    index += taken;
+  }
+}
+
+/** What one ESCAPE match stands for; undefined when it is not an escape after all (`&bogus;`, `&#xD800;`). */
+function unescaped(groups: (string | undefined)[]): string | undefined {
+  const [decimal, hex, name, , unicode, braced, byte, word] = groups;
+  if (decimal !== undefined) return codePointText(Number.parseInt(decimal, 10));
+  if (hex !== undefined) return codePointText(Number.parseInt(hex, 16));
+  if (name !== undefined) return HTML_ENTITIES[name] ?? HTML_ENTITIES[name.toLowerCase()];
+  const code = unicode ?? braced ?? byte;
+  if (code !== undefined) return codePointText(Number.parseInt(code, 16));
+  if (word !== undefined) return word.toLowerCase() === 'at' ? '@' : '.';
+  return undefined;
+}
+
+/** One round of ESCAPE decoding over a reading. */
+function decodeEscapes(reading: Reading): Reading {
+  const out: Reading = { text: '', from: [], to: [] };
+  let copied = 0;
+  const copyUpTo = (end: number): void => {
+    for (let index = copied; index < end; index++) appendSpan(out, reading.text.charAt(index), reading.from[index] ?? 0, reading.to[index] ?? 0);
+    copied = end;
+  };
+  for (const match of reading.text.matchAll(ESCAPE)) {
+    copyUpTo(match.index);
+    const end = match.index + match[0].length;
+    const percent = match[4];
+    if (percent !== undefined) {
+      appendPercentRun(out, reading, percent, match.index);
+      copied = end;
+      continue;
+    }
+    const decoded = unescaped(match.slice(1));
+    if (decoded === undefined) continue;
+    appendSpan(out, decoded, reading.from[match.index] ?? 0, reading.to[end - 1] ?? 0);
+    copied = end;
+  }
+  copyUpTo(reading.text.length);
+  return out;
+}
+
+/** Escapes are decoded this many times at most: enough for `&amp;#64;` and `%2540`. */
+const MAX_ESCAPE_ROUNDS = 3;
+
+/** Characters that change nothing a reader sees: zero-width space and joiners, word joiner, BOM, soft hyphen, bidirectional controls. */
+const INVISIBLE_CHAR = /^[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u206a-\u206f\ufeff]$/u;
+/** Every kind of space (NBSP, narrow NBSP, en/em/thin spaces, ideographic space, …) reads as a plain space. */
+const SPACE_CHAR = /^[\p{Zs}]$/u;
+/** Hyphens, dashes and minus signs read as `-`. */
+const DASH_CHAR = /^[\u2010-\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d]$/u;
+
+/** Per character: invisible ones dropped, spaces and dashes made ASCII, every other non-ASCII character in NFKC (full-width digits read as digits). */
+function foldCharacters(reading: Reading): Reading {
+  const out: Reading = { text: '', from: [], to: [] };
+  let index = 0;
+  for (const char of reading.text) {
+    const start = reading.from[index] ?? 0;
+    const end = reading.to[index + char.length - 1] ?? 0;
+    index += char.length;
+    if (char.charCodeAt(0) < 0x80) {
+      appendSpan(out, char, start, end);
+    } else if (!INVISIBLE_CHAR.test(char)) {
+      const folded = SPACE_CHAR.test(char) ? ' ' : DASH_CHAR.test(char) ? '-' : char.normalize('NFKC');
+      appendSpan(out, folded, start, end);
+    }
+  }
+  return out;
+}
+
+/** Text the finders may read as it is: printable ASCII with nothing that could be an escape. */
+const PLAIN = /^[\x20-\x7e\t\n\r]*$/u;
+const MAYBE_ESCAPED = /[&%\\]|[[({] ?(?:at|dot) ?[\])}]/iu;
+
+/**
+ * The text as the PII finders read it: escapes decoded (up to three rounds), invisible characters
+ * removed, every space and dash made ASCII, NFKC. `4111\u00a01111…`, `4111\u200b1111…`,
+ * `dana&#64;example.com`, `dana%40example.com` and `dana\u0040example.com` all read as what they
+ * show.
+ */
+export function piiReading(text: string): Reading {
+  if (PLAIN.test(text) && !MAYBE_ESCAPED.test(text)) return identityReading(text);
+  let reading = identityReading(text);
+  for (let round = 0; round < MAX_ESCAPE_ROUNDS && MAYBE_ESCAPED.test(reading.text); round++) {
+    const next = decodeEscapes(reading);
+    if (next.text === reading.text) break;
+    reading = next;
+  }
+  return PLAIN.test(reading.text) ? reading : foldCharacters(reading);
+}
+
+/** Labels that say the nine digits after them are an SSN: `SSN`, `SS#`, `social security (number)`, `tax(payer) id`, `TIN`. */
+const SSN_LABEL = /\b(?:ssn|ss#|ss no|soc(?:ial)? ?sec(?:urity)?(?: (?:number|num|no|#))?|tax ?(?:payer )?id(?:entification)?(?: (?:number|no))?|tin)\b/iu;
+/** A field name that says its value is an SSN: `ssn`, `patientSsn`, `social_security_number`, `taxId`, `tin`. */
+export function namesSsn(field: string): boolean {
+  const letters = field.toLowerCase().replace(/[^a-z]/gu, '');
+  return letters.includes('ssn') || letters.includes('socialsec') || letters.includes('socsec') || letters.includes('taxid') || letters.includes('taxpayerid') || letters === 'tin';
+}
+
+/** What the finders know besides the text: the name of the field it is the value of. */
+export interface PiiContext {
+  /** The field (JSON key, form name) the text is the value of: a field named for SSNs makes nine bare digits an SSN. */
+  field?: string;
+}
+
+/**
+ * US Social Security numbers: `AAA-GG-SSSS` with one separator style (`-`, space, `.` or `/`), or
+ * nine bare digits when something says they are an SSN: a label up to 24 characters before them
+ * (`SSN`, `SSN:`, `SS#`, `social security number is`, `tax id`, `TIN`), or the field they are the
+ * value of (`ssn`, `patientSsn`, `social_security_number`, `taxId`). Numbers that were never issued
+ * are not flagged: area 000, 666 or 900–999, group 00, serial 0000. Nine bare digits with nothing
+ * naming them are not flagged: order, account and routing numbers look alike (the redaction
+ * benchmark measures that rule against the corpus).
+ */
+export function findSsns(text: string, context: PiiContext = {}): PiiMatch[] {
   const matches: PiiMatch[] = [];
-  for (const match of text.matchAll(/(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])/gu)) {
+  for (const match of text.matchAll(/(?<!\d[-./]?)(\d{3})([- ./])(\d{2})\2(\d{4})(?![-./]?\d)/gu)) {
     if (isIssuableSsn(match[1] ?? '', match[3] ?? '', match[4] ?? '')) {
       matches.push({ kind: 'ssn', start: match.index, end: match.index + match[0].length });
     }
   }
-  for (const match of text.matchAll(/\b(?:ssn|ss#|social security(?: number| no\.?)?)\W{0,3}(\d{9})(?!\d)/giu)) {
-    const digits = match[1] ?? '';
-    if (isIssuableSsn(digits.slice(0, 3), digits.slice(3, 5), digits.slice(5))) {
-      const end = match.index + match[0].length;
-      matches.push({ kind: 'ssn', start: end - digits.length, end });
-    }
+  const named = context.field !== undefined && namesSsn(context.field);
+  for (const match of text.matchAll(/(?<!\d)\d{9}(?!\d)/gu)) {
+    const digits = match[0];
+    if (!isIssuableSsn(digits.slice(0, 3), digits.slice(3, 5), digits.slice(5))) continue;
+    const before = text.slice(Math.max(0, match.index - 40), match.index);
+    const labelled = /[^\d]{0,24}$/u.exec(before)?.[0] ?? '';
+    if (named || SSN_LABEL.test(labelled)) matches.push({ kind: 'ssn', start: match.index, end: match.index + 9 });
   }
   return matches;
 }
@@ -272,11 +446,15 @@ function isIssuableSsn(area: string, group: string, serial: string): boolean {
 
 const EMAIL_LOCAL_CHAR = /[A-Za-z0-9._%+-]/u;
 const EMAIL_DOMAIN_CHAR = /[A-Za-z0-9.-]/u;
+/** RFC 5321: a local part is at most 64 characters, a domain at most 255. */
+export const MAX_EMAIL_LOCAL = 64;
+const MAX_EMAIL_DOMAIN = 255;
 
 /**
- * E-mail addresses: `local@domain.tld`, the domain made of dot-separated labels of letters, digits
- * and hyphens, ending in a top-level domain of two or more letters. Found by scanning out from each
- * `@` (linear in the text, no backtracking); leading and trailing dots are not part of the match.
+ * E-mail addresses: `local@domain.tld`, the local part at most 64 characters, the domain made of
+ * dot-separated labels of letters, digits and hyphens, ending in a top-level domain of two or more
+ * letters. Found by scanning out from each `@` (linear in the text, no backtracking); leading and
+ * trailing dots are not part of the match.
  */
 export function findEmails(text: string): PiiMatch[] {
   const matches: PiiMatch[] = [];
@@ -295,14 +473,15 @@ export function findEmails(text: string): PiiMatch[] {
 
 function emailAround(text: string, at: number, notBefore: number): PiiMatch | undefined {
   let start = at;
-  while (start > notBefore && EMAIL_LOCAL_CHAR.test(text.charAt(start - 1))) {
+  const floor = Math.max(notBefore, at - MAX_EMAIL_LOCAL);
+  while (start > floor && EMAIL_LOCAL_CHAR.test(text.charAt(start - 1))) {
     start--;
   }
   while (text.charAt(start) === '.' && start < at) {
     start++;
   }
   let end = at + 1;
-  while (end < text.length && EMAIL_DOMAIN_CHAR.test(text.charAt(end))) {
+  while (end < text.length && end - at <= MAX_EMAIL_DOMAIN && EMAIL_DOMAIN_CHAR.test(text.charAt(end))) {
     end++;
   }
   while (end > at + 1 && (text.charAt(end - 1) === '.' || text.charAt(end - 1) === '-')) {
@@ -330,20 +509,70 @@ export function luhnValid(digits: string): boolean {
   return sum % 10 === 0;
 }
 
+interface DigitGroup {
+  start: number;
+  end: number;
+  digits: string;
+  /** The separator written before this group ('' for the first). */
+  before: string;
+}
+
+/** A card number: 13–19 digits, Luhn-valid, not one digit repeated, issued by a network (first digit 2–6). */
+function isCardNumber(digits: string): boolean {
+  return digits.length >= 13 && digits.length <= 19 && /^[2-6]/u.test(digits) && luhnValid(digits) && !/^(\d)\1*$/u.test(digits);
+}
+
+/** The card numbers in one run of digit groups: the whole run, or a stretch of whole groups of three digits or more. */
+function cardsInRun(groups: readonly DigitGroup[]): PiiMatch[] {
+  const whole = groups.map((group) => group.digits).join('');
+  const first = groups[0];
+  const last = groups.at(-1);
+  const styles = new Set(groups.slice(1).map((group) => group.before));
+  if (first !== undefined && last !== undefined && styles.size <= 1 && isCardNumber(whole)) {
+    return [{ kind: 'credit_card', start: first.start, end: last.end }];
+  }
+  const matches: PiiMatch[] = [];
+  let from = 0;
+  while (from < groups.length) {
+    let found: number | undefined;
+    let digits = '';
+    for (let to = from; to < groups.length; to++) {
+      const group = groups[to];
+      if (group === undefined || group.digits.length < 3 || (to > from + 1 && group.before !== groups[from + 1]?.before)) break;
+      digits += group.digits;
+      if (digits.length > 19) break;
+      if (isCardNumber(digits)) found = to;
+    }
+    const start = groups[from];
+    const end = found === undefined ? undefined : groups[found];
+    if (found === undefined || start === undefined || end === undefined) {
+      from++;
+      continue;
+    }
+    matches.push({ kind: 'credit_card', start: start.start, end: end.end });
+    from = found + 1;
+  }
+  return matches;
+}
+
 /**
- * Payment card numbers: 13 to 19 digits, optionally grouped by single spaces or single dashes (one
- * style per number), not part of a longer run of digits, passing the Luhn check, and not one digit
- * repeated (`0000 0000 0000 0000` passes Luhn but is no card).
+ * Payment card numbers: 13 to 19 digits that pass the Luhn check, start with a digit a card network
+ * issues (2–6: Mastercard, Amex, Diners, JCB, Visa, Maestro, Discover, UnionPay) and are not one
+ * digit repeated. The digits may be grouped by one separator style: one or two of space, `-`, `.`
+ * or `/` (any Unicode space, and zero-width characters, read as nothing or a space before). A run
+ * of groups counts as a whole; inside a longer run, a stretch of whole groups of three or more
+ * digits that is a card number counts (`ref 12 4111 1111 1111 1111 7`). A run of digits without
+ * separators longer than 19 is no card.
  */
 export function findCardNumbers(text: string): PiiMatch[] {
   const matches: PiiMatch[] = [];
-  for (const match of text.matchAll(/(?<![\d-])\d(?:([ -]?)\d){12,18}(?![\d])(?!-\d)/gu)) {
-    const written = match[0];
-    const separators = new Set(written.replace(/\d/gu, ''));
-    const digits = written.replace(/\D/gu, '');
-    if (separators.size <= 1 && luhnValid(digits) && !/^(\d)\1*$/u.test(digits)) {
-      matches.push({ kind: 'credit_card', start: match.index, end: match.index + written.length });
+  for (const run of text.matchAll(/\d+(?:[ ./-]{1,2}\d+)*/gu)) {
+    const groups: DigitGroup[] = [];
+    for (const group of run[0].matchAll(/([ ./-]*)(\d+)/gu)) {
+      const start = run.index + group.index + (group[1]?.length ?? 0);
+      groups.push({ start, end: start + (group[2]?.length ?? 0), digits: group[2] ?? '', before: group[1] ?? '' });
     }
+    matches.push(...cardsInRun(groups));
   }
   return matches;
 }
@@ -442,7 +671,7 @@ function ibanPrefix(candidate: string): number | undefined {
   return validEnds.at(-1);
 }
 
-const PII_FINDERS: Readonly<Record<PiiKind, (text: string) => PiiMatch[]>> = {
+const PII_FINDERS: Readonly<Record<PiiKind, (text: string, context: PiiContext) => PiiMatch[]>> = {
   iban: findIbans,
   credit_card: findCardNumbers,
   ssn: findSsns,
@@ -453,24 +682,75 @@ const PII_FINDERS: Readonly<Record<PiiKind, (text: string) => PiiMatch[]>> = {
 /** When matches of two kinds overlap, the earlier kind here wins (it is the more specific check). */
 const PII_PRECEDENCE: readonly PiiKind[] = ['iban', 'credit_card', 'ssn', 'email', 'phone'];
 
-/**
- * Every PII match of the given kinds (all five by default), sorted by position, without overlaps:
- * where two matches overlap the more specific kind wins (IBAN, card, SSN, e-mail, phone), so the
- * digits of a card are not also reported as a phone number.
- */
-export function findPii(text: string, kinds: readonly PiiKind[] = PII_KINDS): PiiMatch[] {
+/** base64 (standard or URL-safe) long enough to hold a value: 16 characters encode 12 bytes. */
+const BASE64_RUN = /(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,})(?![A-Za-z0-9+/=_-])/gu;
+/** Longer base64 runs (images, files) are not decoded. */
+export const MAX_BASE64_RUN = 64 * 1024;
+/** base64 inside base64 is decoded once more, no deeper. */
+const MAX_BASE64_DEPTH = 2;
+
+/** The text a base64 run decodes to, read from each of the four alignments: only decodings that are UTF-8 text count. */
+function base64Texts(run: string): string[] {
+  const texts: string[] = [];
+  for (let offset = 0; offset < 4 && run.length - offset >= 16; offset++) {
+    const body = run.slice(offset).replace(/=+$/u, '');
+    const bytes = Buffer.from(body.slice(0, body.length - (body.length % 4 === 1 ? 1 : 0)), body.includes('-') || body.includes('_') ? 'base64url' : 'base64');
+    let text: string;
+    try {
+      text = UTF8.decode(bytes);
+    } catch {
+      continue;
+    }
+    // eslint-disable-next-line no-control-regex -- control characters mean binary, not text
+    if (!/[\u0000-\u0008\u000e-\u001f\u007f]/u.test(text)) texts.push(text);
+  }
+  return texts;
+}
+
+/** The matches of one kind in a reading's text, base64 runs that decode to a match included (the whole run is the match). */
+function findKind(kind: PiiKind, text: string, context: PiiContext, depth: number): PiiMatch[] {
+  const matches = PII_FINDERS[kind](text, context);
+  if (depth >= MAX_BASE64_DEPTH) return matches;
+  for (const run of text.matchAll(BASE64_RUN)) {
+    if (run[0].length > MAX_BASE64_RUN || /^\d+$/u.test(run[0])) continue;
+    if (base64Texts(run[0]).some((decoded) => findPiiIn(decoded, [kind], context, depth + 1).length > 0)) {
+      matches.push({ kind, start: run.index, end: run.index + run[0].length });
+    }
+  }
+  return matches;
+}
+
+function findPiiIn(text: string, kinds: readonly PiiKind[], context: PiiContext, depth: number): PiiMatch[] {
+  const reading = piiReading(text);
   const accepted: PiiMatch[] = [];
   for (const kind of PII_PRECEDENCE) {
     if (!kinds.includes(kind)) {
       continue;
     }
-    for (const match of PII_FINDERS[kind](text)) {
+    for (const match of findKind(kind, reading.text, context, depth)) {
       if (!accepted.some((other) => match.start < other.end && other.start < match.end)) {
         accepted.push(match);
       }
     }
   }
-  return accepted.sort((a, b) => a.start - b.start || a.end - b.end);
+  return accepted
+    .map((match) => ({ kind: match.kind, start: reading.from[match.start] ?? 0, end: reading.to[match.end - 1] ?? 0 }))
+    .sort((a, b) => a.start - b.start || a.end - b.end);
+}
+
+/**
+ * Every PII match of the given kinds (all five by default), sorted by position, without overlaps:
+ * where two matches overlap the more specific kind wins (IBAN, card, SSN, e-mail, phone), so the
+ * digits of a card are not also reported as a phone number.
+ *
+ * The finders read the text as piiReading makes it (escapes decoded, invisible characters removed,
+ * spaces and dashes made ASCII, NFKC), and base64 runs of 16 to 65,536 characters are decoded (from
+ * each alignment, twice deep) and read too. A match's offsets are in the text as written, covering
+ * everything it was written with: `text.slice(start, end)` is `dana&#64;example.com` entire, or the
+ * whole base64 run.
+ */
+export function findPii(text: string, kinds: readonly PiiKind[] = PII_KINDS, context: PiiContext = {}): PiiMatch[] {
+  return findPiiIn(text, kinds, context, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,7 +791,7 @@ function tripAll(state: ScanState, path: string): void {
   }
 }
 
-function scanString(state: ScanState, path: string, text: string): void {
+function scanString(state: ScanState, path: string, text: string, field?: string): void {
   state.strings++;
   state.totalLength += text.length;
   if (state.strings > state.limits.maxStrings || state.totalLength > state.limits.maxTotalLength) {
@@ -522,18 +802,19 @@ function scanString(state: ScanState, path: string, text: string): void {
     return;
   }
   for (const threat of THREATS) {
-    if (THREAT_CHECKS[threat](text)) {
+    const found = threat === 'pii' ? findPii(text, PII_KINDS, field === undefined ? {} : { field }).length > 0 : THREAT_CHECKS[threat](text);
+    if (found) {
       state.found[threat].add(path);
     }
   }
 }
 
-function scanValue(state: ScanState, path: string, value: unknown, depth: number): void {
+function scanValue(state: ScanState, path: string, value: unknown, depth: number, field?: string): void {
   if (typeof value === 'string') {
-    scanString(state, path, value);
+    scanString(state, path, value, field);
   } else if (typeof value === 'number' && Number.isSafeInteger(value)) {
     // An integer can carry a card number; it has no other threat to show.
-    if (findPii(String(value)).length > 0) {
+    if (findPii(String(value), PII_KINDS, field === undefined ? {} : { field }).length > 0) {
       state.found.pii.add(path);
     }
   } else if (typeof value === 'object' && value !== null) {
@@ -550,7 +831,7 @@ function scanValue(state: ScanState, path: string, value: unknown, depth: number
     for (const key of Object.keys(value)) {
       const memberPath = childPath(path, key);
       scanString(state, memberPath, key);
-      scanValue(state, memberPath, (value as Record<string, unknown>)[key], depth + 1);
+      scanValue(state, memberPath, (value as Record<string, unknown>)[key], depth + 1, key);
     }
   }
 }

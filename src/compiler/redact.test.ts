@@ -37,6 +37,11 @@ describe('redact', () => {
     ['leaves values without matches alone', { a: 'hello', b: true, c: null, d: 1.5 }, ['pii'], { a: 'hello', b: true, c: null, d: 1.5 }, []],
     ['redacts nothing for an empty list', { a: 'a@b.io' }, [], { a: 'a@b.io' }, []],
     ['redacts a string at the root', 'a@b.io', ['email'], '[REDACTED:email]', [':email']],
+    ['reads nine bare digits as an SSN in a field named for it', { patient: { ssn: '078051120' } }, ['ssn'], { patient: { ssn: '[REDACTED:ssn]' } }, ['patient.ssn:ssn']],
+    ['reads an integer as an SSN in a field named for it', { taxId: 123456789 }, ['ssn'], { taxId: '[REDACTED:ssn]' }, ['taxId:ssn']],
+    ['removes an e-mail written with an HTML reference, reference and all', { to: 'dana&#64;example.com' }, ['email'], { to: '[REDACTED:email]' }, ['to:email']],
+    ['removes a card grouped by non-breaking spaces, spaces and all', { memo: 'card 4111\u00a01111\u00a01111\u00a01111.' }, ['credit_card'], { memo: 'card [REDACTED:credit_card].' }, ['memo:credit_card']],
+    ['removes a card sent as base64', { blob: 'NDExMTExMTExMTExMTExMQ==' }, ['credit_card'], { blob: '[REDACTED:credit_card]' }, ['blob:credit_card']],
   ])('%s', (_name, params, spec, expected, redacted) => {
     expect(redact(params, spec)).toEqual({ params: expected, redacted });
   });

@@ -44,7 +44,11 @@ interface RedactionPlan {
  * - A value nested deeper than MAX_REDACTION_DEPTH is replaced by `[REDACTED:too_deep]`: what
  *   cannot be inspected is not passed on.
  *
- * Object keys are kept as they are (a key is a name, not a value). `redacted` names paths and kinds,
+ * Matches are found as findPii finds them: in escaped, encoded and oddly spaced forms too, and the
+ * whole written form is replaced; the member's key is the field that makes nine bare digits an SSN
+ * (`{"ssn": "078051120"}`). Object keys are kept as they are: the parameters' names are the tool's
+ * interface, and the request is rewritten by them (a tool's answer has its keys redacted, see
+ * src/sidecar/ext-proc-redaction.ts). `redacted` names paths and kinds,
  * never the removed text. Pure: the input is never modified, `__proto__` and `constructor` keys are
  * copied as own data properties. Never throws on a JSON value. Redacting twice equals redacting once.
  */
@@ -86,18 +90,18 @@ function isParamTarget(plan: RedactionPlan, segments: readonly string[]): boolea
   );
 }
 
-function redactValue(plan: RedactionPlan, value: unknown, segments: readonly string[], depth: number): unknown {
+function redactValue(plan: RedactionPlan, value: unknown, segments: readonly string[], depth: number, field?: string): unknown {
   const path = pathOf(segments);
   if (segments.length > 0 && isParamTarget(plan, segments)) {
     plan.redacted.add(`${path}:param`);
     return REDACTED_PARAM;
   }
   if (typeof value === 'string') {
-    return redactText(plan, value, path);
+    return redactText(plan, value, path, field);
   }
   if (typeof value === 'number' && Number.isSafeInteger(value)) {
     const text = String(value);
-    const redacted = redactText(plan, text, path);
+    const redacted = redactText(plan, text, path, field);
     return redacted === text ? value : redacted;
   }
   if (typeof value !== 'object' || value === null) {
@@ -114,7 +118,7 @@ function redactValue(plan: RedactionPlan, value: unknown, segments: readonly str
   for (const key of Object.keys(value)) {
     // defineProperty, not assignment: assigning to "__proto__" would replace the copy's prototype.
     Object.defineProperty(copy, key, {
-      value: redactValue(plan, (value as Record<string, unknown>)[key], [...segments, key], depth + 1),
+      value: redactValue(plan, (value as Record<string, unknown>)[key], [...segments, key], depth + 1, key),
       enumerable: true,
       writable: true,
       configurable: true,
@@ -123,11 +127,11 @@ function redactValue(plan: RedactionPlan, value: unknown, segments: readonly str
   return copy;
 }
 
-function redactText(plan: RedactionPlan, text: string, path: string): string {
+function redactText(plan: RedactionPlan, text: string, path: string, field: string | undefined): string {
   if (plan.kinds.length === 0) {
     return text;
   }
-  const matches = findPii(text, plan.kinds);
+  const matches = findPii(text, plan.kinds, field === undefined ? {} : { field });
   let redacted = '';
   let copiedUpTo = 0;
   for (const match of matches) {
