@@ -156,6 +156,43 @@ describe("the sidecar's Envoy ext_authz HTTP mode", () => {
     expect(records.map((r) => r.call.egress)).toEqual([{ host: 'api.openai.com', port: 443 }, { host: 'evil.example.com', port: 443 }]);
   });
 
+  /** A request written byte for byte, and the status line of the answer. */
+  const raw = (port: number, head: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.write(`${head}\r\nconnection: close\r\n\r\n`); });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => { text += chunk.toString('utf8'); });
+      socket.on('end', () => { resolve(text); });
+      socket.on('error', reject);
+    });
+
+  it.each([
+    ['a CONNECT whose Host names another host', 'CONNECT evil.example.com:443 HTTP/1.1\r\nhost: api.openai.com:443', /CONNECT target .{0,2}evil\.example\.com:443.{0,2} and the Host header .{0,2}api\.openai\.com:443.{0,2} disagree/],
+    ['an absolute-form target whose Host names another host', 'GET http://evil.example.com/x HTTP/1.1\r\nhost: api.openai.com', /names \\"evil\.example\.com\\" and the Host header/],
+    ['an origin-form target without a Host', 'GET /x HTTP/1.0', /no Host header/],
+  ])('refuses %s, judging neither', async (_name, head, reason) => {
+    const port = await serve();
+    const text = await raw(port, head);
+    expect(text).toMatch(/^HTTP\/1\.[01] 403 Forbidden\r\n/);
+    expect(text).toMatch(reason);
+    expect(records.map((r) => r.decision.rule)).toEqual(['portcullis:uninspectable-request']);
+  });
+
+  it('judges an absolute-form target by the host it names, which Host agrees with', async () => {
+    const port = await serve();
+    const text = await raw(port, 'GET http://api.openai.com/v1/models HTTP/1.1\r\nhost: API.openai.com');
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(records[0]?.call.egress).toEqual({ host: 'api.openai.com', port: 80 });
+  });
+
+  it('tells Envoy to remove an agent token from an egress call, and adds none', async () => {
+    const port = await serve({ okHeaders: () => ({ 'x-portcullis-agent-token': 'own-token' }) });
+    const text = await raw(port, 'CONNECT api.openai.com:443 HTTP/1.1\r\nhost: api.openai.com:443\r\nx-portcullis-agent-token: forwarded');
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(text).toContain('x-envoy-auth-headers-to-remove: x-portcullis-agent-token');
+    expect(text).not.toContain('own-token');
+  });
+
   it('fails closed with 500, which Envoy denies, when the answer cannot be made', async () => {
     const port = await serve({ okHeaders: () => { throw new Error('no token yet'); } });
     const reply = await envoySends(port, payment(10));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseStrictJson, StrictJsonError } from './strict-json.ts';
+import { numberRefusal, parseStrictJson, StrictJsonError } from './strict-json.ts';
 
 describe('parseStrictJson', () => {
   it.each([
@@ -24,8 +24,34 @@ describe('parseStrictJson', () => {
     ['an empty text', '', /expected a JSON value/],
     ['a bad escape', '{"a": "\\x"}', /invalid string/],
     ['nesting deeper than 64', '['.repeat(70) + ']'.repeat(70), /nested deeper than 64/],
+    ['keys that differ only in letter case', '{"amount": 1, "AMOUNT": 90000}', /"amount" and "AMOUNT" differ only in letter case/],
+    ['keys that differ by a Kelvin sign, which Go folds to k', '{"k": 1, "\u212a": 2}', /differ only in letter case/],
+    ['a number past the precision of a double', '{"amount": 5000.0000000000000001}', /5000\.0000000000000001 is not exactly the double it reads as \(5000\)/],
   ])('refuses %s', (_name, text, message) => {
     expect(() => parseStrictJson(text)).toThrow(StrictJsonError);
     expect(() => parseStrictJson(text)).toThrow(message);
+  });
+});
+
+describe('numberRefusal', () => {
+  it.each([
+    ['1.5'], ['0.1'], ['1e3'], ['5000.0'], ['5000'], ['-0'], ['0.0e10'], ['0.30000000000000004'], ['9007199254740992'], ['5e-324'], ['1.7976931348623157e308'],
+    ['1e23', 'whose shortest form is the value written, though the double is not exactly it'],
+    ['5000.000000000000000000', 'with trailing zeros'],
+  ])('takes %s, the value of the double it reads as', (numeral) => {
+    expect(numberRefusal(numeral)).toBeUndefined();
+  });
+
+  it.each([
+    ['5000.0000000000000001', /reads as \(5000\)/],
+    ['9007199254740993', /reads as \(9007199254740992\)/],
+    ['0.3000000000000000444', /reads as \(0\.30000000000000004\)/],
+    ['123456789012345678901234567890', /reads as \(1\.2345678901234568e\+29\)/],
+    ['1e-400', /reads as \(0\)/],
+    ['2.5e-324', /reads as \(5e-324\)/],
+    ['1e400', /beyond the range of a double/],
+    ['-1e400', /beyond the range of a double/],
+  ])('refuses %s, naming the double it reads as', (numeral, reason) => {
+    expect(numberRefusal(numeral)).toMatch(reason);
   });
 });
