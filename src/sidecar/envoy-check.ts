@@ -12,6 +12,7 @@ import { SIDECAR_RULES } from './authorizer.ts';
 import type { JsonRpcId } from './mcp.ts';
 import { jsonRpcError, mcpCallOf, McpRefusal } from './mcp.ts';
 import { parseStrictJson, StrictJsonError } from './strict-json.ts';
+import { USER_TOKEN_HEADER } from './user-tokens.ts';
 import { normalPath, queryParams, foldName, TargetRefusal } from './request-target.ts';
 import type { ToolTable } from './tools.ts';
 import { hostOwner, matchRoute } from './tools.ts';
@@ -396,13 +397,15 @@ export async function decideProxied(request: ProxiedRequest | { refuse: string }
   const mapping = mapRequest(request, options.tools(), options.inspectionLimit);
   const context: CallContext = { transport, ...(mapping.traceparent === undefined ? {} : { traceparent: mapping.traceparent }) };
   const toolCall = mapping.result.kind === 'call' && typeof mapping.result.call.tool === 'string';
+  // An agent token goes to no one but a tool: not the sidecar's own, and not one the agent forwarded.
+  // A user token is for the sidecar alone: it goes to no one.
+  const removals = [...(request.headers.has(USER_TOKEN_HEADER) ? [USER_TOKEN_HEADER] : []), ...(toolCall ? [] : [AGENT_TOKEN_HEADER])];
   const answer = (decision: SidecarDecision): ProxyAnswer => {
     const okHeaders = toolCall && letsThrough(decision, options.sanitizeDownstream) ? options.okHeaders?.(request.headers) : undefined;
     return answerOf(decision, {
       ...(mapping.mcp === undefined ? {} : { mcp: mapping.mcp }),
       ...(okHeaders === undefined ? {} : { okHeaders }),
-      // An agent token goes to no one but a tool: not the sidecar's own, and not one the agent forwarded.
-      ...(toolCall ? {} : { headersToRemove: [AGENT_TOKEN_HEADER] }),
+      ...(removals.length === 0 ? {} : { headersToRemove: removals }),
       ...(options.sanitizeDownstream === true ? { sanitizeDownstream: true } : {}),
     });
   };

@@ -26,6 +26,7 @@ import type { Logger } from 'pino';
 import { InputError } from '../compiler/index.ts';
 import type { CallContext, DecisionRecord, SidecarDecision } from './authorizer.ts';
 import { AGENT_TOKEN_HEADER } from './agent-tokens.ts';
+import { USER_TOKEN_HEADER } from './user-tokens.ts';
 import { SIDECAR_RULES } from './authorizer.ts';
 import type { ProxiedRequest, ProxyOptions, RequestMapping } from './envoy-check.ts';
 import { DECISION_ID_HEADER, mapRequest } from './envoy-check.ts';
@@ -164,9 +165,9 @@ function refusal(decision: Pick<SidecarDecision, 'decision' | 'rule' | 'reasons'
 
 const byteLength = (text: string): number => Buffer.byteLength(text, 'utf8');
 
-/** Headers the upstream request loses: an agent token goes to no one but a tool. */
-function tokenRemovals(call: Record<string, unknown>): string[] {
-  return typeof call.tool === 'string' ? [] : [AGENT_TOKEN_HEADER];
+/** Headers the upstream request loses: an agent token goes to no one but a tool, a user token to no one. */
+function tokenRemovals(call: Record<string, unknown>, headers: ReadonlyMap<string, string>): string[] {
+  return [...(headers.has(USER_TOKEN_HEADER) ? [USER_TOKEN_HEADER] : []), ...(typeof call.tool === 'string' ? [] : [AGENT_TOKEN_HEADER])];
 }
 
 /** What the answer of a decided call needs: nothing, or redaction with these detectors. */
@@ -319,7 +320,7 @@ export class ExtProcSession {
         if (this.requestHeaders.has('content-length')) (mutation.set_headers ??= []).push(setHeader('content-length', String(byteLength(rewrite.body))));
       }
     }
-    const removals = tokenRemovals(call);
+    const removals = tokenRemovals(call, this.requestHeaders);
     const kinds = decision.enforced && (decision.decision === 'allow' || decision.decision === 'sanitize') ? piiKindsOf(decision.redactResponse ?? []) : [];
     if (kinds.length > 0) {
       this.answer = { kinds, startedAt: this.now(), chunks: [], bytes: 0, messages: 0 };

@@ -226,12 +226,14 @@ describe('a userAttribute rule and the user token', () => {
     expect(answer.reasons.join('\n')).toContain(`the user token is refused (${code})`);
   });
 
-  it('verifies the user token of a proxied request as Envoy sends it: genuine passes, forged is denied', async () => {
+  it('verifies the user token of a proxied request as Envoy sends it: genuine passes without it, forged is denied', async () => {
     const request = (token: string): Parameters<typeof check>[0] => ({
       method: 'POST', host: EXPORTS_HOST, path: '/v1/exports', headers: { 'content-type': 'application/json', [USER_TOKEN_HEADER]: token }, body: JSON.stringify({ export_size_rows: 10, region: 'eu' }),
     });
     const allowed = await check(request(await sign(claims())));
     expect(allowed.ok_response).toBeDefined();
+    // The user token is for the sidecar alone: Envoy removes it before the request goes upstream.
+    expect(allowed.ok_response?.headers_to_remove).toEqual([USER_TOKEN_HEADER]);
     const denied = await check(request(await sign(claims(), attackerKey)));
     expect(denied.denied_response?.body).toContain('user_token_signature_invalid');
     expect(JSON.parse(denied.denied_response?.body ?? '{}')).toMatchObject({ decision: 'deny', rule: 'portcullis:untrusted-token' });
