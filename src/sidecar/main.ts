@@ -27,7 +27,13 @@ The agent is the one named here, never the caller's word; time and counters
 are the sidecar's own. With --token-service the sidecar holds the agent's
 token (sent upstream on every allowed call in x-portcullis-agent-token) and
 verifies a token forwarded in that header: its delegation chain becomes the
-call's delegation. Without it, user and delegation are never set.
+call's delegation; without it, delegation is never set. A user token forwarded
+in x-portcullis-user-token is verified against the agent's
+AgentIdentity spec.userTokens and becomes the call's user (removed before the
+request goes upstream); one that does not verify denies the call. Without a
+user token the call has no user. A read-only action the bundle declares
+failOpen goes through unchecked when the counters or the evaluation fail;
+every other call fails closed, all of them while no bundle is loaded.
 
 Flags:
   --agent NAME             the agent this sidecar answers for (default: $PORTCULLIS_AGENT)
