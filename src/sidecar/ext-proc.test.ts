@@ -218,7 +218,7 @@ describe('ExtProcSession: the answer', () => {
     expect(JSON.stringify(records[1]?.response)).not.toMatch(/6789|dana@/);
   });
 
-  it('redacts an event stream chunk by chunk (STREAMED), an SSN split across two chunks included', async () => {
+  it('redacts an event stream event by event (STREAMED), an SSN split across two chunks included', async () => {
     const { session: s, records } = session(() => ({ decision: 'allow', redactResponse: ['pii'] }));
     await postRecord(s);
     const headers = await s.handle(responseHeaders({ 'content-type': 'text/event-stream' }));
@@ -226,9 +226,10 @@ describe('ExtProcSession: the answer', () => {
     const chunks = ['event: message\ndata: {"text": "ssn 123-45-', '6789 on file"}\n\n', 'data: {"text": "write to dana@exa', 'mple.com"}\n\n', ''];
     const passed: (string | undefined)[] = [];
     for (const [i, chunk] of chunks.entries()) passed.push(bodyOf((await s.handle(responseBody(chunk, i === chunks.length - 1)))?.response_body));
-    expect(passed[0]).toBe('event: message\ndata: {"text": "');
+    // An event passes once it is whole: nothing of the first passes with the first chunk.
+    expect(passed[0]).toBe('');
     expect(passed.join('')).toBe('event: message\ndata: {"text": "ssn [REDACTED:ssn] on file"}\n\ndata: {"text": "write to [REDACTED:email]"}\n\n');
-    expect(records[1]?.response).toEqual({ redacted: [':email', ':ssn'], outcome: 'complete' });
+    expect(records[1]?.response).toEqual({ redacted: ['text:email', 'text:ssn'], outcome: 'complete' });
   });
 
   it('ends an answer over the inspection limit with 502 and records the failure', async () => {
@@ -253,8 +254,8 @@ describe('ExtProcSession: the answer', () => {
     const { session: s, records } = session(() => ({ decision: 'allow', redactResponse: ['ssn'] }));
     await postRecord(s);
     await s.handle(responseHeaders({ 'content-type': 'text/event-stream' }));
-    await s.handle(responseBody('data: 123-45-6789\n\n', false));
+    await s.handle(responseBody('data: {"t": "ssn 123-45-6789!"}\n\n', false));
     s.end();
-    expect(records[1]?.response).toMatchObject({ redacted: [':ssn'], outcome: 'interrupted' });
+    expect(records[1]?.response).toMatchObject({ redacted: ['t:ssn'], outcome: 'interrupted' });
   });
 });

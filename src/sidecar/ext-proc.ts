@@ -7,7 +7,7 @@
 //       sanitize decision rewrites the body (and query) to the redacted params
 //   response_headers → response_body...         when the decision names
 //       redactResponse detectors, the answer is redacted: JSON and text whole
-//       (BUFFERED), text/event-stream chunk by chunk (STREAMED)
+//       (BUFFERED), text/event-stream and NDJSON event by event (STREAMED)
 //
 // Other decisions pass the request unchanged: ext_authz, before ext_proc in
 // the filter chain, is what denies. A request ext_authz has just decided in
@@ -32,7 +32,7 @@ import type { ProxiedRequest, ProxyOptions, RequestMapping } from './envoy-check
 import { DECISION_ID_HEADER, mapRequest } from './envoy-check.ts';
 import { envoyService } from './envoy-protos.ts';
 import type { Redacted, ResponseKind } from './ext-proc-redaction.ts';
-import { piiKindsOf, RedactionError, redactJson, redactText, responseKindOf, StreamRedactor } from './ext-proc-redaction.ts';
+import { EventStreamRedactor, piiKindsOf, RedactionError, redactJson, redactText, responseKindOf } from './ext-proc-redaction.ts';
 import type { HeaderValue } from './ext-proc-request.ts';
 import { headerMapOf, proxiedRequestOf, sanitizedRequest } from './ext-proc-request.ts';
 
@@ -178,7 +178,7 @@ interface AnswerPlan {
   chunks: Uint8Array[];
   bytes: number;
   messages: number;
-  stream?: StreamRedactor;
+  stream?: EventStreamRedactor;
 }
 
 interface Decided {
@@ -348,12 +348,14 @@ export class ExtProcSession {
     const kind = 'refuse' in headers ? { kind: 'uninspectable' as const, reason: headers.refuse } : responseKindOf(headers.get('content-type'), headers.get('content-encoding'));
     if (kind.kind === 'uninspectable') return this.failAnswer(kind.reason);
     plan.kind = kind.kind;
-    if (kind.kind === 'event-stream') plan.stream = new StreamRedactor(plan.kinds);
+    const streamed = kind.kind === 'event-stream' || kind.kind === 'ndjson';
+    // An event stream holds back no more than a buffered answer may be.
+    if (streamed) plan.stream = new EventStreamRedactor(plan.kinds, kind.kind === 'ndjson' ? 'ndjson' : 'sse', { maxPending: this.options.responseLimit ?? DEFAULT_RESPONSE_LIMIT });
     this.phase = 'response-body';
     return {
       // The redacted answer has another length; BUFFERED answers get theirs back with the body.
       response_headers: { response: { header_mutation: { remove_headers: ['content-length'] } } },
-      mode_override: { response_body_mode: kind.kind === 'event-stream' ? BODY_MODE.STREAMED : BODY_MODE.BUFFERED },
+      mode_override: { response_body_mode: streamed ? BODY_MODE.STREAMED : BODY_MODE.BUFFERED },
     };
   }
 
