@@ -1,5 +1,6 @@
 // Agent tokens at the sidecar: the agent's own token (fetched from the token
-// service, sent upstream on every allowed call so tools can verify who called)
+// service, sent upstream on every allowed tool call so tools can verify who
+// called; never on egress, see decideProxied in envoy-check.ts)
 // and the token an agent forwards with a call it makes for another agent
 // (RFC 8693 delegation: `{sub: planner, act: {sub: finance}}`), verified here
 // and turned into the `delegation` input of policy. Suspension and
@@ -130,8 +131,9 @@ export class AgentTokens {
   }
 
   /**
-   * Headers for the upstream request of an allowed call, given the request's headers: the agent's
-   * own token, unless the call carries a token (verified before it was allowed), which stays.
+   * Headers for the upstream request of an allowed tool call, given the request's headers: the
+   * agent's own token, unless the call carries a token (verified before it was allowed), which
+   * stays. Only for a call decided as a declared tool's: the token is a credential for the tools.
    */
   upstreamHeaders(requestHeaders: ReadonlyMap<string, string>): Record<string, string> {
     if ((requestHeaders.get(AGENT_TOKEN_HEADER) ?? '') !== '') return {};
