@@ -29,6 +29,8 @@ async function portcullis(args: string[], stdin = ''): Promise<Outcome> {
 let dir: string;
 let log: string;
 let lines: string[];
+/** The log of another run of a sidecar with the same key, in a file of its own: genuine, but not this log's. */
+let otherRun: string[];
 const publicKey = (): string => join(dir, 'keys', 'audit-key.pub.pem');
 
 /** Writes `lines` to a file of its own and verifies it with the sidecar's key. */
@@ -52,9 +54,21 @@ beforeAll(async () => {
     checkpointRecords: 3,
     log: pino({ level: 'silent' }),
   });
-  for (let i = 0; i < 7; i++) audit.record(decisionRecord({ decision: { ...decisionRecord().decision, decisionId: `d-${i}` } }));
+  for (let i = 0; i < 7; i++) audit.record(decisionRecord({ decision: { ...decisionRecord().decision, decision: i % 2 === 0 ? 'allow' : 'deny', decisionId: `d-${i}` } }));
   await audit.close();
   lines = (await readFile(log, 'utf8')).split('\n').filter((line) => line !== '');
+  const other = await AuditLog.open({
+    tenant: 'finance',
+    namespace: 'finance',
+    agent: 'finance-agent',
+    signer: await loadSigner(join(dir, 'keys', 'audit-key.pem')),
+    stream: { write: () => undefined },
+    file: join(dir, 'other-run.log'),
+    log: pino({ level: 'silent' }),
+  });
+  other.record(decisionRecord({ decision: { ...decisionRecord().decision, decisionId: 'other-run' } }));
+  await other.close();
+  otherRun = (await readFile(join(dir, 'other-run.log'), 'utf8')).split('\n').filter((line) => line !== '');
 });
 
 afterAll(async () => {
@@ -129,5 +143,73 @@ describe('portcullis audit verify', () => {
     await writeFile(join(dir, 'bad.pem'), 'not a key');
     expect(await portcullis(['audit', 'verify', log, '--key', join(dir, 'bad.pem')])).toMatchObject({ code: 2, stderr: expect.stringMatching(/bad\.pem: not a PEM public key/) as unknown });
     expect(await portcullis(['audit', 'verify'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/audit verify needs one FILE/) as unknown });
+  });
+});
+
+describe('portcullis audit verify refuses what is not the trail as written', () => {
+  it.each([
+    { attack: 'a genuine chain of another run spliced in before the log', content: (): string[] => [...otherRun, ...lines], finding: /^spliced: line \d+: chain \w+ names no entry it was opened after/m },
+    { attack: 'a genuine chain of another run spliced in inside the log', content: (): string[] => [...lines.slice(0, 4), ...otherRun, ...lines.slice(4)], finding: /^spliced: lines? [\d–]+: records of chain \w+ after chain \w+ opened/m },
+    {
+      attack: 'an entry with a duplicated decision key, the first saying allow',
+      content: (): string[] => lines.map((line) => line.replace('"decision":"deny"', '"decision":"allow","decision":"deny"')),
+      finding: /^malformed: line \d+: audit entry is malformed: the line is not strict JSON \(duplicate key "decision"/m,
+    },
+    { attack: 'a junk top-level object', content: (): string[] => [...lines, '{"decision":"allow","tool":"stripe-payments"}'], finding: /^foreign: line \d+: not an audit entry, nor a log line of the sidecar/m },
+  ])('$attack: exit 1', async ({ attack, content, finding }) => {
+    const { code, stdout } = await verifyLines(`${attack.replaceAll(' ', '-')}.log`, content());
+    expect(stdout).toMatch(finding);
+    expect(stdout).toMatch(/^TAMPERED: /m);
+    expect(code).toBe(1);
+  });
+
+  it('an empty log: exit 4, saying it is empty and proves nothing', async () => {
+    await writeFile(join(dir, 'empty.log'), '');
+    const { code, stdout } = await portcullis(['audit', 'verify', join(dir, 'empty.log'), '--key', publicKey()]);
+    expect(stdout).toContain('no-records: the input is empty: it proves nothing');
+    expect(stdout).toMatch(/^EMPTY: no audit entry to verify, so nothing is proven/m);
+    expect(code).toBe(4);
+  });
+
+  it('an empty standard input: exit 4', async () => {
+    const { code, stdout } = await portcullis(['audit', 'verify', '-'], '');
+    expect(stdout).toMatch(/^EMPTY: /m);
+    expect(code).toBe(4);
+  });
+
+  it('a line that a lone carriage return would split: one line, read as a whole', async () => {
+    const { code, stdout } = await verifyLines('carriage-return.log', [`${lines[0] ?? ''}\r{"junk":true}`, ...lines.slice(1)]);
+    expect(stdout).toMatch(/^unreadable: line 1: an audit line that is not valid JSON/m);
+    expect(stdout).toMatch(/: lines 2–\d+, /);
+    expect(code).toBe(1);
+  });
+});
+
+describe('portcullis audit --help', () => {
+  it.each([
+    { args: ['audit', '--help'], usage: 'Usage: portcullis audit SUBCOMMAND' },
+    { args: ['audit', 'verify', '--help'], usage: 'Usage: portcullis audit verify FILE|-' },
+    { args: ['audit', 'verify', 'audit.log', '-h'], usage: 'Usage: portcullis audit verify FILE|-' },
+    { args: ['audit', 'keygen', '--help'], usage: 'Usage: portcullis audit keygen --out DIR' },
+    { args: ['help', 'audit', 'verify'], usage: 'Usage: portcullis audit verify FILE|-' },
+  ])('$args: the usage on standard output, exit 0', async ({ args, usage }) => {
+    const { code, stdout, stderr } = await portcullis(args);
+    expect(stdout.startsWith(usage)).toBe(true);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+  });
+
+  it("a usage error of a subcommand shows that subcommand's usage", async () => {
+    const { code, stderr } = await portcullis(['audit', 'verify', '--frobnicate', 'x.log']);
+    expect(stderr).toMatch(/^portcullis: Unknown option '--frobnicate'/);
+    expect(stderr).toContain('Usage: portcullis audit verify FILE|-');
+    expect(code).toBe(2);
+  });
+
+  it('no subcommand: exit 2 with the usage', async () => {
+    const { code, stderr } = await portcullis(['audit']);
+    expect(stderr).toContain('audit needs a subcommand');
+    expect(stderr).toContain('Usage: portcullis audit SUBCOMMAND');
+    expect(code).toBe(2);
   });
 });

@@ -6,35 +6,65 @@ import type { KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { ChainSummary, Verdict, VerifyReport } from '../audit/index.ts';
 import { AuditKeyError, AuditVerifier, generateAuditKey, loadPublicKeys } from '../audit/index.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
+import type { Subcommand } from './subcommands.ts';
+import { runSubcommand } from './subcommands.ts';
 
-export const AUDIT_USAGE = `Usage: portcullis audit SUBCOMMAND [options]
+export const AUDIT_USAGE = `Usage: portcullis audit SUBCOMMAND [flags]
 
-  verify FILE|- [--key PUBLIC_KEY]... [--json]
-         check an audit log: the sidecar's --audit-file, or its standard output
-         (kubectl logs POD -c portcullis-sidecar | portcullis audit verify -);
-         ordinary log lines are skipped. Finds every entry changed, dropped,
-         inserted or reordered, every checkpoint whose signature does not
-         verify, and the entries no checkpoint signs.
-         --key   the public key checkpoints must be signed with (SPKI PEM, JWK
-                 or JWK set; repeat for several); without it each chain is
-                 checked against the key it names itself
-         --json  print the report as JSON
-         exit 0  verified: every entry in place and signed, every chain closed
-              1  tampered: an entry changed, dropped, inserted or reordered, a
-                 bad signature, or a key that is not pinned
-              3  incomplete: nothing changed, but entries after the last
-                 checkpoint, a chain not closed, or a log that begins in an
-                 older file (rotated)
-              2  the command could not run (usage, unreadable file or key)
-  keygen --out DIR
-         write a new Ed25519 key pair: audit-key.pem (private, for the
-         sidecar's --audit-key) and audit-key.pub.pem (public, for --key)
+Checks the audit trail a sidecar writes, and makes the key it is signed with.
+
+Subcommands:
+  verify FILE|-     check an audit log: every entry in place and signed, every
+                    chain closed and joined where its after link says
+  keygen --out DIR  write a new Ed25519 key pair for the audit checkpoints
+
+Flags:
+  -h, --help  show this text (portcullis audit SUBCOMMAND --help: the flags of a subcommand)
+`;
+
+export const AUDIT_VERIFY_USAGE = `Usage: portcullis audit verify FILE|- [--key PUBLIC_KEY]... [--json]
+
+Checks an audit log: the sidecar's --audit-file, or its standard output
+(kubectl logs POD -c portcullis-sidecar | portcullis audit verify -). Finds
+every entry changed, dropped, inserted or reordered; every chain joined to
+another where no after link says so; every checkpoint whose signature does
+not verify; the entries no checkpoint signs; and every line that is neither
+an audit entry nor a log line of the sidecar. Audit lines are read as strict
+JSON: a line with a key twice is refused, as request bodies are.
+
+Flags:
+  --key FILE   a public key the checkpoints may be signed with (SPKI PEM, JWK or
+               JWK set; repeat for the keys of a rotation); without it each chain
+               is checked against the key it names itself, which proves it was not
+               changed after signing, not who signed it
+  --json       print the report as JSON
+  -h, --help   show this text
+
+Exit status:
+  0  verified: every entry in place and signed, every chain closed
+  1  tampered: an entry changed, dropped, inserted or reordered, chains spliced,
+     a bad signature, a key that is not pinned, a line that is not the trail's
+  2  the command could not run: usage, an unreadable file or key file
+  3  incomplete: nothing changed, but the log is not whole: entries after the
+     last checkpoint, a chain not closed, a line cut short, or a log that
+     begins in an older (rotated) file
+  4  empty: no audit entry to verify, which proves nothing
+`;
+
+export const AUDIT_KEYGEN_USAGE = `Usage: portcullis audit keygen --out DIR
+
+Writes a new Ed25519 key pair for signing audit checkpoints: DIR/audit-key.pem
+(private, mode 600, for the sidecar's --audit-key) and DIR/audit-key.pub.pem
+(public, for portcullis audit verify --key). An existing key is not overwritten.
+
+Flags:
+  -o, --out DIR  the directory to write the keys to (made if missing)
+  -h, --help     show this text
 `;
 
 const EXIT_CODES: Readonly<Record<Verdict, number>> = { verified: 0, tampered: 1, incomplete: 3, empty: 4 };
@@ -48,15 +78,16 @@ async function pinnedKeys(paths: string[]): Promise<Map<string, KeyObject> | und
 
 /** Feeds the verifier line by line: a file is streamed, so its size is not bounded by memory for text. */
 async function readInto(verifier: AuditVerifier, path: string, io: CliIo): Promise<void> {
-  if (path === '-') {
-    const text = await io.readInput('-');
-    const lines = text.split('\n');
-    if (lines.at(-1) === '') lines.pop();
+  // Lines end at "\n" only, for a file as for standard input: a lone "\r" ends no line.
+  let rest = '';
+  const chunks: AsyncIterable<string> | string[] = path === '-' ? [await io.readInput('-')] : createReadStream(path, { encoding: 'utf8' });
+  for await (const chunk of chunks) {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop() ?? '';
     for (const line of lines) verifier.push(line);
-    return;
   }
-  const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
-  for await (const line of lines) verifier.push(line);
+  // A final newline ends the last line; it does not start another.
+  if (rest !== '') verifier.push(rest);
 }
 
 const counted = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
@@ -128,18 +159,11 @@ async function keygenCommand(args: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-const SUBCOMMANDS: Readonly<Record<string, (args: string[], io: CliIo) => Promise<number>>> = {
-  verify: verifyCommand,
-  keygen: keygenCommand,
+export const AUDIT_SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
+  verify: { usage: AUDIT_VERIFY_USAGE, run: verifyCommand },
+  keygen: { usage: AUDIT_KEYGEN_USAGE, run: keygenCommand },
 };
 
-export async function auditCommand(args: string[], io: CliIo): Promise<number> {
-  const [name, ...rest] = args;
-  if (name === undefined || name === '--help' || name === '-h') {
-    io.stdout(AUDIT_USAGE);
-    return name === undefined ? 2 : 0;
-  }
-  const sub = Object.hasOwn(SUBCOMMANDS, name) ? SUBCOMMANDS[name] : undefined;
-  if (sub === undefined) throw new UsageError(`unknown audit subcommand ${name}`);
-  return sub(rest, io);
+export function auditCommand(args: string[], io: CliIo): Promise<number> {
+  return runSubcommand('audit', AUDIT_USAGE, AUDIT_SUBCOMMANDS, args, io);
 }

@@ -15,16 +15,29 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Writes unless the stream is gone (its reader closed the pipe: see main.ts). */
+function writeTo(stream: NodeJS.WriteStream, text: string): void {
+  if (!stream.destroyed) stream.write(text);
+}
+
 export const processIo: CliIo = {
-  stdout: (text) => process.stdout.write(text),
-  stderr: (text) => process.stderr.write(text),
+  stdout: (text) => {
+    writeTo(process.stdout, text);
+  },
+  stderr: (text) => {
+    writeTo(process.stderr, text);
+  },
   readInput: (path) => (path === '-' ? readStdin() : readFile(path, 'utf8')),
 };
 
 /** A mistake in how the command was called: printed with the usage, exit code 2. */
 export class UsageError extends Error {
-  constructor(message: string) {
+  /** The usage of the (sub)command that was called wrong, when it is not the command's own. */
+  readonly usage: string | undefined;
+
+  constructor(message: string, usage?: string) {
     super(message);
     this.name = 'UsageError';
+    this.usage = usage;
   }
 }

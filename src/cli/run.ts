@@ -3,6 +3,7 @@
 import { CompileError, CompileErrors, InputError } from '../compiler/errors.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
+import type { Subcommand } from './subcommands.ts';
 
 export const USAGE = `Usage: portcullis COMMAND [options]
 
@@ -13,20 +14,28 @@ Commands:
   audit    verify an audit log (hash chain and signed checkpoints); make its signing key
   operator run the operator (reconciles policies into signed per-tenant bundles)
   sidecar  run the authorization sidecar of an agent pod (Envoy ext_authz and /v1/authorize)
-  help     show this text, or the text of a command: portcullis help eval
+  help     show this text, or the text of a command: portcullis help eval, portcullis help audit verify
 
-Run portcullis COMMAND --help for the options of a command.
+Run portcullis COMMAND --help (or COMMAND SUBCOMMAND --help) for the flags of a command.
+
+Exit status: 0 done, 1 failed (see each command), 2 the command was called wrong.
 `;
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
+interface LoadedCommand {
+  run: Command;
+  usage: string;
+  subcommands?: Readonly<Record<string, Subcommand>>;
+}
+
 // Each command's module is loaded only when it runs: the sidecar, in every
 // agent pod, must not carry the operator's Kubernetes client (see docs/sidecar.md).
-const COMMANDS: Readonly<Record<string, () => Promise<{ run: Command; usage: string }>>> = {
+const COMMANDS: Readonly<Record<string, () => Promise<LoadedCommand>>> = {
   eval: async () => { const m = await import('./eval.ts'); return { run: m.evalCommand, usage: m.EVAL_USAGE }; },
   test: async () => { const m = await import('./test-cases.ts'); return { run: m.testCommand, usage: m.TEST_USAGE }; },
-  bundle: async () => { const m = await import('./bundle.ts'); return { run: m.bundleCommand, usage: m.BUNDLE_USAGE }; },
-  audit: async () => { const m = await import('./audit.ts'); return { run: m.auditCommand, usage: m.AUDIT_USAGE }; },
+  bundle: async () => { const m = await import('./bundle.ts'); return { run: m.bundleCommand, usage: m.BUNDLE_USAGE, subcommands: m.BUNDLE_SUBCOMMANDS }; },
+  audit: async () => { const m = await import('./audit.ts'); return { run: m.auditCommand, usage: m.AUDIT_USAGE, subcommands: m.AUDIT_SUBCOMMANDS }; },
   operator: async () => { const m = await import('../operator/main.ts'); return { run: (args) => m.operatorCommand(args), usage: m.OPERATOR_USAGE }; },
   sidecar: async () => { const m = await import('../sidecar/main.ts'); return { run: (args) => m.sidecarCommand(args), usage: m.SIDECAR_USAGE }; },
 };
@@ -35,9 +44,14 @@ function isParseArgsError(error: unknown): error is Error {
   return error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS');
 }
 
+/** A file named on the command line that cannot be read: missing, a folder, not readable. */
+function isFileError(error: unknown): error is NodeJS.ErrnoException & { path: string } {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).path === 'string' && typeof (error as NodeJS.ErrnoException).syscall === 'string';
+}
+
 function report(error: unknown, io: CliIo, usage: string): number {
   if (error instanceof UsageError || isParseArgsError(error)) {
-    io.stderr(`portcullis: ${error.message}\n\n${usage}`);
+    io.stderr(`portcullis: ${error.message}\n\n${(error instanceof UsageError ? error.usage : undefined) ?? usage}`);
     return 2;
   }
   if (error instanceof CompileErrors) {
@@ -48,14 +62,36 @@ function report(error: unknown, io: CliIo, usage: string): number {
     io.stderr(`portcullis: ${error.message}\n`);
     return 1;
   }
+  if (isFileError(error)) {
+    io.stderr(`portcullis: cannot read ${error.path}: ${error.message}\n`);
+    return 2;
+  }
   throw error;
+}
+
+/** The text of `portcullis help COMMAND [SUBCOMMAND]`. */
+async function helpText(topic: readonly string[]): Promise<string | undefined> {
+  const [name, sub, ...rest] = topic;
+  if (name === undefined) return USAGE;
+  const command = Object.hasOwn(COMMANDS, name) ? await COMMANDS[name]?.() : undefined;
+  if (command === undefined || rest.length > 0) return undefined;
+  if (sub === undefined) return command.usage;
+  return command.subcommands !== undefined && Object.hasOwn(command.subcommands, sub) ? command.subcommands[sub]?.usage : undefined;
 }
 
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const [name, ...args] = argv;
-  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
-    const topic = name === 'help' && args[0] !== undefined && Object.hasOwn(COMMANDS, args[0]) ? await COMMANDS[args[0]]?.() : undefined;
-    io.stdout(topic?.usage ?? USAGE);
+  if (name === undefined || name === '--help' || name === '-h') {
+    io.stdout(USAGE);
+    return 0;
+  }
+  if (name === 'help') {
+    const text = await helpText(args);
+    if (text === undefined) {
+      io.stderr(`portcullis: no help for ${args.join(' ')}\n\n${USAGE}`);
+      return 2;
+    }
+    io.stdout(text);
     return 0;
   }
   const command = Object.hasOwn(COMMANDS, name) ? await COMMANDS[name]?.() : undefined;
