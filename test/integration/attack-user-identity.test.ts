@@ -267,3 +267,30 @@ describe('fail modes with the counters\' Redis down', () => {
     await eventually('a read to be decided by the policy again', async () => ((await authorize({ tool: 'files', action: 'read', params: { path: 'a' } })).rule === 'files-read' ? true : undefined), 20_000, 100);
   });
 });
+
+describe('what the API server refuses', () => {
+  const applyDryRun = (doc: unknown): Promise<{ code: number; stderr: string }> =>
+    kubectl(plane, ['apply', '--validate=strict', '--dry-run=server', '-f', '-'], { input: stringify(doc), allowFailure: true });
+  const withUserTokens = (userTokens: Record<string, unknown>): unknown => {
+    const doc = identity('https://idp.example.test/jwks.json') as { spec: { userTokens: Record<string, unknown> } };
+    doc.spec.userTokens = userTokens;
+    return doc;
+  };
+  const withFilesAction = (action: Record<string, unknown>): unknown => ({
+    ...POLICY,
+    metadata: { name: 'writes-open', namespace: NS },
+    spec: { ...POLICY.spec, tools: [{ name: 'files', http: { host: FILES_HOST, actions: [action] } }], rules: [] },
+  });
+
+  it.each([
+    { name: 'a write declared fail-open', doc: () => withFilesAction({ name: 'delete', method: 'DELETE', path: '/files/*', failOpen: ['counters_unavailable'] }), message: 'failOpen goes only with readOnly: true' },
+    { name: 'a JWKS fetched over plain http', doc: () => withUserTokens({ issuer: ISSUER, audiences: [AUDIENCE], jwksURL: 'http://idp.example.test/jwks.json' }), message: 'jwksURL' },
+    { name: 'user tokens of no audience', doc: () => withUserTokens({ issuer: ISSUER, audiences: [], jwksURL: 'https://idp.example.test/jwks.json' }), message: 'audiences' },
+    { name: 'user tokens signed with HS256', doc: () => withUserTokens({ issuer: ISSUER, audiences: [AUDIENCE], jwksURL: 'https://idp.example.test/jwks.json', algorithms: ['HS256'] }), message: 'algorithms' },
+    { name: 'both a JWKS URL and inline keys', doc: () => withUserTokens({ issuer: ISSUER, audiences: [AUDIENCE], jwksURL: 'https://idp.example.test/jwks.json', jwks: { keys: [{ kty: 'EC' }] } }), message: 'must state exactly one of jwksURL or jwks' },
+  ])('refuses $name', async ({ doc, message }) => {
+    const result = await applyDryRun(doc());
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain(message);
+  });
+});
