@@ -73,7 +73,7 @@ try {
   await run(['get', 'configmap', '-n', 'finance', '-l', 'app.kubernetes.io/managed-by=portcullis-operator', '-L', 'portcullis.dev/tenant']);
   const core = kubeConfigOf(plane).makeApiClient(CoreV1Api);
   const cm = await core.readNamespacedConfigMap({ name: 'portcullis-bundle', namespace: 'finance' });
-  const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: 'finance' });
+  const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: 'portcullis-system' });
   const publicKeys = await fromJwks(JSON.parse(trust.data?.['jwks.json'] ?? '{"keys":[]}') as BundleJwks);
   const bundle = await verifyBundle(fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), { publicKeys, tenant: 'finance' });
   console.log(`signature verified: revision ${bundle.manifest.revision}, tenant ${bundle.manifest.metadata.tenant}, policy.wasm ${bundle.wasm.byteLength} bytes`);

@@ -30,9 +30,14 @@ import {
   planStatuses,
   resourceKey,
   takesBundle,
+  isStrayTrust,
   TENANT_LABEL,
   tenantOfNamespace,
   TRUST_CONFIGMAP,
+  TRUST_JWKS_KEY,
+  TRUST_QUEUE_KEY,
+  trustReaderBinding,
+  trustReaderRole,
 } from './plan.ts';
 import type { Keyring } from './signing-keys.ts';
 import { ensureKeyring, readKeyring } from './signing-keys.ts';
@@ -88,7 +93,7 @@ export class Operator {
   private keyring: Keyring | undefined;
   private keyringReadAt = 0;
   /** The last bundle each tenant distributed (revision and digest only: bundles are large), kept in force while the tenant is invalid. */
-  private readonly lastGood = new Map<string, { revision: string; digest: string }>();
+  private readonly lastGood = new Map<string, { revision: string; digest: string; generations: Record<string, number> }>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private keyringTimer: NodeJS.Timeout | undefined;
   private started = false;
@@ -129,10 +134,11 @@ export class Operator {
       selector,
     );
     this.queue = new WorkQueue(
-      (tenant) => this.reconcileTenant(tenant),
-      (tenant, error, failures) => {
-        options.metrics.reconcileTotal.inc({ kind: 'tenant', result: 'error' });
-        options.log.error({ tenant, error: describeError(error), failures }, 'reconcile failed; retrying with backoff');
+      (key) => (key === TRUST_QUEUE_KEY ? this.reconcileTrust() : this.reconcileTenant(key)),
+      (key, error, failures) => {
+        const trust = key === TRUST_QUEUE_KEY;
+        options.metrics.reconcileTotal.inc({ kind: trust ? 'trust' : 'tenant', result: 'error' });
+        options.log.error({ ...(trust ? {} : { tenant: key }), error: describeError(error), failures }, trust ? 'publishing the trust failed; retrying with backoff' : 'reconcile failed; retrying with backoff');
       },
       { concurrency: options.workers ?? 4 },
     );
@@ -214,6 +220,7 @@ export class Operator {
   }
 
   private enqueueAll(): void {
+    this.enqueue(TRUST_QUEUE_KEY);
     const tenants = new Set<string>();
     for (const ns of this.namespaces.list()) tenants.add(tenantOfNamespace(view(ns)));
     for (const cm of this.bundles.list()) {
@@ -254,6 +261,11 @@ export class Operator {
     this.bundles.onChange((cm, verb) => {
       const key = `${cm.metadata?.namespace ?? ''}/${cm.metadata?.name ?? ''}`;
       if (verb !== 'delete' && this.written.get(key) === summaryOf(cm)?.digest) return;
+      // The trust is no tenant's: edited or deleted by hand it is put back; a copy in a tenant namespace is removed.
+      if (cm.metadata?.name === TRUST_CONFIGMAP) {
+        this.enqueue(TRUST_QUEUE_KEY);
+        return;
+      }
       const tenant = cm.metadata?.labels?.[TENANT_LABEL];
       if (tenant) this.enqueue(tenant);
       this.enqueue(this.tenantOfNamespaceName(cm.metadata?.namespace ?? ''));
@@ -271,7 +283,7 @@ export class Operator {
 
     let result: 'success' | 'invalid' = 'success';
     if (members.length > 0) {
-      const inForce = this.inForce(existing);
+      const inForce = await this.inForce(tenant, existing);
       const outcome = await this.compileAndDistribute(tenant, members, refs, inForce, existing, log);
       if (!outcome.ok) result = 'invalid';
       await this.grantSidecarAccess(tenant, members, refs);
@@ -318,20 +330,37 @@ export class Operator {
     return found;
   }
 
-  /** The newest revision written for the tenant and the generations it holds. */
-  private inForce(existing: ReadonlyMap<string, V1ConfigMap>): InForce {
-    let best: InForce = { revision: undefined, generations: {} };
-    let bestSequence = -1n;
-    for (const cm of existing.values()) {
-      const manifest = summaryOf(cm)?.manifest;
-      if (!manifest) continue;
-      const sequence = parseRevision(manifest.revision).sequence;
-      if (sequence > bestSequence) {
-        bestSequence = sequence;
-        best = { revision: manifest.revision, generations: manifest.generations };
-      }
+  /**
+   * The newest revision the operator signed among the tenant's bundles, and the
+   * generations it holds: the next bundle is numbered after it. A bundle
+   * ConfigMap counts only if this process wrote its content or it verifies
+   * under the operator's keys: tenants write ConfigMaps in their namespaces,
+   * and a revision one made up must not number the next bundle (a sequence
+   * pushed to its 20-digit bound would stop every new bundle of the tenant,
+   * a suspended agent's included).
+   */
+  private async inForce(tenant: string, existing: ReadonlyMap<string, V1ConfigMap>): Promise<InForce> {
+    const known = this.lastGood.get(tenant);
+    const byNewest = [...existing.values()].sort((a, b) => compareSequence(summaryOf(b)?.manifest?.revision, summaryOf(a)?.manifest?.revision));
+    for (const cm of byNewest) {
+      const summary = summaryOf(cm);
+      const manifest = summary?.manifest;
+      if (summary === undefined || manifest === undefined) continue;
+      if (known !== undefined && compareSequence(known.revision, manifest.revision) >= 0) break;
+      const namespace = cm.metadata?.namespace ?? '';
+      if (summary.digest === known?.digest || summary.digest === this.written.get(`${namespace}/${BUNDLE_CONFIGMAP}`)) return { revision: manifest.revision, generations: manifest.generations };
+      const verified = await this.verifiedInForce(tenant, namespace);
+      if (verified !== undefined) return verified;
     }
-    return best;
+    return known === undefined ? { revision: undefined, generations: {} } : { revision: known.revision, generations: known.generations };
+  }
+
+  /** The bundle of a namespace, read afresh, if it verifies under the operator's keys. */
+  private async verifiedInForce(tenant: string, namespace: string): Promise<InForce | undefined> {
+    const cm = await this.core.readNamespacedConfigMap({ name: BUNDLE_CONFIGMAP, namespace }).catch(() => undefined);
+    if (cm === undefined) return undefined;
+    const revision = await this.verifiedRevision(tenant, { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} });
+    return revision === undefined ? undefined : { revision, generations: readManifest(cm)?.generations ?? {} };
   }
 
   private validate(refs: readonly { kind: ResourceKind; object: AnyResource }[]): Map<string, ResourceProblem[]> {
@@ -394,7 +423,7 @@ export class Operator {
     }
   }
 
-  /** Signs the bundle and writes it, and the trust keys, where they differ. Returns the revision. */
+  /** Publishes the trust keys if they changed, then signs the bundle and writes it where it differs. Returns the revision. */
   private async distribute(
     tenant: string,
     members: readonly string[],
@@ -418,15 +447,9 @@ export class Operator {
     this.options.metrics.bundleBytes.set({ tenant }, configMapBytes(payload));
     this.options.metrics.bundleRevision.set({ tenant }, Number(parseRevision(revision).sequence));
     // Trust first: a sidecar must know the key before it sees a bundle signed with it.
-    const jwks = JSON.stringify(await toJwks(keyring.publicKeys));
-    for (const namespace of members) {
-      const cached = this.bundles.get(TRUST_CONFIGMAP, namespace);
-      if (cached?.metadata?.labels?.[TENANT_LABEL] === tenant && cached.data?.['jwks.json'] === jwks) continue;
-      const trust = trustConfigMap(namespace, tenant, jwks);
-      await this.applyTracked(trust, payloadDigest({ data: trust.data ?? {} }));
-    }
+    await this.publishTrust(keyring);
     await this.writeBundles(tenant, members, existing, revision, payload, log);
-    this.lastGood.set(tenant, { revision, digest: payloadDigest(payload) });
+    this.lastGood.set(tenant, { revision, digest: payloadDigest(payload), generations });
     return revision;
   }
 
@@ -438,6 +461,52 @@ export class Operator {
       await this.applyTracked(bundleConfigMap(namespace, tenant, revision, payload), digest);
       log.info({ namespace, revision }, 'bundle written');
     }
+  }
+
+  /**
+   * The keys sidecars verify bundles with, as a JWKS in ConfigMap portcullis-trust
+   * of the operator's own namespace: tenants, who may write ConfigMaps in their
+   * own namespaces, cannot write there (sidecars read it through a Role scoped
+   * to that one name, trustReaderRole). Written only when the keys changed.
+   */
+  private async publishTrust(keyring: Keyring): Promise<void> {
+    const namespace = this.options.namespace;
+    const jwks = JSON.stringify(await toJwks(keyring.publicKeys));
+    if (this.bundles.get(TRUST_CONFIGMAP, namespace)?.data?.[TRUST_JWKS_KEY] === jwks) return;
+    const trust = trustConfigMap(namespace, jwks);
+    await this.applyTracked(trust, payloadDigest({ data: trust.data ?? {} }));
+    this.options.log.info({ namespace, keys: [...keyring.publicKeys.keys()] }, 'trust published');
+  }
+
+  /**
+   * Publishes the trust and lets every sidecar read it (that ConfigMap only),
+   * and removes the trust ConfigMaps earlier versions wrote into tenant namespaces.
+   */
+  private async reconcileTrust(): Promise<undefined> {
+    const started = performance.now();
+    await this.publishTrust(await this.currentKeyring(this.options.log));
+    for (const object of [trustReaderRole(this.options.namespace), trustReaderBinding(this.options.namespace)]) {
+      const key = `${object.kind ?? ''}/${object.metadata?.namespace ?? ''}/trust`;
+      const digest = JSON.stringify(object);
+      if (this.accessApplied.get(key) === digest) continue;
+      await this.objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+      this.accessApplied.set(key, digest);
+    }
+    for (const cm of this.bundles.list()) {
+      const { name = '', namespace = '', uid, resourceVersion } = cm.metadata ?? {};
+      if (!isStrayTrust({ name, namespace }, this.options.namespace)) continue;
+      try {
+        // Only the object listed: one written since (by whoever) is judged when its own event comes.
+        await this.objects.delete({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace } }, undefined, undefined, undefined, undefined, undefined, { preconditions: { ...(uid === undefined ? {} : { uid }), ...(resourceVersion === undefined ? {} : { resourceVersion }) } });
+        this.options.log.info({ namespace }, 'trust ConfigMap removed from a tenant namespace: sidecars read the trust from the operator namespace only');
+      } catch (error) {
+        const code = (error as { code?: number } | null)?.code;
+        if (code !== 404 && code !== 409) throw error;
+      }
+    }
+    this.options.metrics.reconcileTotal.inc({ kind: 'trust', result: 'success' });
+    this.options.metrics.reconcileDuration.observe({ kind: 'trust' }, (performance.now() - started) / 1000);
+    return undefined;
   }
 
   /**
@@ -456,7 +525,7 @@ export class Operator {
       const payload = { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} };
       const revision = await this.verifiedRevision(tenant, payload);
       if (revision === undefined) continue;
-      this.lastGood.set(tenant, { revision, digest: payloadDigest(payload) });
+      this.lastGood.set(tenant, { revision, digest: payloadDigest(payload), generations: readManifest(cm)?.generations ?? {} });
       await this.writeBundles(tenant, members, existing, revision, payload, log);
       return;
     }
@@ -613,14 +682,12 @@ export class Operator {
     }
   }
 
-  /** Deletes the tenant's bundle (and trust) from namespaces that are no longer its members. */
+  /** Deletes the tenant's bundle from namespaces that are no longer its members. */
   private async prune(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
     for (const namespace of existing.keys()) {
       if (members.includes(namespace)) continue;
-      for (const name of [BUNDLE_CONFIGMAP, TRUST_CONFIGMAP]) {
-        this.written.delete(`${namespace}/${name}`);
-        await this.deleteIfTenants(tenant, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace } });
-      }
+      this.written.delete(`${namespace}/${BUNDLE_CONFIGMAP}`);
+      await this.deleteIfTenants(tenant, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: BUNDLE_CONFIGMAP, namespace } });
       for (const kind of ['RoleBinding', 'Role']) {
         this.accessApplied.delete(`${kind}/${namespace}`);
         await this.deleteIfTenants(tenant, { apiVersion: 'rbac.authorization.k8s.io/v1', kind, metadata: { name: SIDECAR_ACCESS_NAME, namespace } });
@@ -804,11 +871,12 @@ function bundleConfigMap(namespace: string, tenant: string, revision: string, pa
   };
 }
 
-function trustConfigMap(namespace: string, tenant: string, jwks: string): V1ConfigMap {
+/** The trust of every tenant (bundles name their tenant in the signed payload): no tenant label. */
+function trustConfigMap(namespace: string, jwks: string): V1ConfigMap {
   return {
     apiVersion: 'v1',
     kind: 'ConfigMap',
-    metadata: { name: TRUST_CONFIGMAP, namespace, labels: { ...commonLabels(tenant), 'app.kubernetes.io/component': 'trust' } },
-    data: { 'jwks.json': jwks },
+    metadata: { name: TRUST_CONFIGMAP, namespace, labels: { [MANAGED_BY_LABEL]: MANAGED_BY, 'app.kubernetes.io/name': 'portcullis', 'app.kubernetes.io/component': 'trust' } },
+    data: { [TRUST_JWKS_KEY]: jwks },
   };
 }

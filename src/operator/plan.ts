@@ -2,15 +2,26 @@
 // gathered: which namespaces belong to the tenant, the status of every
 // resource, and whether a new bundle goes out. I/O lives in reconciler.ts.
 
+import type { V1Role, V1RoleBinding } from '@kubernetes/client-node';
 import type { AgentIdentity, Condition, EgressRule, ToolPolicy } from '../api/index.ts';
 import { INJECTION_LABEL, TENANT_LABEL } from '../api/index.ts';
 
 export { TENANT_LABEL };
 import type { DesiredCondition } from './conditions.ts';
-import { setConditions } from './conditions.ts';
+import { LISTED_PROBLEMS, setConditions, summarizeProblems } from './conditions.ts';
 
 export const BUNDLE_CONFIGMAP = 'portcullis-bundle';
+/**
+ * The public keys bundles are verified with, published in the operator's own
+ * namespace only: a tenant that could write it could sign its own bundles.
+ */
 export const TRUST_CONFIGMAP = 'portcullis-trust';
+export const TRUST_JWKS_KEY = 'jwks.json';
+/**
+ * The work queue key of the trust: publishing it and removing the copies older
+ * versions wrote into tenant namespaces. A colon is in no tenant or namespace name.
+ */
+export const TRUST_QUEUE_KEY = 'portcullis:trust';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'portcullis-operator';
 
@@ -34,6 +45,42 @@ export function tenantOfNamespace(ns: NamespaceView): string {
  */
 export function takesBundle(ns: NamespaceView, holdsResources: boolean): boolean {
   return TENANT_LABEL in ns.labels || ns.labels[INJECTION_LABEL] === 'enabled' || holdsResources;
+}
+
+export const TRUST_READER = 'portcullis-trust-reader';
+const TRUST_READER_LABELS = { [MANAGED_BY_LABEL]: MANAGED_BY, 'app.kubernetes.io/name': 'portcullis', 'app.kubernetes.io/component': 'trust' };
+
+/**
+ * Read of the trust ConfigMap by name, and of nothing else of the operator's
+ * namespace. A list or watch that selects one name (fieldSelector
+ * metadata.name=NAME), as the sidecar's do, is authorized by resourceNames.
+ */
+export function trustReaderRole(namespace: string): V1Role {
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata: { name: TRUST_READER, namespace, labels: TRUST_READER_LABELS },
+    rules: [{ apiGroups: [''], resources: ['configmaps'], resourceNames: [TRUST_CONFIGMAP], verbs: ['get', 'list', 'watch'] }],
+  };
+}
+
+/** Every ServiceAccount, so every sidecar whatever its agent: the trust holds public keys only. */
+export function trustReaderBinding(namespace: string): V1RoleBinding {
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: { name: TRUST_READER, namespace, labels: TRUST_READER_LABELS },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: TRUST_READER },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'system:serviceaccounts' }],
+  };
+}
+
+/**
+ * Whether a ConfigMap the operator labelled is a trust ConfigMap outside its own
+ * namespace: written there by older versions, read by nothing now, and removed.
+ */
+export function isStrayTrust(configMap: { name: string; namespace: string }, operatorNamespace: string): boolean {
+  return configMap.name === TRUST_CONFIGMAP && configMap.namespace !== operatorNamespace;
 }
 
 /** How the compiler names a resource in its errors: `Kind namespace/name`. */
@@ -80,6 +127,12 @@ export function reasonFromCode(code: string): string {
     .join('');
 }
 
+/** The first names of a list, then how many more: a thousand invalid resources still fit a status message. */
+function listBounded(names: readonly string[]): string {
+  const listed = names.slice(0, LISTED_PROBLEMS).join(', ');
+  return names.length > LISTED_PROBLEMS ? `${listed} and ${names.length - LISTED_PROBLEMS} more` : listed;
+}
+
 function conditionsFor(ref: ResourceRef, key: string, outcome: CompileOutcome, inForce: InForce): DesiredCondition[] {
   if (outcome.ok) {
     return [
@@ -93,14 +146,14 @@ function conditionsFor(ref: ResourceRef, key: string, outcome: CompileOutcome, i
   const kept = inForce.revision === undefined ? 'no bundle is in force yet' : `revision ${inForce.revision} stays in force`;
   if (own.length > 0) {
     const [first] = own;
-    const message = own.map((p) => p.message).join('; ');
+    const message = summarizeProblems(own.map((p) => p.message));
     return [
       { type: 'Compiled', status: 'False', reason: reasonFromCode(first?.code ?? 'invalid'), message },
       { type: 'Distributed', status: 'False', reason: 'NotCompiled', message: `not distributed: ${kept}` },
       { type: 'Ready', status: 'False', reason: reasonFromCode(first?.code ?? 'invalid'), message: `${message} (${kept})` },
     ];
   }
-  const blockers = [...outcome.problems.keys(), ...(outcome.tenantProblems.length > 0 ? ['the tenant'] : [])].join(', ');
+  const blockers = listBounded([...outcome.problems.keys(), ...(outcome.tenantProblems.length > 0 ? ['the tenant'] : [])]);
   const distributed: DesiredCondition = inForceNow
     ? { type: 'Distributed', status: 'True', reason: 'BundleWritten', message: `this generation is in revision ${inForce.revision ?? ''}` }
     : { type: 'Distributed', status: 'False', reason: 'TenantBlocked', message: `waiting on invalid resources of the tenant (${blockers}); ${kept}` };

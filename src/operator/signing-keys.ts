@@ -3,10 +3,12 @@
 // settled by the API server (409) and the loser reads the winner's key.
 //
 // Rotation (see README): `portcullis operator --rotate-signing-key`, or adding
-// a key to the Secret by hand, appends a new key and makes it active; older
-// keys stay in the Secret and in the trust ConfigMaps, so bundles they signed
-// keep verifying until replaced, and are dropped by hand once every tenant
-// carries a bundle signed with the new key.
+// a key to the Secret by hand, appends a new key and makes it active. The
+// operator publishes every key of the Secret in the trust ConfigMap of its own
+// namespace before it signs with a new one; older keys stay in both, so bundles
+// they signed keep verifying until replaced, and are dropped by hand once every
+// tenant carries a bundle signed with the new key. A key dropped from the
+// Secret leaves the trust, and sidecars unload the bundles it signed.
 
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
 import type { BundleKey, SigningKey, StoredSigningKey } from '../bundle/index.ts';

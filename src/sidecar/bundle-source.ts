@@ -1,32 +1,43 @@
-// Keeps the newest good bundle of the namespace loaded: watches the bundle and
-// trust ConfigMaps through the API, judges every change (bundle-verdict.ts) and
-// swaps the evaluator in one assignment, so a decision sees the old policy or
-// the new one, never a mix. A refused bundle is counted and logged; the last
-// good one keeps answering.
+// Keeps the newest good bundle of the namespace loaded: watches the trust
+// ConfigMap in the operator's namespace and the bundle ConfigMap in the
+// agent's namespace through the API, judges every change (bundle-verdict.ts)
+// and swaps the evaluator in one assignment, so a decision sees the old policy
+// or the new one, never a mix. A refused bundle is counted and reported; the
+// last good one keeps answering — unless the trust no longer vouches for it,
+// and then nothing does until a bundle verifies.
 import type { Logger } from 'pino';
 import { parseRevision } from '../bundle/revision.ts';
 import type { BundleRefusal } from './bundle-events.ts';
-import type { BundleSnapshot, LoadedPolicy } from './bundle-verdict.ts';
-import { BUNDLE_CONFIGMAP, judgeBundle, TRUST_CONFIGMAP } from './bundle-verdict.ts';
-import type { ConfigMapApi } from './configmap-watch.ts';
+import type { BundleState, Finding, LoadedPolicy, ObservedConfigMap } from './bundle-verdict.ts';
+import { BUNDLE_CONFIGMAP, judge, TRUST_CONFIGMAP } from './bundle-verdict.ts';
+import type { ConfigMap, ConfigMapApi } from './configmap-watch.ts';
 import { ConfigMapWatch } from './configmap-watch.ts';
 import type { SidecarMetrics } from './metrics.ts';
 
 export interface BundleSourceOptions {
   api: ConfigMapApi;
+  /** The agent's namespace, where its tenant's bundle is. */
   namespace: string;
+  /** The operator's namespace, where the keys bundles are verified with are: tenants cannot write there. */
+  trustNamespace: string;
   tenant: string;
   log: Logger;
   metrics: SidecarMetrics;
-  /** Told of every refused bundle (an Event is recorded from it). */
+  /** Told of every refused bundle, and of a bundle unloaded (an Event is recorded from it). */
   onRefused?: (refusal: BundleRefusal) => void;
   /** The first retry after a failed list or watch (doubling up to 30 s). */
   minBackoffMs?: number;
 }
 
+function observed(configMap: ConfigMap | undefined): ObservedConfigMap | undefined {
+  if (configMap === undefined) return undefined;
+  const { uid, resourceVersion } = configMap.metadata;
+  return { version: `${uid ?? ''}/${resourceVersion}`, ...(configMap.data === undefined ? {} : { data: configMap.data }), ...(configMap.binaryData === undefined ? {} : { binaryData: configMap.binaryData }) };
+}
+
 export class BundleSource {
-  private current: LoadedPolicy | undefined;
-  /** Each ConfigMap is watched by name: no other ConfigMap of the namespace is read. */
+  private state: BundleState = {};
+  /** Each ConfigMap is watched by name: no other ConfigMap is read. */
   private readonly bundle: ConfigMapWatch;
   private readonly trust: ConfigMapWatch;
   private readonly options: BundleSourceOptions;
@@ -36,24 +47,24 @@ export class BundleSource {
 
   constructor(options: BundleSourceOptions) {
     this.options = options;
-    const watch = (name: string): ConfigMapWatch => new ConfigMapWatch({
+    const watch = (namespace: string, name: string): ConfigMapWatch => new ConfigMapWatch({
       api: options.api,
-      namespace: options.namespace,
+      namespace,
       name,
       onChange: () => { this.schedule(); },
       onError: (error, retryInMs) => {
         options.metrics.informerRestarts.inc({ informer: name });
-        options.log.warn({ informer: name, err: error, retryInMs }, 'watch failed; restarting');
+        options.log.warn({ informer: name, namespace, err: error, retryInMs }, 'watch failed; restarting');
       },
       ...(options.minBackoffMs === undefined ? {} : { minBackoffMs: options.minBackoffMs }),
     });
-    this.bundle = watch(BUNDLE_CONFIGMAP);
-    this.trust = watch(TRUST_CONFIGMAP);
+    this.bundle = watch(options.namespace, BUNDLE_CONFIGMAP);
+    this.trust = watch(options.trustNamespace, TRUST_CONFIGMAP);
   }
 
-  /** The loaded policy, or undefined until a valid bundle has been seen. */
+  /** The loaded policy, or undefined while no bundle that verifies under the trust in force is loaded. */
   get policy(): LoadedPolicy | undefined {
-    return this.current;
+    return this.state.loaded?.policy;
   }
 
   /** Resolves once both ConfigMaps were listed (or their first list failed: retried meanwhile) and judged. */
@@ -83,35 +94,38 @@ export class BundleSource {
     });
   }
 
-  private snapshot(): BundleSnapshot {
-    const bundle = this.bundle.current;
-    const trust = this.trust.current;
-    return {
-      ...(bundle === undefined ? {} : { bundle: { data: bundle.data ?? {}, binaryData: bundle.binaryData ?? {} } }),
-      ...(trust === undefined ? {} : { trust: { data: trust.data ?? {} } }),
-    };
+  private async judge(): Promise<void> {
+    const { tenant, trustNamespace } = this.options;
+    const bundle = observed(this.bundle.current);
+    const trust = observed(this.trust.current);
+    const judgement = await judge(this.state, { ...(bundle === undefined ? {} : { bundle }), ...(trust === undefined ? {} : { trust }) }, { tenant, trustNamespace });
+    this.state = judgement.state;
+    for (const finding of judgement.findings) this.report(finding);
   }
 
-  private async judge(): Promise<void> {
+  private report(finding: Finding): void {
     const { log, metrics, tenant } = this.options;
-    const loaded = this.current?.revision;
-    const verdict = await judgeBundle(this.snapshot(), loaded === undefined ? { tenant } : { tenant, loaded });
-    switch (verdict.kind) {
-      case 'load':
-        this.current = verdict.policy;
+    const refused = (code: string, message: string, keeping: string | undefined): void => {
+      metrics.bundleRejections.inc({ code });
+      this.options.onRefused?.({ code, message, keeping, bundle: this.bundle.current?.metadata });
+    };
+    switch (finding.kind) {
+      case 'loaded':
         metrics.bundleLoads.inc();
-        metrics.bundleRevision.set({ tenant }, Number(parseRevision(verdict.policy.revision).sequence));
-        log.info({ tenant, revision: verdict.policy.revision, previous: loaded ?? null }, 'bundle loaded');
+        metrics.bundleRevision.set({ tenant }, Number(parseRevision(finding.policy.revision).sequence));
+        log.info({ tenant, revision: finding.policy.revision, previous: finding.previous ?? null }, 'bundle loaded');
         break;
-      case 'reject':
-        metrics.bundleRejections.inc({ code: verdict.code });
-        log.error({ tenant, code: verdict.code, reason: verdict.message, keeping: loaded ?? null }, 'bundle refused');
-        this.options.onRefused?.({ code: verdict.code, message: verdict.message, keeping: loaded, bundle: this.bundle.current?.metadata });
+      case 'unloaded':
+        metrics.bundleRevision.remove({ tenant });
+        log.error({ tenant, code: finding.code, reason: finding.message, unloaded: finding.revision }, 'bundle unloaded: no bundle is loaded, every call is denied');
+        refused(finding.code, finding.message, undefined);
+        break;
+      case 'refused':
+        log.error({ tenant, code: finding.code, reason: finding.message, keeping: finding.keeping ?? null }, 'bundle refused');
+        refused(finding.code, finding.message, finding.keeping);
         break;
       case 'waiting':
-        log.info({ tenant, reason: verdict.reason, keeping: loaded ?? null }, 'waiting for the bundle');
-        break;
-      case 'unchanged':
+        log.info({ tenant, reason: finding.reason, keeping: this.state.loaded?.policy.revision ?? null }, 'waiting for a ConfigMap');
         break;
     }
   }

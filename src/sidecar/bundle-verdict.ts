@@ -1,7 +1,12 @@
-// Whether the bundle the API holds should replace the loaded one: decode the two
-// ConfigMaps, verify signature, tenant and revision order, and load the policy.
-// No Kubernetes client here: the watch (bundle-source.ts) hands in what it saw.
-import type { BundleJwks } from '../bundle/index.ts';
+// What the sidecar should hold after a change to either ConfigMap it follows:
+// the trust (portcullis-trust, in the operator's namespace, which tenants
+// cannot write) and the bundle (portcullis-bundle, in the agent's namespace).
+// The trust is judged first: when its keys change, the loaded bundle is
+// verified again and unloaded if it no longer verifies; then the bundle
+// ConfigMap is judged against the trust in force, its revision compared only
+// with a bundle that verified under that trust. No Kubernetes client here: the
+// watch (bundle-source.ts) hands in what it saw.
+import type { BundleJwks, BundleKey } from '../bundle/index.ts';
 import { BundleError, fromConfigMapData, fromJwks, verifyBundle } from '../bundle/index.ts';
 import type { AgentStanding, AuthorizationDecision, Obligations, PolicyArtifact, TenantData, ToolData } from '../compiler/index.ts';
 import { PolicyEvaluator } from '../compiler/index.ts';
@@ -11,10 +16,17 @@ export const BUNDLE_CONFIGMAP = 'portcullis-bundle';
 export const TRUST_CONFIGMAP = 'portcullis-trust';
 export const TRUST_JWKS_KEY = 'jwks.json';
 
-/** What the sidecar reads of the two ConfigMaps; absent when the ConfigMap does not exist. */
-export interface BundleSnapshot {
-  bundle?: { data?: Record<string, string>; binaryData?: Record<string, string> };
-  trust?: { data?: Record<string, string> };
+/** A ConfigMap as judged: its contents, and which version of it this is (uid and resourceVersion). */
+export interface ObservedConfigMap {
+  version: string;
+  data?: Record<string, string>;
+  binaryData?: Record<string, string>;
+}
+
+/** What the watches saw; a ConfigMap is absent when it does not exist. */
+export interface Observed {
+  bundle?: ObservedConfigMap;
+  trust?: ObservedConfigMap;
 }
 
 /** Codes of refusals that are not the bundle's own (src/bundle/errors.ts has those). */
@@ -31,22 +43,93 @@ export interface LoadedPolicy {
   standing(namespace: string, agent: string): AgentStanding | undefined;
   /** The tenant's tool declarations, which map proxied requests to tool and action; absent: none. */
   readonly tools?: readonly ToolData[];
+  /** The parameter paths the tenant's policies read (PolicyEvaluator.paramPaths); absent: none known. */
+  readonly paramPaths?: readonly (readonly string[])[];
+}
+
+/** The keys bundles are verified with, and the trust ConfigMap version they were read from. */
+export interface TrustedKeys {
+  version: string;
+  keys: ReadonlyMap<string, BundleKey>;
+}
+
+/** A loaded bundle, with the ConfigMap it came from: verified again whenever the trust changes. */
+export interface LoadedBundle {
+  policy: LoadedPolicy;
+  source: ObservedConfigMap;
+}
+
+export interface BundleState {
+  /** The last valid trust; a trust ConfigMap that goes or turns invalid leaves it in force. */
+  trust?: TrustedKeys;
+  /** The version of the trust ConfigMap last judged, valid or not ('' while there is none), so each is judged once. */
+  trustSeen?: string;
+  /** The bundle in force: always one that verifies under `trust`. */
+  loaded?: LoadedBundle;
+}
+
+export type Finding =
+  /** A bundle verified and was swapped in. */
+  | { kind: 'loaded'; policy: LoadedPolicy; previous: string | undefined }
+  /** The bundle in force no longer verifies under the trust in force: nothing of it answers any more. */
+  | { kind: 'unloaded'; revision: string; code: string; message: string }
+  /** A bundle or trust ConfigMap was refused; `keeping` is the revision still in force. */
+  | { kind: 'refused'; code: string; message: string; keeping: string | undefined }
+  /** A ConfigMap is missing: wait for it. */
+  | { kind: 'waiting'; reason: string };
+
+export interface Judgement {
+  state: BundleState;
+  findings: Finding[];
+}
+
+export interface JudgeOptions {
+  tenant: string;
+  /** The namespace of the trust ConfigMap, named in messages. */
+  trustNamespace: string;
+  /** Turns a verified artifact into a policy: PolicyEvaluator.load unless a test swaps it. */
+  load?: (artifact: PolicyArtifact) => Promise<LoadedPolicy>;
+}
+
+export class TrustInvalidError extends Error {
+  readonly code: SidecarRejectionCode = 'trust_invalid';
+  override readonly name = 'TrustInvalidError';
+}
+
+/** The keys of a trust ConfigMap's JWKS; `where` names the ConfigMap in the error. */
+export async function parseTrust(data: Readonly<Record<string, string>> | undefined, where: string): Promise<Map<string, BundleKey>> {
+  const text = data?.[TRUST_JWKS_KEY];
+  if (text === undefined) throw new TrustInvalidError(`${where} has no ${TRUST_JWKS_KEY}`);
+  let jwks: unknown;
+  try {
+    jwks = JSON.parse(text);
+  } catch (error) {
+    throw new TrustInvalidError(`${where}/${TRUST_JWKS_KEY} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (typeof jwks !== 'object' || jwks === null || !Array.isArray((jwks as { keys?: unknown }).keys)) {
+    throw new TrustInvalidError(`${where}/${TRUST_JWKS_KEY} is not a JWKS ({"keys": [...]})`);
+  }
+  try {
+    return await fromJwks(jwks as BundleJwks);
+  } catch (error) {
+    if (error instanceof BundleError) throw new TrustInvalidError(`${where}/${TRUST_JWKS_KEY}: ${error.message}`);
+    throw error;
+  }
 }
 
 export type BundleVerdict =
   /** A bundle verified and loaded, to swap in. */
   | { kind: 'load'; policy: LoadedPolicy }
-  /** The bundle is the loaded one: nothing to do. */
+  /** The bundle is the loaded revision: nothing to load. */
   | { kind: 'unchanged' }
-  /** A ConfigMap is missing: wait for it (a loaded bundle stays). */
-  | { kind: 'waiting'; reason: string }
   | { kind: 'reject'; code: string; message: string };
 
 export interface VerdictOptions {
   tenant: string;
-  /** The revision of the loaded bundle: an older one is refused, the same one is unchanged. */
+  /** The keys of the trust in force. */
+  publicKeys: ReadonlyMap<string, BundleKey>;
+  /** The revision of the loaded bundle, which verified under the same keys: an older one is refused, the same one is unchanged. */
   loaded?: string;
-  /** Turns a verified artifact into a policy: PolicyEvaluator.load unless a test swaps it. */
   load?: (artifact: PolicyArtifact) => Promise<LoadedPolicy>;
 }
 
@@ -54,45 +137,22 @@ function reject(code: string, message: string): BundleVerdict {
   return { kind: 'reject', code, message };
 }
 
-async function trustedKeys(trust: NonNullable<BundleSnapshot['trust']>): Promise<Awaited<ReturnType<typeof fromJwks>>> {
-  const text = trust.data?.[TRUST_JWKS_KEY];
-  if (text === undefined) throw new TrustInvalidError(`${TRUST_CONFIGMAP} has no ${TRUST_JWKS_KEY}`);
-  let jwks: unknown;
-  try {
-    jwks = JSON.parse(text);
-  } catch (error) {
-    throw new TrustInvalidError(`${TRUST_CONFIGMAP}/${TRUST_JWKS_KEY} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
-  }
-  if (typeof jwks !== 'object' || jwks === null || !Array.isArray((jwks as { keys?: unknown }).keys)) {
-    throw new TrustInvalidError(`${TRUST_CONFIGMAP}/${TRUST_JWKS_KEY} is not a JWKS ({"keys": [...]})`);
-  }
-  return fromJwks(jwks as BundleJwks);
-}
-
-class TrustInvalidError extends Error {
-  readonly code: SidecarRejectionCode = 'trust_invalid';
-  override readonly name = 'TrustInvalidError';
-}
-
 /**
- * Judges the bundle of a snapshot against the loaded revision. Never throws:
+ * Judges a bundle ConfigMap against the trusted keys and the loaded revision. Never throws:
  * every failure is a rejection with a stable code (a BundleError's code, or a
- * SidecarRejectionCode) that the caller counts and logs.
+ * SidecarRejectionCode) that the caller counts and reports.
  */
-export async function judgeBundle(snapshot: BundleSnapshot, options: VerdictOptions): Promise<BundleVerdict> {
-  if (snapshot.bundle === undefined) return { kind: 'waiting', reason: `no ConfigMap ${BUNDLE_CONFIGMAP}` };
-  if (snapshot.trust === undefined) return { kind: 'waiting', reason: `no ConfigMap ${TRUST_CONFIGMAP}` };
+export async function judgeBundle(bundle: Omit<ObservedConfigMap, 'version'>, options: VerdictOptions): Promise<BundleVerdict> {
   let artifact: PolicyArtifact;
   try {
-    const publicKeys = await trustedKeys(snapshot.trust);
-    const signed = fromConfigMapData(snapshot.bundle);
-    const trust = options.loaded === undefined ? { publicKeys, tenant: options.tenant } : { publicKeys, tenant: options.tenant, minRevision: options.loaded };
-    const bundle = await verifyBundle(signed, trust);
-    if (bundle.manifest.revision === options.loaded) return { kind: 'unchanged' };
+    const signed = fromConfigMapData({ data: bundle.data ?? {}, binaryData: bundle.binaryData ?? {} });
+    const trust = { publicKeys: options.publicKeys, tenant: options.tenant, ...(options.loaded === undefined ? {} : { minRevision: options.loaded }) };
+    const verified = await verifyBundle(signed, trust);
+    if (verified.manifest.revision === options.loaded) return { kind: 'unchanged' };
     // verifyBundle checked data.json parses; the evaluator checks it is a compiled tenant.
-    artifact = { wasm: bundle.wasm, data: bundle.data as { portcullis: TenantData }, revision: bundle.manifest.revision };
+    artifact = { wasm: verified.wasm, data: verified.data as { portcullis: TenantData }, revision: verified.manifest.revision };
   } catch (error) {
-    if (error instanceof BundleError || error instanceof TrustInvalidError) return reject(error.code, error.message);
+    if (error instanceof BundleError) return reject(error.code, error.message);
     throw error;
   }
   let policy: LoadedPolicy;
@@ -112,4 +172,85 @@ export async function judgeBundle(snapshot: BundleSnapshot, options: VerdictOpti
     throw error;
   }
   return { kind: 'load', policy };
+}
+
+/** Why the loaded bundle no longer verifies under these keys, or undefined when it still does. */
+async function distrusted(loaded: LoadedBundle, keys: ReadonlyMap<string, BundleKey>, tenant: string): Promise<BundleError | undefined> {
+  try {
+    const { data, binaryData } = loaded.source;
+    await verifyBundle(fromConfigMapData({ data: data ?? {}, binaryData: binaryData ?? {} }), { publicKeys: keys, tenant });
+    return undefined;
+  } catch (error) {
+    if (error instanceof BundleError) return error;
+    throw error;
+  }
+}
+
+/** The trust after a change of its ConfigMap: new keys, or the last valid ones kept (with why). */
+async function judgeTrust(state: BundleState, observed: ObservedConfigMap | undefined, where: string): Promise<{ trust: TrustedKeys | undefined; changed: boolean; findings: Finding[] }> {
+  const seen = observed?.version ?? '';
+  if (seen === state.trustSeen) return { trust: state.trust, changed: false, findings: [] };
+  if (observed === undefined) {
+    const reason = state.trust === undefined ? `no ConfigMap ${where}` : `no ConfigMap ${where}; the keys last read from it stay trusted`;
+    return { trust: state.trust, changed: false, findings: [{ kind: 'waiting', reason }] };
+  }
+  try {
+    const keys = await parseTrust(observed.data, where);
+    return { trust: { version: observed.version, keys }, changed: true, findings: [] };
+  } catch (error) {
+    if (!(error instanceof TrustInvalidError)) throw error;
+    const kept = state.trust === undefined ? '' : '; the keys last read from it stay trusted';
+    return { trust: state.trust, changed: false, findings: [{ kind: 'refused', code: error.code, message: `${error.message}${kept}`, keeping: state.loaded?.policy.revision }] };
+  }
+}
+
+/**
+ * The sidecar's next state after a change of either ConfigMap, and what to
+ * report. In order: the trust ConfigMap is judged (a valid one replaces the
+ * keys; a missing or invalid one leaves the last valid keys in force); when
+ * the keys changed, the loaded bundle is verified again and unloaded if it no
+ * longer verifies — then no revision floor remains, so the bundle ConfigMap
+ * loads if it verifies, even at a lower revision; last, the bundle ConfigMap
+ * is judged against the keys in force and the revision of a bundle that
+ * verified under them. Never throws for anything a ConfigMap holds.
+ */
+export async function judge(state: BundleState, observed: Observed, options: JudgeOptions): Promise<Judgement> {
+  const where = `${options.trustNamespace}/${TRUST_CONFIGMAP}`;
+  const trust = await judgeTrust(state, observed.trust, where);
+  const findings = [...trust.findings];
+  let loaded = state.loaded;
+  let dropped: LoadedBundle | undefined;
+  if (trust.changed && trust.trust !== undefined && loaded !== undefined) {
+    const error = await distrusted(loaded, trust.trust.keys, options.tenant);
+    if (error !== undefined) {
+      findings.push({ kind: 'unloaded', revision: loaded.policy.revision, code: error.code, message: `revision ${loaded.policy.revision} in force no longer verifies under ${where}: ${error.message}` });
+      dropped = loaded;
+      loaded = undefined;
+    }
+  }
+  const next = (): BundleState => ({
+    ...(trust.trust === undefined ? {} : { trust: trust.trust }),
+    trustSeen: observed.trust?.version ?? '',
+    ...(loaded === undefined ? {} : { loaded }),
+  });
+  if (trust.trust === undefined) return { state: next(), findings };
+  const bundle = observed.bundle;
+  if (bundle === undefined) return { state: next(), findings: [...findings, { kind: 'waiting', reason: `no ConfigMap ${BUNDLE_CONFIGMAP}` }] };
+  // The ConfigMap as loaded (verified under the keys in force), or as just refused: nothing new to judge.
+  if (bundle.version === loaded?.source.version || bundle.version === dropped?.source.version) return { state: next(), findings };
+  const verdict = await judgeBundle(bundle, { tenant: options.tenant, publicKeys: trust.trust.keys, ...(loaded === undefined ? {} : { loaded: loaded.policy.revision }), ...(options.load === undefined ? {} : { load: options.load }) });
+  switch (verdict.kind) {
+    case 'load':
+      findings.push({ kind: 'loaded', policy: verdict.policy, previous: loaded?.policy.revision });
+      loaded = { policy: verdict.policy, source: bundle };
+      break;
+    case 'unchanged':
+      // The same revision, signed again (a new key): verified again from now on in this form.
+      if (loaded !== undefined) loaded = { policy: loaded.policy, source: bundle };
+      break;
+    case 'reject':
+      findings.push({ kind: 'refused', code: verdict.code, message: verdict.message, keeping: loaded?.policy.revision });
+      break;
+  }
+  return { state: next(), findings };
 }

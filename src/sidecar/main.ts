@@ -17,8 +17,10 @@ import type { Telemetry } from './telemetry.ts';
 export const SIDECAR_USAGE = `Usage: portcullis sidecar [flags]
 
 Decides every tool call of one agent: loads the tenant's signed bundle from
-the ConfigMap portcullis-bundle of its namespace (verified against
-portcullis-trust; a bad bundle is refused and the last good one kept) and
+the ConfigMap portcullis-bundle of its namespace, verified against the keys in
+the ConfigMap portcullis-trust of the operator's namespace (--trust-namespace),
+which the tenant cannot write. A bad bundle is refused and the last good one
+kept; a loaded bundle whose key the trust drops is unloaded. It
 answers Envoy ext_authz v3 over gRPC (and, with --envoy-http-address, in
 Envoy's HTTP mode) and POST /v1/authorize over HTTP. The bundle's tool
 declarations map proxied requests to tool and action.
@@ -39,6 +41,8 @@ Flags:
   --agent NAME             the agent this sidecar answers for (default: $PORTCULLIS_AGENT)
   --namespace NS           the agent's namespace (default: $POD_NAMESPACE)
   --tenant NAME            the tenant whose bundle to accept (default: $PORTCULLIS_TENANT, else the namespace)
+  --trust-namespace NS     the operator's namespace, whose ConfigMap portcullis-trust holds the bundle keys
+                           (default: $PORTCULLIS_TRUST_NAMESPACE, else portcullis-system)
   --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181)
   --grpc-address HOST:PORT Envoy ext_authz v3 and ext_proc v3 gRPC (default 127.0.0.1:9191)
   --sanitize-with-ext-proc Envoy runs ext_proc after ext_authz: let sanitize decisions through ext_authz
@@ -148,6 +152,9 @@ async function apiConnectionFrom(kubeconfig: string | undefined): Promise<ApiCon
   }
 }
 
+/** Where config/ installs the operator. */
+const DEFAULT_TRUST_NAMESPACE = 'portcullis-system';
+
 function required(value: string | undefined, flag: string, env: string): string {
   if (value === undefined || value === '') throw new UsageError(`--${flag} (or $${env}) is required`);
   return value;
@@ -161,6 +168,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       agent: { type: 'string' },
       namespace: { type: 'string' },
       tenant: { type: 'string' },
+      'trust-namespace': { type: 'string' },
       'http-address': { type: 'string' },
       'grpc-address': { type: 'string' },
       'envoy-http-address': { type: 'string' },
@@ -188,6 +196,9 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   const agent = required(values.agent ?? process.env.PORTCULLIS_AGENT, 'agent', 'PORTCULLIS_AGENT');
   const namespace = required(values.namespace ?? process.env.POD_NAMESPACE, 'namespace', 'POD_NAMESPACE');
   const tenant = values.tenant ?? process.env.PORTCULLIS_TENANT ?? namespace;
+  const trustNamespace = values['trust-namespace'] ?? process.env.PORTCULLIS_TRUST_NAMESPACE ?? DEFAULT_TRUST_NAMESPACE;
+  // The agent's tenant writes ConfigMaps there: keys read from it would let the tenant sign its own bundles.
+  if (trustNamespace === namespace) throw new UsageError(`--trust-namespace ${trustNamespace} is the agent's own namespace: the trust must live where its tenant cannot write (the operator's namespace)`);
   const counters = countersFrom(values.counters ?? process.env.PORTCULLIS_COUNTERS, values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL);
   const tokens = tokenOptions(values['token-service'] ?? process.env.PORTCULLIS_TOKEN_SERVICE, values['token-issuer'], values['service-account-token']);
   const shutdownDelayMs = durationFlag(values['shutdown-delay'], 'shutdown-delay', 5_000);
@@ -212,6 +223,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   });
   const sidecar = new Sidecar({
     kubernetes,
+    trustNamespace,
     identity: { namespace, agent },
     tenant,
     http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),

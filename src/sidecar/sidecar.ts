@@ -34,6 +34,8 @@ import { UserTokens, verifyForwardedTokens } from './user-tokens.ts';
 export interface SidecarOptions {
   /** The API server, where the bundle is watched and refusals are recorded as events (kube-config.ts). */
   kubernetes: ApiConnection;
+  /** The operator's namespace, whose ConfigMap portcullis-trust holds the keys bundles are verified with. */
+  trustNamespace: string;
   identity: AgentIdentity;
   tenant: string;
   http: { host: string; port: number };
@@ -108,6 +110,7 @@ export class Sidecar {
     this.bundles = new BundleSource({
       api: configMapApi(this.kube),
       namespace: options.identity.namespace,
+      trustNamespace: options.trustNamespace,
       tenant: options.tenant,
       log: options.log,
       metrics: this.metrics,

@@ -149,6 +149,11 @@ describe('UserTokens.verify on a call\'s headers', () => {
     await expect(verifier(config()).verify(headers(''))).resolves.toEqual({ refuse: expect.stringContaining('user_token_malformed') as unknown });
   });
 
+  it('refuses two user tokens sent in one call (joined by the transport), rather than picking one', async () => {
+    const token = await sign(claims());
+    await expect(verifier(config()).verify(headers(`${token}, ${token}`))).resolves.toEqual({ refuse: expect.stringContaining('user_token_malformed') as unknown });
+  });
+
   it('refuses any user token when the agent declares no userTokens, naming why', async () => {
     const verdict = await verifier(undefined).verify(headers(await sign(claims())));
     expect(verdict).toEqual({ refuse: expect.stringContaining('user_token_not_accepted') as unknown });

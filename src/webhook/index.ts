@@ -97,7 +97,8 @@ export async function startWebhook(options: WebhookOptions): Promise<RunningWebh
     host: options.host,
     port: options.port,
     tls,
-    injection: { ...options.injection, nativeSidecars },
+    // Sidecars verify bundles with the keys the operator publishes in its own namespace.
+    injection: { trustNamespace: options.namespace, ...options.injection, nativeSidecars },
     excludedNamespaces: excluded,
     log: options.log,
     ...(options.duration ? { duration: options.duration } : {}),

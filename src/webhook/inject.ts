@@ -25,6 +25,8 @@ export interface InjectionConfig {
   nativeSidecars: boolean;
   /** The token service's base URL, where the sidecar exchanges the pod's token for its agent token. */
   tokenService?: string;
+  /** The operator's namespace, whose ConfigMap portcullis-trust holds the keys the sidecar verifies bundles with (the sidecar's default when unset). */
+  trustNamespace?: string;
 }
 
 /** What injection needs to know of the pod's namespace. */
@@ -93,6 +95,7 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
       `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`,
       `--http-address=0.0.0.0:${PORTS.authzHttp}`,
       `--tenant=${context.tenant}`,
+      ...(config.trustNamespace === undefined ? [] : [`--trust-namespace=${config.trustNamespace}`]),
       // The injected Envoy runs ext_proc after ext_authz (envoy-bootstrap.ts), which rewrites sanitized calls.
       '--sanitize-with-ext-proc',
       ...(config.tokenService === undefined ? [] : [`--token-service=${config.tokenService}`, `--service-account-token=${TOKEN_MOUNT}/token`]),

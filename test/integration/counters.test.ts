@@ -195,7 +195,7 @@ describe('two portcullis sidecar processes sharing one Redis', () => {
     for (let i = 0; i < 2; i++) {
       const [httpPort, grpcPort] = [await freePort(), await freePort()];
       const process = await spawnTracked(plane, globalThis.process.execPath, [
-        join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS,
+        join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS, '--trust-namespace', OPERATOR_NS,
         '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', `127.0.0.1:${String(grpcPort)}`, '--counters', 'redis', '--redis-url', redis.url,
       ]);
       sidecars.push({ process, base: `http://127.0.0.1:${String(httpPort)}` });

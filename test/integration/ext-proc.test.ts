@@ -100,7 +100,7 @@ beforeAll(async () => {
   httpBase = `http://127.0.0.1:${httpPort}`;
   grpcAddress = `127.0.0.1:${grpcPort}`;
   sidecar = await spawnTracked(plane, process.execPath, [
-    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS,
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS, '--trust-namespace', OPERATOR_NS,
     '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', grpcAddress, '--sanitize-with-ext-proc',
   ]);
   await eventually('the sidecar to be ready', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000);

@@ -112,7 +112,7 @@ beforeAll(async () => {
   httpBase = `http://127.0.0.1:${String(httpPort)}`;
   grpcAddress = `127.0.0.1:${String(grpcPort)}`;
   sidecar = await spawnTracked(plane, process.execPath, [
-    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--agent', 'finance-agent', '--namespace', NS,
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--agent', 'finance-agent', '--namespace', NS, '--trust-namespace', OPERATOR_NS,
     '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', grpcAddress, '--kubeconfig', kubeconfig,
     '--token-service', tokens.url, '--token-issuer', tokens.service.issuer, '--service-account-token', serviceAccountTokenFile,
     '--audit-file', auditFile, '--audit-key', join(auditDir, 'audit-key.pem'),

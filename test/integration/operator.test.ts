@@ -75,7 +75,7 @@ function signatureKeyId(cm: V1ConfigMap | undefined): string {
 async function verifiedBundle(ns: string, tenant: string): Promise<Bundle> {
   const cm = await bundleOf(ns);
   if (!cm) throw new Error(`no bundle in ${ns}`);
-  const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: ns });
+  const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: OPERATOR_NS });
   const publicKeys = await fromJwks(JSON.parse(trust.data?.['jwks.json'] ?? '{}') as BundleJwks);
   return verifyBundle(fromConfigMapData({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), { publicKeys, tenant });
 }
@@ -249,7 +249,7 @@ describe('the operator', () => {
     });
     // The content did not change, so neither did the revision.
     expect(resigned.metadata?.annotations?.['portcullis.dev/revision']).toBe(before?.metadata?.annotations?.['portcullis.dev/revision']);
-    const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: 'alpha-one' });
+    const trust = await core.readNamespacedConfigMap({ name: 'portcullis-trust', namespace: OPERATOR_NS });
     const publicKeys = await fromJwks(JSON.parse(trust.data?.['jwks.json'] ?? '{}') as BundleJwks);
     expect([...publicKeys.keys()].sort()).toEqual([oldKid, newKid].sort());
     // A sidecar still holding the bundle signed with the old key can verify it.
