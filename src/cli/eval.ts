@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { BundleError } from '../bundle/index.ts';
 import type { AuthorizationDecision } from '../compiler/index.ts';
 import { PolicyEvaluator, readManifestPaths } from '../compiler/index.ts';
-import { parseStrictJson } from '../sidecar/strict-json.ts';
+import { parseStrictJson } from '../compiler/strict-json.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import { artifactOf, loadBundle } from './bundle.ts';

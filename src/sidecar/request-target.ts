@@ -3,6 +3,7 @@
 // reasonable parsers could read differently (RFC 3986; the `..;` of Tomcat and
 // Spring, the `\` of the WHATWG URL parser, servers that decode twice, accept
 // overlong UTF-8 or `%u`, read `a[]` as a list or `+` as a space). Pure.
+import { foldName } from '../compiler/strict-json.ts';
 
 export class TargetRefusal extends Error {
   override readonly name = 'TargetRefusal';
@@ -24,10 +25,8 @@ const PLAIN_KEY = /^[A-Za-z0-9_$-]+$/;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Two names a case-insensitive reader takes for one: NFKC (the Kelvin sign is K), then lower case. */
-export function foldName(name: string): string {
-  return name.normalize('NFKC').toLowerCase();
-}
+// One fold for query names and JSON keys: the strict JSON parser's.
+export { foldName };
 
 function describe(char: string): string {
   const code = char.codePointAt(0) ?? 0;
