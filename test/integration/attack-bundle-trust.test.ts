@@ -236,6 +236,12 @@ describe('a user bound to edit in the tenant namespace', () => {
     await eventually('the operator to restore the newer bundle', async () => (revisionOf(await bundleConfigMap()) === newer.revision ? true : undefined), 30_000);
   });
 
+  it('cannot point a sidecar at a trust in the agent namespace: the sidecar refuses to start', async () => {
+    const refused = await spawnTracked(plane, process.execPath, [join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--agent', AGENT, '--namespace', NS, '--trust-namespace', NS]);
+    expect(await refused.exited).toBe(2);
+    expect(refused.output()).toContain(`--trust-namespace ${NS} is the agent's own namespace`);
+  });
+
   it('never made the sidecar load a bundle signed with its key', () => {
     const loaded = sidecar.output().split('\n').filter((line) => line.includes('"msg":"bundle loaded"'));
     expect(loaded.length).toBeGreaterThan(0);
