@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
+import { INJECTED_ANNOTATION } from '../../src/api/index.ts';
 import type { BundleJwks } from '../../src/bundle/index.ts';
 import { fromJwks } from '../../src/bundle/index.ts';
 import type { RunningTokenService } from '../../src/identity/index.ts';
@@ -43,8 +44,9 @@ const agent = (name: string, extra: Record<string, unknown> = {}): unknown => ({
   apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name, namespace: NS }, spec: { serviceAccountName: name, owner, ...extra },
 });
 
-async function serviceAccountToken(name: string): Promise<string> {
-  return (await kubectl(plane, ['create', 'token', name, '-n', NS, '--audience', 'portcullis', '--duration', '1h'])).stdout.trim();
+/** A ServiceAccount token bound to a pod of the ServiceAccount (by default its first), as the kubelet projects it. */
+async function serviceAccountToken(name: string, pod = `${name}-0`): Promise<string> {
+  return (await kubectl(plane, ['create', 'token', name, '-n', NS, '--audience', 'portcullis', '--duration', '1h', '--bound-object-kind', 'Pod', '--bound-object-name', pod])).stdout.trim();
 }
 
 async function exchange(serviceAccountJwt: string, body: Record<string, string> = {}): Promise<string> {
@@ -84,6 +86,11 @@ beforeAll(async () => {
   await apply([
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
     ...['finance-agent', 'planner-agent', 'ops-agent'].map((name) => ({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: NS } })),
+    // The agents' pods, annotated as injection leaves them (no scheduler runs: they stay Pending); finance-agent-0 is the sidecar's.
+    ...['finance-agent-0', 'finance-agent-1', 'planner-agent-0', 'ops-agent-0'].map((name) => ({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NS, annotations: { [INJECTED_ANNOTATION]: '{}' } },
+      spec: { serviceAccountName: name.replace(/-[0-9]+$/, ''), automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'example.com/agent:1' }] },
+    })),
     agent('finance-agent', { roles: ['payments'] }),
     agent('planner-agent'),
     agent('ops-agent'),
@@ -117,7 +124,7 @@ beforeAll(async () => {
     '--token-service', tokens.url, '--token-issuer', tokens.service.issuer, '--service-account-token', serviceAccountTokenFile,
     '--audit-file', auditFile, '--audit-key', join(auditDir, 'audit-key.pem'),
     '--shutdown-delay', '10ms', '--log-level', 'warn',
-  ]);
+  ], { POD_NAME: 'finance-agent-0' });
   await eventually('the sidecar to be ready (bundle loaded, agent token held)', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 30_000);
 });
 
@@ -154,6 +161,14 @@ describe('agent identity at the sidecar', () => {
     const [header = '', payload = ''] = planner.split('.');
     const tampered = `${header}.${payload}.${Buffer.from('not the signature').toString('base64url')}`;
     expect((await authorize({ 'x-portcullis-agent-token': tampered })).reasons[0]).toMatch(/token_signature_invalid|signature/);
+  });
+
+  it('refuses a forwarded token the finance agent exchanged in another of its pods', async () => {
+    const planner = await exchange(await serviceAccountToken('planner-agent'));
+    const elsewhere = await exchange(await serviceAccountToken('finance-agent', 'finance-agent-1'), { subject_token: planner });
+    const refused = await authorize({ 'x-portcullis-agent-token': elsewhere });
+    expect(refused).toMatchObject({ decision: 'deny', rule: 'portcullis:untrusted-token' });
+    expect(refused.reasons[0]).toMatch(/to act from pod finance-agent-1, not from this pod \(finance-agent-0\)/);
   });
 
   it('refuses a forwarded token of an agent suspended since, through the bundle', async () => {

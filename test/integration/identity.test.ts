@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { AgentIdentity } from '../../src/api/index.ts';
+import { INJECTED_ANNOTATION } from '../../src/api/index.ts';
 import type { BundleJwks } from '../../src/bundle/index.ts';
 import { fromJwks } from '../../src/bundle/index.ts';
 import { compileTenant, parseManifests, PolicyEvaluator, tenantResources } from '../../src/compiler/index.ts';
@@ -95,10 +96,15 @@ beforeAll(async () => {
   await ensureNamespace(plane, NS);
   for (const sa of SERVICE_ACCOUNTS) await kubectl(plane, ['create', 'serviceaccount', sa, '-n', NS]);
   await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: MANIFESTS });
-  // A pod of the finance agent, so its ServiceAccount token can be bound to it (no scheduler runs: it stays Pending).
-  await kubectl(plane, ['apply', '-f', '-'], {
-    input: stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'finance-agent-0', namespace: NS }, spec: { serviceAccountName: 'finance-agent', automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'example.com/agent:1' }] } }),
-  });
+  // A pod of each ServiceAccount, annotated as injection leaves it, for its tokens to be bound to (no scheduler runs: they stay Pending).
+  for (const sa of SERVICE_ACCOUNTS) {
+    await kubectl(plane, ['apply', '-f', '-'], {
+      input: stringify({
+        apiVersion: 'v1', kind: 'Pod', metadata: { name: `${sa}-0`, namespace: NS, annotations: { [INJECTED_ANNOTATION]: '{}' } },
+        spec: { serviceAccountName: sa, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'example.com/agent:1' }] },
+      }),
+    });
+  }
   // The service runs with exactly the permissions config/rbac grants the operator.
   const operatorToken = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', OPERATOR_NS, '--duration=2h'])).stdout.trim();
   tokens = await startTokenService({
@@ -116,8 +122,10 @@ afterAll(async () => {
   await tokens.stop();
 });
 
-async function serviceAccountToken(serviceAccount: string, extra: string[] = []): Promise<string> {
-  return (await kubectl(plane, ['create', 'token', serviceAccount, '-n', NS, '--audience', 'portcullis', '--duration', '10m', ...extra])).stdout.trim();
+/** A ServiceAccount token bound to the ServiceAccount's pod, as the kubelet projects it. */
+async function serviceAccountToken(serviceAccount: string): Promise<string> {
+  const pod = ['--bound-object-kind', 'Pod', '--bound-object-name', `${serviceAccount}-0`];
+  return (await kubectl(plane, ['create', 'token', serviceAccount, '-n', NS, '--audience', 'portcullis', '--duration', '10m', ...pod])).stdout.trim();
 }
 
 async function exchange(serviceAccountToken: string, body: Record<string, string> = {}): Promise<{ status: number; body: TokenExchangeResponse & { error?: string; message?: string } }> {
@@ -143,11 +151,11 @@ async function agentToken(serviceAccount: string): Promise<string> {
 
 describe('token exchange on the real API server', () => {
   it('exchanges a TokenRequest ServiceAccount token bound to a pod for an agent token that verifies against the served JWKS', async () => {
-    const answer = await exchange(await serviceAccountToken('finance-agent', ['--bound-object-kind', 'Pod', '--bound-object-name', 'finance-agent-0']));
+    const answer = await exchange(await serviceAccountToken('finance-agent'));
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ token_type: 'Bearer', expires_in: 300 });
     const { claims, actor, delegation } = await verifyWith(await servedJwks(), answer.body.access_token);
-    expect(claims).toMatchObject({ sub: `agent:${NS}:finance-agent`, tenant: NS, agent_id: 'finance-agent', roles: ['payments'], scopes: ['payments:write'], pod: 'finance-agent-0' });
+    expect(claims).toMatchObject({ sub: `agent:${NS}:finance-agent`, tenant: NS, agent_id: 'finance-agent', roles: ['payments'], scopes: ['payments:write'], pod: { name: 'finance-agent-0' } });
     expect({ actor, delegation }).toEqual({ actor: 'finance-agent', delegation: [] });
   });
 
@@ -271,7 +279,7 @@ describe('delegation deciding policy', () => {
     const answer = await exchange(await serviceAccountToken('finance-agent'), { subject_token: plannerToken });
     expect(answer.status).toBe(200);
     const verified = await verifyWith(await servedJwks(), answer.body.access_token);
-    expect(verified.claims.act).toEqual({ sub: `agent:${NS}:finance-agent` });
+    expect(verified.claims.act).toMatchObject({ sub: `agent:${NS}:finance-agent`, pod: { name: 'finance-agent-0' } });
     expect({ actor: verified.actor, delegation: verified.delegation }).toEqual({ actor: 'finance-agent', delegation: ['planner-agent'] });
 
     const compiled = await compileTenant(tenantResources(parseManifests(MANIFESTS, 'identity.test.ts'), NS), plane.tools.opa);
