@@ -12,6 +12,7 @@ import { canonicalJson, sha256Hex } from './canonical.ts';
 import { detectThreats } from './detectors.ts';
 import { InputError } from './errors.ts';
 import type { AgentData, ConditionData, Decision, LimitData, RedactSpec, ResponseRedactSpec, RuleData, TenantData, Threat, ToolData, UserTokenData } from './ir.ts';
+import { splitPath } from './ir.ts';
 import type { NormalizedCall } from './input.ts';
 import { normalizeInput } from './input.ts';
 import { ENTRYPOINT, MAX_EXPLAINED } from './program.ts';
@@ -124,11 +125,24 @@ export function approvalKey(tenant: string, call: NormalizedCall): string {
   );
 }
 
+/** The parameter paths a tenant reads: conditions, budgets' cost, and redactions by path. */
+function paramPathsOf(data: TenantData): string[][] {
+  const rules = Object.values(data.rules).flatMap((byTool) => Object.values(byTool).flat());
+  const limits = Object.values(data.limits).flatMap((byTool) => Object.values(byTool).flat());
+  return [
+    ...data.conditions.flatMap((condition) => ('path' in condition ? [condition.path] : [])),
+    ...limits.flatMap((limit) => (limit.costPath === undefined ? [] : [limit.costPath])),
+    ...rules.flatMap((rule) => (rule.redact ?? []).flatMap((spec) => (typeof spec === 'object' ? [splitPath(spec.param)] : []))),
+  ];
+}
+
 export class PolicyEvaluator {
   readonly revision: string;
   readonly tenant: string;
   /** The tenant's tool declarations, which map requests on the wire to tool and action. */
   readonly tools: readonly ToolData[];
+  /** Every parameter path the tenant's conditions, budgets and redactions read, split at dots. */
+  readonly paramPaths: readonly (readonly string[])[];
   private readonly program: PolicyProgram;
   private readonly data: TenantData;
   private readonly hooks: DecisionHooks;
@@ -169,6 +183,7 @@ export class PolicyEvaluator {
       for (const limits of Object.values(byTool)) for (const limit of limits) this.limits.set(refKey(namespace, limit.policy, limit.rule), limit);
     }
     this.signalPlans = new SignalPlans(this.data);
+    this.paramPaths = paramPathsOf(this.data);
     this.indexEntries();
   }
 

@@ -145,6 +145,34 @@ describe('mapRequest', () => {
     expect(result.kind === 'refuse' && result.reason).toMatch(reason);
   });
 
+  describe('with the parameter paths the policies read', () => {
+    const reading = toolTable([
+      { name: 'search', http: { host: 'search.tools.svc', actions: [{ name: 'query', method: 'GET', path: '/search' }, { name: 'save', method: 'POST', path: '/search' }] } },
+      { name: 'ehr', mcp: { host: 'ehr-mcp.tools.svc', path: '/mcp' } },
+    ], [['name'], ['invoice', 'amount']]);
+    const mapWith = (request: CheckRequest): ReturnType<typeof mapRequest> => mapRequest(requestOf(request), reading);
+    const search = (query: string): CheckRequest => check(to('GET', 'search.tools.svc', `/search?${query}`), withBody(''));
+    const save = (body: string): CheckRequest => check(to('POST', 'search.tools.svc', '/search'), withBody(body));
+
+    it.each([
+      ['a lone query name in another letter case', search('Name=secret'), /the parameter Name differs only in letter case from name, which the policy reads/],
+      ['a body member in another letter case', save('{"NAME": "secret"}'), /NAME differs only in letter case from name/],
+      ['a nested member in another letter case along a path read', save('{"invoice": {"Amount": 90000}}'), /invoice\.Amount differs only in letter case from invoice\.amount/],
+      ['an outer member in another letter case', save('{"Invoice": {"amount": 90000}}'), /Invoice differs only in letter case from invoice/],
+      ['an MCP argument in another letter case', check(to('POST', 'ehr-mcp.tools.svc', '/mcp'), withBody('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"find","arguments":{"nAme":"secret"}}}')), /nAme differs only in letter case from name/],
+    ])('refuses %s', (_name, request, reason) => {
+      const { result } = mapWith(request);
+      expect(result.kind === 'refuse' && result.reason).toMatch(reason);
+    });
+
+    it.each([
+      ['names the policies read as written', search('name=x&pageSize=2'), { name: 'x', pageSize: '2' }],
+      ['names in any letter case the policies do not read', save('{"Customer": {"Name": "x"}, "invoice": {"amount": 1, "Note": "y"}}'), { Customer: { Name: 'x' }, invoice: { amount: 1, Note: 'y' } }],
+    ])('reads %s', (_name, request, params) => {
+      expect(mapWith(request).result).toMatchObject({ kind: 'call', call: { params } });
+    });
+  });
+
   it('refuses a repeated content-type, MCP or pseudo-header in raw header_map', () => {
     for (const name of ['content-type', 'mcp-method', ':path']) {
       expect(proxiedRequestOfCheck(check(rawHeaders([name, 'a'], [name, 'b'])))).toEqual({ refuse: `the header ${name} is repeated` });

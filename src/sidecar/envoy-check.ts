@@ -15,7 +15,7 @@ import { parseStrictJson, StrictJsonError } from './strict-json.ts';
 import { USER_TOKEN_HEADER } from './user-tokens.ts';
 import { normalPath, queryParams, foldName, TargetRefusal } from './request-target.ts';
 import type { ToolTable } from './tools.ts';
-import { hostOwner, matchRoute } from './tools.ts';
+import { hostOwner, matchRoute, readAs } from './tools.ts';
 
 /** AttributeContext.HttpRequest as @grpc/proto-loader decodes it (keepCase, longs as strings). */
 export interface HttpAttributes {
@@ -217,6 +217,21 @@ interface Progress {
   traceparent?: string;
 }
 
+/**
+ * Refuses a parameter whose path differs only in letter case from one the
+ * policies read (?Name=secret where a rule reads name): a tool that matches
+ * names case-insensitively would act on it, while the policy judged its
+ * absence. Walks only along paths the policies read.
+ */
+function refuseCaseVariants(tools: ToolTable, params: Record<string, unknown>, path: readonly string[] = []): void {
+  for (const [name, value] of Object.entries(params)) {
+    const at = [...path, name];
+    const read = readAs(tools, at);
+    if (typeof read === 'object') refuse(`the parameter ${at.join('.')} differs only in letter case from ${read.caseOf}, which the policy reads`);
+    if (read === 'read' && value !== null && typeof value === 'object' && !Array.isArray(value)) refuseCaseVariants(tools, value as Record<string, unknown>, at);
+  }
+}
+
 /** The path and query of a request to a tool's host, in normal form; refuses anything two parsers could read differently. */
 function targetOf(request: ProxiedRequest): { path: string; query: Record<string, string> } {
   const [rawPath = '', ...rest] = request.path.split('?');
@@ -247,11 +262,13 @@ function callOfRequest(request: ProxiedRequest, tools: ToolTable, limit: number,
     const message = mcpCallOf({ method, headers: request.headers, body: bodyText(request, method, limit) });
     progress.mcp = message.id === undefined ? {} : { id: message.id };
     if (message.traceparent !== undefined) progress.traceparent = message.traceparent;
+    refuseCaseVariants(tools, message.params);
     return { tool: route.tool, action: message.action, params: message.params };
   }
   const body = bodyParams(bodyText(request, method, limit), request.headers.get('content-type'));
   refuseMethodOverride(request.headers, body);
   const params = mergeParams(query, body);
+  refuseCaseVariants(tools, params);
   return { tool: route.tool, ...(route.action === undefined ? {} : { action: route.action }), params };
 }
 

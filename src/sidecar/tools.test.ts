@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AuthorizationDecision } from '../compiler/index.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
-import { matchRoute, NO_TOOLS, toolTable, toolTableOf, ToolTableError } from './tools.ts';
+import { matchRoute, NO_TOOLS, readAs, toolTable, toolTableOf, ToolTableError } from './tools.ts';
 
 const TOOLS = [
   {
@@ -80,6 +80,26 @@ describe('matchRoute', () => {
     const both = toolTable([{ name: 'any-port', mcp: { host: 'h.svc' } }, { name: 'on-8080', mcp: { host: 'h.svc', port: 8080 } }]);
     expect(matchRoute(both, { host: 'h.svc', port: 8080, method: 'POST', path: '/' })).toEqual({ kind: 'mcp', tool: 'on-8080' });
     expect(matchRoute(both, { host: 'h.svc', port: 9090, method: 'POST', path: '/' })).toEqual({ kind: 'mcp', tool: 'any-port' });
+  });
+});
+
+describe('readAs', () => {
+  const table = toolTable([], [['name'], ['kind'], ['invoice', 'amount'], ['invoice', 'Total']]);
+
+  it.each([
+    ['a path read as written', ['name'], 'read'],
+    ['a prefix of a path read', ['invoice'], 'read'],
+    ['a path no policy reads', ['pageSize'], 'other'],
+    ['a path in another letter case', ['Name'], { caseOf: 'name' }],
+    ['a nested name in another letter case', ['invoice', 'AMOUNT'], { caseOf: 'invoice.amount' }],
+    ['a name spelled with the Kelvin sign, which case-insensitive readers take for k', ['\u212Aind'], { caseOf: 'kind' }],
+    ['a path the policy writes in mixed case, written in lower case', ['invoice', 'total'], { caseOf: 'invoice.Total' }],
+  ])('says %s', (_name, path, expected) => {
+    expect(readAs(table, path)).toEqual(expected);
+  });
+
+  it('knows no paths without a loaded policy', () => {
+    expect(readAs(NO_TOOLS, ['name'])).toBe('other');
   });
 });
 

@@ -3,6 +3,7 @@
 // declaration reaches the sidecar with the bundle. Pure.
 import type { ToolData } from '../compiler/index.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
+import { foldName } from './request-target.ts';
 
 export class ToolTableError extends Error {
   override readonly name = 'ToolTableError';
@@ -35,9 +36,45 @@ export interface ToolTable {
   mcp: McpRoute[];
   /** Port-specific routes first. */
   http: HttpRoute[];
+  /**
+   * The parameter paths the policies read, and every prefix of them: by the
+   * path folded (foldName of each name), the paths as written.
+   */
+  readPaths: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
-export const NO_TOOLS: ToolTable = { mcp: [], http: [] };
+export const NO_TOOLS: ToolTable = { mcp: [], http: [], readPaths: new Map() };
+
+/** A parameter path as a map key: names may hold dots, so they are not joined with one. */
+const pathKey = (path: readonly string[]): string => JSON.stringify(path);
+
+function readPathsOf(paths: readonly (readonly string[])[]): Map<string, Set<string>> {
+  const read = new Map<string, Set<string>>();
+  for (const path of paths) {
+    for (let end = 1; end <= path.length; end++) {
+      const prefix = path.slice(0, end);
+      const folded = pathKey(prefix.map(foldName));
+      const written = read.get(folded) ?? new Set<string>();
+      written.add(pathKey(prefix));
+      read.set(folded, written);
+    }
+  }
+  return read;
+}
+
+/**
+ * How a parameter path is read: 'read' when the policies read it (or deeper)
+ * as written, 'other' when they read nothing there; else the path the
+ * policies read that it differs from only in letter case, which a tool that
+ * matches names case-insensitively would take it for.
+ */
+export function readAs(table: ToolTable, path: readonly string[]): 'read' | 'other' | { caseOf: string } {
+  const written = table.readPaths.get(pathKey(path.map(foldName)));
+  if (written === undefined) return 'other';
+  if (written.has(pathKey(path))) return 'read';
+  const [first = '[]'] = written;
+  return { caseOf: (JSON.parse(first) as string[]).join('.') };
+}
 
 export type RouteMatch =
   /** A declared HTTP tool and, when the tool declares actions, the action. */
@@ -98,8 +135,8 @@ const byPortThenPath = (a: { port?: number; path?: string }, b: { port?: number;
  * its data is still read as outside input: a malformed declaration throws a
  * ToolTableError naming it, so the bundle is refused at load, not call by call.
  */
-export function toolTable(declarations: readonly unknown[]): ToolTable {
-  const table: ToolTable = { mcp: [], http: [] };
+export function toolTable(declarations: readonly unknown[], paramPaths: readonly (readonly string[])[] = []): ToolTable {
+  const table: ToolTable = { mcp: [], http: [], readPaths: readPathsOf(paramPaths) };
   const names = new Set<string>();
   declarations.forEach((declaration: unknown, i) => {
     const where = `tools[${i}]`;
@@ -136,7 +173,7 @@ export function toolTableOf(policy: LoadedPolicy | undefined): ToolTable {
   let table = tables.get(policy);
   if (table === undefined) {
     const declarations: readonly ToolData[] = policy.tools ?? [];
-    table = toolTable(declarations);
+    table = toolTable(declarations, policy.paramPaths ?? []);
     tables.set(policy, table);
   }
   return table;
