@@ -87,6 +87,8 @@ export interface DecisionFields {
   /** A limit's refusal: when the call may succeed (Retry-After), and when a budget resets. */
   retryAfterSeconds?: number;
   resetsAt?: string;
+  /** A call let through unchecked (rule portcullis:fail-open): why the sidecar could not decide it. */
+  failOpen?: string;
   /** How long the decision took; for a response entry, from the decision's start to the end of the answer. */
   latencyMs: number;
   transport: string;
@@ -192,6 +194,7 @@ export function decisionFields(record: DecisionRecord): { time: Date; fields: De
     ...(decision.redacted === undefined ? {} : { redacted: decision.redacted }),
     ...(decision.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: decision.retryAfterSeconds }),
     ...(decision.resetsAt === undefined ? {} : { resetsAt: decision.resetsAt }),
+    ...(decision.failOpen === undefined ? {} : { failOpen: decision.failOpen }),
     // Microsecond resolution: finer digits are noise, and they would only lengthen every line.
     latencyMs: Math.round(record.latencySeconds * 1e6) / 1e3,
     transport: context.transport,

@@ -8,7 +8,7 @@ import { injectorConfiguration, requireInjectionPolicy } from './configurations.
 import type { envoyBootstrap } from './envoy-bootstrap.ts';
 import { PORTS } from './envoy-bootstrap.ts';
 import type { InjectionConfig } from './inject.ts';
-import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, isInjected, SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES, TOKEN_VOLUME } from './inject.ts';
+import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, isInjected, SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES, TOKEN_SERVICE_CA_ENV, TOKEN_VOLUME } from './inject.ts';
 import { needsRenewal } from './serving-certs.ts';
 
 const config: InjectionConfig = {
@@ -97,11 +97,38 @@ describe('inject', () => {
     expect(authz?.resources).not.toBe(SIDECAR_RESOURCES);
   });
 
-  it('points the sidecar at the token service and the projected token, when a token service is configured', () => {
-    const withTokens = inject(pod('a'), { ...config, tokenService: 'http://portcullis-tokens.portcullis-system.svc:8443' }, { tenant: 't' }).spec?.initContainers?.[0];
-    expect(withTokens?.args).toEqual(expect.arrayContaining(['--token-service=http://portcullis-tokens.portcullis-system.svc:8443', '--service-account-token=/var/run/secrets/portcullis.dev/token']));
+  it('points the sidecar at the token service over TLS, with its CA in the pod spec, and the projected token, when a token service is configured', () => {
+    const tokenServiceCa = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    const withTokens = inject(pod('a'), { ...config, tokenService: 'https://portcullis-tokens.portcullis-system.svc:8443', tokenServiceCa }, { tenant: 't' }).spec?.initContainers?.[0];
+    expect(withTokens?.args).toEqual(expect.arrayContaining(['--token-service=https://portcullis-tokens.portcullis-system.svc:8443', '--service-account-token=/var/run/secrets/portcullis.dev/token']));
+    expect(envOf(withTokens)[TOKEN_SERVICE_CA_ENV]).toBe(tokenServiceCa);
+    expect(withTokens?.args?.some((a) => a.startsWith('--allow-http-token-service'))).toBe(false);
     const without = inject(pod('a'), config, { tenant: 't' }).spec?.initContainers?.[0];
     expect(without?.args?.some((a) => a.startsWith('--token-service'))).toBe(false);
+    expect(envOf(without)[TOKEN_SERVICE_CA_ENV]).toBeUndefined();
+  });
+
+  const hostNetwork: PodModifier = (p) => {
+    if (p.spec) p.spec.hostNetwork = true;
+  };
+  const authzOf = (injected: V1Pod): V1Container | undefined =>
+    [...(injected.spec?.initContainers ?? []), ...(injected.spec?.containers ?? [])].find((c) => c.name === AUTHZ_CONTAINER);
+  const addressOf = (container: V1Container | undefined, flag: string): string | undefined =>
+    container?.args?.find((a) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
+
+  it.each([
+    ['a pod with native sidecars', pod('a'), config],
+    ['a pod without native sidecars', pod('a'), { ...config, nativeSidecars: false }],
+    ['a hostNetwork pod, whose loopback is the node\'s', pod('a', hostNetwork), config],
+  ])('decides only on loopback in %s; on the pod address only the status listener, which the probes use', (_name, original, injection) => {
+    const authz = authzOf(inject(original, injection, context));
+    expect(addressOf(authz, 'http-address')).toBe(`127.0.0.1:${PORTS.authzHttp}`);
+    expect(addressOf(authz, 'grpc-address')).toBe(`127.0.0.1:${PORTS.authzGrpc}`);
+    expect(addressOf(authz, 'envoy-http-address')).toBeUndefined();
+    expect(addressOf(authz, 'status-address')).toBe(`0.0.0.0:${PORTS.authzStatus}`);
+    // The only port declared (and, with hostNetwork, taken on the node) is the status listener's.
+    expect(authz?.ports).toEqual([{ name: 'authz-status', containerPort: PORTS.authzStatus }]);
+    for (const probe of [authz?.startupProbe, authz?.readinessProbe]) expect(probe?.httpGet).toEqual({ path: '/readyz', port: PORTS.authzStatus });
   });
 
   it('mounts a projected token with the portcullis audience for the token exchange', () => {

@@ -25,9 +25,14 @@ export interface InjectionConfig {
   nativeSidecars: boolean;
   /** The token service's base URL, where the sidecar exchanges the pod's token for its agent token. */
   tokenService?: string;
+  /** PEM: the CA of the token service's certificate, the only one the sidecar trusts for it. */
+  tokenServiceCa?: string;
   /** The operator's namespace, whose ConfigMap portcullis-trust holds the keys the sidecar verifies bundles with (the sidecar's default when unset). */
   trustNamespace?: string;
 }
+
+/** The sidecar reads the token service's CA from this variable (its --token-service-ca default). */
+export const TOKEN_SERVICE_CA_ENV = 'PORTCULLIS_TOKEN_SERVICE_CA';
 
 /** What injection needs to know of the pod's namespace. */
 export interface PodContext {
@@ -86,14 +91,19 @@ export function isInjected(pod: V1Pod): boolean {
 }
 
 function authzContainer(config: InjectionConfig, context: PodContext): V1Container {
-  const probe = { httpGet: { path: '/readyz', port: PORTS.authzHttp } };
+  // The kubelet probes the pod's address: the status listener, which only reports.
+  const probe = { httpGet: { path: '/readyz', port: PORTS.authzStatus } };
   return {
     name: AUTHZ_CONTAINER,
     image: config.sidecarImage,
     args: [
       'sidecar',
+      // Deciding (and so spending the agent's limits and budgets) only on loopback: Envoy and the
+      // application share the pod's network namespace, other pods do not. On the pod's address
+      // only the read-only status listener. Loopback even with hostNetwork.
       `--grpc-address=127.0.0.1:${PORTS.authzGrpc}`,
-      `--http-address=0.0.0.0:${PORTS.authzHttp}`,
+      `--http-address=127.0.0.1:${PORTS.authzHttp}`,
+      `--status-address=0.0.0.0:${PORTS.authzStatus}`,
       `--tenant=${context.tenant}`,
       ...(config.trustNamespace === undefined ? [] : [`--trust-namespace=${config.trustNamespace}`]),
       // The injected Envoy runs ext_proc after ext_authz (envoy-bootstrap.ts), which rewrites sanitized calls.
@@ -106,8 +116,9 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
       // The agent is the AgentIdentity named like the pod's ServiceAccount.
       { name: 'PORTCULLIS_AGENT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
       { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
+      ...(config.tokenService === undefined || config.tokenServiceCa === undefined ? [] : [{ name: TOKEN_SERVICE_CA_ENV, value: config.tokenServiceCa }]),
     ],
-    ports: [{ name: 'authz-http', containerPort: PORTS.authzHttp }],
+    ports: [{ name: 'authz-status', containerPort: PORTS.authzStatus }],
     startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 60 },
     readinessProbe: { ...probe, periodSeconds: 5 },
     resources: structuredClone(SIDECAR_RESOURCES),

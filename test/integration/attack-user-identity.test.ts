@@ -258,7 +258,7 @@ describe('fail modes with the counters\' Redis down', () => {
       expect(JSON.parse(proxiedWrite.denied_response?.body ?? '{}')).toMatchObject({ decision: 'deny', rule: 'portcullis:state-unavailable' });
 
       await eventually('the audit entry of the fail-open read', () => auditEntry(read.decisionId));
-      expect(auditEntry(read.decisionId)).toMatchObject({ decision: 'allow', rule: 'portcullis:fail-open', tool: 'files', action: 'read' });
+      expect(auditEntry(read.decisionId)).toMatchObject({ decision: 'allow', rule: 'portcullis:fail-open', failOpen: 'counters_unavailable', tool: 'files', action: 'read' });
       const metrics = await (await fetch(`${httpBase}/metrics`)).text();
       expect(metrics).toContain('portcullis_fail_open_total{cause="counters_unavailable"} 2');
     } finally {
