@@ -12,6 +12,7 @@
 
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { INJECTED_ANNOTATION } from '../src/api/index.ts';
 import type { TrackedProcess } from '../test/harness/cluster.ts';
 import { eventually, spawnTracked } from '../test/harness/cluster.ts';
 import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
@@ -130,9 +131,16 @@ try {
   await apply(accounts.flatMap((name) => [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: NS } },
     { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name, namespace: NS }, spec: { serviceAccountName: name, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } } },
+    // Agent tokens are issued only for a token bound to an injected pod (stays Pending: no scheduler).
+    {
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: `${name}-0`, namespace: NS, annotations: { [INJECTED_ANNOTATION]: '{}' } },
+      spec: { serviceAccountName: name, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'example.com/agent:1' }] },
+    },
   ]));
   const tokens: string[] = [];
-  for (const name of accounts) tokens.push((await kubectl(plane, ['create', 'token', name, '-n', NS, '--audience=portcullis', '--duration=1h'])).stdout.trim());
+  for (const name of accounts) {
+    tokens.push((await kubectl(plane, ['create', 'token', name, '-n', NS, '--audience=portcullis', '--duration=1h', '--bound-object-kind=Pod', `--bound-object-name=${name}-0`])).stdout.trim());
+  }
   await eventually('the token service to know the last bench agent', () => issue(tokenBase, tokens.at(-1) ?? '').catch(() => undefined), 30_000);
   const latencies: number[] = [];
   for (let i = 0; i < ISSUE_SEQUENTIAL; i++) latencies.push(await issue(tokenBase, tokens[i % tokens.length] ?? ''));
