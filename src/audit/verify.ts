@@ -63,6 +63,8 @@ export interface ChainSummary {
   entries: number;
   decisions: number;
   checkpoints: number;
+  /** The first seq the input holds: 0 unless it begins within the chain. */
+  firstSeq: number;
   lastSeq: number;
   /** The last seq a valid checkpoint (or a later chain opened after it) signs; -1 for none. */
   signedThrough: number;
@@ -514,6 +516,7 @@ function summaryOf(analysis: Analysis): ChainSummary {
     entries: entries.length,
     decisions: entries.filter((e) => e.type === 'decision').length,
     checkpoints: entries.filter((e) => e.type === 'checkpoint').length,
+    firstSeq: Math.min(...canonical.keys()),
     lastSeq: analysis.lastSeq,
     signedThrough: Math.max(analysis.signedThrough, analysis.vouchedThrough),
     closed: analysis.finalValid !== undefined,

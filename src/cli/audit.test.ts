@@ -180,7 +180,7 @@ describe('portcullis audit verify refuses what is not the trail as written', () 
   it('a line that a lone carriage return would split: one line, read as a whole', async () => {
     const { code, stdout } = await verifyLines('carriage-return.log', [`${lines[0] ?? ''}\r{"junk":true}`, ...lines.slice(1)]);
     expect(stdout).toMatch(/^unreadable: line 1: an audit line that is not valid JSON/m);
-    expect(stdout).toMatch(/: lines 2–\d+, /);
+    expect(stdout).toMatch(/: lines 2–\d+, seq 1–\d+, /);
     expect(code).toBe(1);
   });
 });

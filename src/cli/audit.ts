@@ -97,7 +97,7 @@ function describeChain(chain: ChainSummary, pinned: boolean): string {
   const state = chain.closed ? 'closed' : 'not closed';
   const signed = chain.signedThrough === chain.lastSeq ? 'all signed' : chain.signedThrough < 0 ? 'none signed' : `signed through seq ${chain.signedThrough}`;
   const key = chain.kid === undefined ? '' : `, key ${chain.kid}${chain.ephemeral === true ? ' (ephemeral)' : ''}${pinned ? '' : ' (not pinned)'}`;
-  return `chain ${chain.chain}${who}: lines ${chain.firstLine}–${chain.lastLine}, seq 0–${chain.lastSeq}, ${counted(chain.decisions, 'decision')}, ${counted(chain.checkpoints, 'checkpoint')}, ${signed}, ${state}${key}\n`;
+  return `chain ${chain.chain}${who}: lines ${chain.firstLine}–${chain.lastLine}, seq ${chain.firstSeq}–${chain.lastSeq}, ${counted(chain.decisions, 'decision')}, ${counted(chain.checkpoints, 'checkpoint')}, ${signed}, ${state}${key}\n`;
 }
 
 function describeReport(report: VerifyReport, pinned: boolean): string {
