@@ -43,13 +43,18 @@ await kubectl(plane, ['apply', '-f', '-'], {
     .flatMap((name) => [
       { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: NS } },
       { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name, namespace: NS }, spec: { serviceAccountName: name, owner: { name: 'Bench', email: 'bench@example.com' }, roles: ['bench'] } },
+      // Agent tokens are issued only for a token bound to an injected pod (stays Pending: no scheduler).
+      {
+        apiVersion: 'v1', kind: 'Pod', metadata: { name: `${name}-0`, namespace: NS, annotations: { 'portcullis.dev/injected': '{}' } },
+        spec: { serviceAccountName: name, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'example.com/agent:1' }] },
+      },
     ])
     .map((d) => stringify(d))
     .join('---\n'),
 });
 const saTokens = await Promise.all(
   names.map(async (name) => {
-    const answer = await core.createNamespacedServiceAccountToken({ name, namespace: NS, body: { spec: { audiences: ['portcullis'], expirationSeconds: 3600 } } });
+    const answer = await core.createNamespacedServiceAccountToken({ name, namespace: NS, body: { spec: { audiences: ['portcullis'], expirationSeconds: 3600, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: `${name}-0` } } } });
     return answer.status?.token ?? '';
   }),
 );
