@@ -137,12 +137,12 @@ export class Sidecar {
       if (this.tokenSource !== undefined && this.tokenSource.current === undefined) return 'no agent token has been issued yet';
       return undefined;
     };
-    this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, ...(identityHooks.verify === undefined ? {} : { verify: identityHooks.verify }) });
+    this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, verify: identityHooks.verify });
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks, ...(options.sanitizeWithExtProc === true ? { sanitizeDownstream: true } : {}) });
     // ext_proc verifies forwarded tokens only for requests ext_authz did not decide (it reuses ext_authz's decision).
-    addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log, ...(identityHooks.verify === undefined ? {} : { verify: identityHooks.verify }) });
+    addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log, verify: identityHooks.verify });
     this.envoyHttpServer = options.envoyHttp === undefined ? undefined : createEnvoyHttpServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks });
   }
 
