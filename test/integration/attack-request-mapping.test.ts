@@ -1,6 +1,7 @@
 // Attacks on how a request on the wire becomes a call, and on where the
 // agent's token goes, against a spawned `portcullis sidecar` that loads the
-// bundle the in-process operator writes on the real API server. Each attack is
+// bundle the in-process operator writes on the real API server and holds the
+// agent's own token from the token service. Each attack is
 // sent as Envoy sends it: over gRPC with the client built from go-control-plane
 // (hack/tools/extauthz-client), and over Envoy's HTTP mode. Each was let
 // through before the request target had one strict normal form.
@@ -11,12 +12,17 @@ import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
+import { INJECTED_ANNOTATION } from '../../src/api/index.ts';
+import type { RunningTokenService } from '../../src/identity/index.ts';
+import { startTokenService } from '../../src/identity/index.ts';
 import type { Operator } from '../../src/operator/operator.ts';
+import { ephemeralServingTls } from '../../src/webhook/serving-certs.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
-import { eventually, spawnTracked } from '../harness/cluster.ts';
-import { freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
+import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 import { agentKubeconfigFile, startScopedOperator } from '../harness/local-parts.ts';
 
 const execFileAsync = promisify(execFile);
@@ -28,6 +34,7 @@ const TOKEN_HEADER = 'x-portcullis-agent-token';
 const UNINSPECTABLE = 'portcullis:uninspectable-request';
 
 let operator: Operator;
+let tokens: RunningTokenService;
 let sidecar: TrackedProcess;
 let httpBase = '';
 let grpcAddress = '';
@@ -42,6 +49,12 @@ const TOOLS = [
 
 const MANIFESTS = [
   { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+  { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT, namespace: NS } },
+  // The agent's pod as injection leaves it (no scheduler runs: it stays Pending); the token service takes tokens bound to it.
+  {
+    apiVersion: 'v1', kind: 'Pod', metadata: { name: `${AGENT}-0`, namespace: NS, annotations: { [INJECTED_ANNOTATION]: '{}' } },
+    spec: { serviceAccountName: AGENT, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'example.com/agent:1' }] },
+  },
   { apiVersion: 'portcullis.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name: AGENT, namespace: NS }, spec: { serviceAccountName: AGENT, owner: { name: 'Dana Ruiz', email: 'dana@example.com' } } },
   {
     apiVersion: 'portcullis.dev/v1alpha1', kind: 'ToolPolicy', metadata: { name: 'tools', namespace: NS },
@@ -123,8 +136,17 @@ function rawEnvoyHttp(head: string): Promise<{ status: number; text: string }> {
 }
 
 beforeAll(async () => {
-  operator = await startScopedOperator(plane, 'attack-map', OPERATOR_NS);
+  await ensureNamespace(plane, OPERATOR_NS);
   await kubectl(plane, ['apply', '--validate=strict', '-f', '-'], { input: MANIFESTS.map((d) => stringify(d)).join('---\n') });
+  operator = await startScopedOperator(plane, 'attack-map', OPERATOR_NS);
+  // The token service, so the sidecar holds the agent's own token and has one to leak.
+  const tls = await ephemeralServingTls({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+  tokens = await startTokenService({ kubeConfig: kubeConfigOf(plane), namespace: OPERATOR_NS, host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }), statusIntervalMs: 0, tls: () => Promise.resolve(tls) });
+  const caFile = join(plane.runDir, 'attack-map-token-service-ca.pem');
+  const serviceAccountTokenFile = join(plane.runDir, 'attack-map-agent.token');
+  await writeFile(caFile, tls.ca);
+  const boundToken = await kubectl(plane, ['create', 'token', AGENT, '-n', NS, '--audience', 'portcullis', '--duration', '1h', '--bound-object-kind', 'Pod', '--bound-object-name', `${AGENT}-0`]);
+  await writeFile(serviceAccountTokenFile, boundToken.stdout.trim());
   const kubeconfig = await agentKubeconfigFile(plane, NS, AGENT);
   const [httpPort, grpcPort] = [await freePort(), await freePort()];
   envoyHttpPort = await freePort();
@@ -133,8 +155,9 @@ beforeAll(async () => {
   sidecar = await spawnTracked(plane, process.execPath, [
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS, '--trust-namespace', OPERATOR_NS,
     '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', grpcAddress, '--envoy-http-address', `127.0.0.1:${String(envoyHttpPort)}`,
+    '--token-service', tokens.url, '--token-service-ca', caFile, '--token-issuer', tokens.service.issuer, '--service-account-token', serviceAccountTokenFile,
     '--log-level', 'warn',
-  ]);
+  ], { POD_NAME: `${AGENT}-0` });
   await eventually('the sidecar to load the bundle', async () => ((await fetch(`${httpBase}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 60_000)
     .catch((error: unknown) => { throw new Error(`${String(error)}\n${sidecar.output()}`); });
   // The bundle is in force once the plain calls below are judged by its rules.
@@ -142,8 +165,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await sidecar.kill('SIGTERM');
-  await operator.stop();
+  await (sidecar as TrackedProcess | undefined)?.kill('SIGTERM');
+  await (tokens as RunningTokenService | undefined)?.stop();
+  await (operator as Operator | undefined)?.stop();
 });
 
 describe('attacks on request mapping, each refused by the real sidecar', () => {
@@ -184,19 +208,24 @@ describe('attacks on request mapping, each refused by the real sidecar', () => {
     expect(viaHttp.text).toContain(UNINSPECTABLE);
   });
 
-  it('token leak: an allowed egress call (plain HTTP to a.slack.com, CONNECT api.openai.com:443) carries no agent token to the third party', async () => {
-    const forwarded = { [TOKEN_HEADER]: 'eyJhbGciOiJFZERTQSJ9.e30.c2ln' };
-    for (const response of [await get('a.slack.com', '/api/chat.postMessage', forwarded), await check({ method: 'CONNECT', host: 'api.openai.com:443', path: '', headers: forwarded })]) {
+  it("token leak: an allowed egress call (plain HTTP to a.slack.com, CONNECT api.openai.com:443) carries no agent token to the third party", async () => {
+    // A tool's call carries the agent's own token: the token is for the tools.
+    const toolCall = await get('files.tools.svc:8080', '/files/a');
+    expect(toolCall.ok_response?.headers?.find((h) => h.header.key === TOKEN_HEADER)?.header.value).toMatch(/^eyJ/);
+    expect(toolCall.ok_response?.headers_to_remove ?? []).toEqual([]);
+    for (const response of [await get('a.slack.com', '/api/chat.postMessage'), await check({ method: 'CONNECT', host: 'api.openai.com:443', path: '' })]) {
       expect(response.ok_response).toBeDefined();
       expect(response.ok_response?.headers?.map((h) => h.header.key)).not.toContain(TOKEN_HEADER);
+      // Nor one the agent sent itself: Envoy is told to remove it.
       expect(response.ok_response?.headers_to_remove).toEqual([TOKEN_HEADER]);
     }
-    // A tool's call keeps it: the token is for the tools.
-    expect((await get('files.tools.svc:8080', '/files/a', forwarded)).ok_response?.headers_to_remove ?? []).toEqual([]);
-    const viaHttp = await envoyHttp({ method: 'GET', path: '/api/chat.postMessage', headers: { host: 'a.slack.com', ...forwarded } });
+    const viaHttp = await envoyHttp({ method: 'GET', path: '/api/chat.postMessage', headers: { host: 'a.slack.com' } });
     expect(viaHttp.status).toBe(200);
     expect(viaHttp.headers[TOKEN_HEADER]).toBeUndefined();
     expect(viaHttp.headers['x-envoy-auth-headers-to-remove']).toBe(TOKEN_HEADER);
+    const tunnel = await rawEnvoyHttp('CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443');
+    expect(tunnel.status).toBe(200);
+    expect(tunnel.text).not.toContain(TOKEN_HEADER + ':');
   });
 
   it('method override: GET /files/a with X-HTTP-Method-Override: DELETE, or ?_method=DELETE, is refused, not allowed as a read', async () => {
