@@ -139,6 +139,15 @@ describe('ExtProcSession: the request', () => {
     expect(answer?.request_body?.response.header_mutation?.remove_headers).toEqual(['accept-encoding']);
   });
 
+  it('removes an agent token from an egress call it lets through, and leaves a tool call\'s in place', async () => {
+    const { session: egress } = session(() => ({ decision: 'allow' }));
+    const egressAnswer = await egress.handle(requestHeaders('GET', '/api/chat', { ':authority': 'a.slack.com', 'x-portcullis-agent-token': 'forwarded' }, true));
+    expect(egressAnswer?.request_headers?.response.header_mutation?.remove_headers).toEqual(['x-portcullis-agent-token']);
+    const { session: tool } = session(() => ({ decision: 'allow' }));
+    const toolAnswer = await tool.handle(requestHeaders('GET', '/v1/search', { 'x-portcullis-agent-token': 'forwarded' }, true));
+    expect(toolAnswer).toEqual({ request_headers: { response: {} } });
+  });
+
   it('closes a stream whose messages come out of order', async () => {
     const { session: s } = session(() => ({ decision: 'allow' }));
     await expect(s.handle(responseHeaders({}))).rejects.toThrow(ExtProcProtocolError);
