@@ -395,9 +395,16 @@ function verifyCheckpoints(analysis: Analysis, pinned: ReadonlyMap<string, KeyOb
   }
 }
 
+/** The first or last seq of a chain, by a loop: a chain of millions of entries is too long to spread into Math.max. */
+function extremeSeq(canonical: ReadonlyMap<number, Seen>, which: 'first' | 'last'): number {
+  let extreme = which === 'first' ? Infinity : -Infinity;
+  for (const seq of canonical.keys()) extreme = which === 'first' ? Math.min(extreme, seq) : Math.max(extreme, seq);
+  return extreme;
+}
+
 function analyzeChain(state: ChainState, firstInInput: boolean, pinned: ReadonlyMap<string, KeyObject> | undefined, findings: Finding[], notices: string[]): Analysis {
   const canonical = canonicalEntries(state, findings);
-  const lastSeq = Math.max(...canonical.keys());
+  const lastSeq = extremeSeq(canonical, 'last');
   reportEditsAndOrder(state, canonical, findings);
   reportLinks(state, canonical, findings);
   reportGaps(state, canonical, lastSeq, firstInInput, findings);
@@ -457,6 +464,24 @@ function entriesInOrder(analyses: Analysis[]): { chain: string; entry: Seen }[] 
   return analyses.flatMap(({ state, canonical }) => [...canonical.values()].map((entry) => ({ chain: state.id, entry }))).sort((a, b) => a.entry.line - b.entry.line);
 }
 
+/** For each chain opening, the last entry of another chain before it in the input: one pass over the entries in order. */
+function entriesBeforeOpenings(analyses: Analysis[]): Map<Seen, { chain: string; entry: Seen }> {
+  const openings = new Set(analyses.flatMap(({ open }) => (open === undefined ? [] : [open])));
+  const before = new Map<Seen, { chain: string; entry: Seen }>();
+  let last: { chain: string; entry: Seen } | undefined;
+  // The last entry of another chain than `last`'s: what precedes an opening of the chain `last` is in.
+  let lastOfAnother: { chain: string; entry: Seen } | undefined;
+  for (const current of entriesInOrder(analyses)) {
+    if (openings.has(current.entry)) {
+      const found = last?.chain === current.chain ? lastOfAnother : last;
+      if (found !== undefined) before.set(current.entry, found);
+    }
+    if (last !== undefined && last.chain !== current.chain) lastOfAnother = last;
+    last = current;
+  }
+  return before;
+}
+
 /**
  * Chains are joined only where an `after` link says so: a chain that opens after
  * entries of the input must name the one right before it, and once a chain has
@@ -464,11 +489,10 @@ function entriesInOrder(analyses: Analysis[]): { chain: string; entry: Seen }[] 
  * entry of its file, and writes nothing more to the chain before.
  */
 function reportSplices(analyses: Analysis[], links: ReadonlyMap<string, Seen>, findings: Finding[]): void {
-  const ordered = entriesInOrder(analyses);
+  const preceding = entriesBeforeOpenings(analyses);
   for (const { state, open } of analyses) {
-    if (open?.intact !== true) continue;
-    const before = ordered.findLast(({ chain, entry }) => chain !== state.id && entry.line < open.line);
-    if (before === undefined) continue;
+    const before = open === undefined ? undefined : preceding.get(open);
+    if (open?.intact !== true || before === undefined) continue;
     const where = `record seq ${before.entry.seq} of chain ${short(before.chain)} (line ${before.entry.line})`;
     const named = links.get(state.id);
     if (open.open?.after === undefined) {
@@ -516,7 +540,7 @@ function summaryOf(analysis: Analysis): ChainSummary {
     entries: entries.length,
     decisions: entries.filter((e) => e.type === 'decision').length,
     checkpoints: entries.filter((e) => e.type === 'checkpoint').length,
-    firstSeq: Math.min(...canonical.keys()),
+    firstSeq: extremeSeq(canonical, 'first'),
     lastSeq: analysis.lastSeq,
     signedThrough: Math.max(analysis.signedThrough, analysis.vouchedThrough),
     closed: analysis.finalValid !== undefined,
