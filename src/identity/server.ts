@@ -1,8 +1,11 @@
 // Starts the token service as the operator runs it: on every replica (not only the leader), over
-// plain HTTP for now — TLS comes with the webhook's serving certificates.
+// TLS only: pods send their ServiceAccount tokens here across the pod network. The certificate
+// comes from the operator (its own CA in a Secret, or cert-manager's files) and is read again
+// while serving, so a renewed one is served to new connections.
 
-import { createServer } from 'node:http';
-import type { Server } from 'node:http';
+import { createServer } from 'node:https';
+import type { Server } from 'node:https';
+import { X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -21,8 +24,24 @@ export const TOKEN_SERVICE_PORT = 8443;
 
 /** The token service's in-cluster base URL, which is also the issuer of its tokens. */
 export function tokenServiceUrl(namespace: string, port = TOKEN_SERVICE_PORT): string {
-  return `http://${TOKEN_SERVICE_NAME}.${namespace}.svc:${String(port)}`;
+  return `https://${TOKEN_SERVICE_NAME}.${namespace}.svc:${String(port)}`;
 }
+
+/** The names the token service's certificate carries: its Service's in-cluster DNS names. */
+export function tokenServiceDnsNames(namespace: string): string[] {
+  return [`${TOKEN_SERVICE_NAME}.${namespace}.svc`, `${TOKEN_SERVICE_NAME}.${namespace}.svc.cluster.local`];
+}
+
+/** The certificate the token service serves with, and the CA bundle its clients verify it with. */
+export interface ServingTls {
+  cert: string;
+  key: string;
+  /** PEM: the CA (or CAs) that sign `cert`, given to the sidecars at injection. */
+  ca: string;
+}
+
+/** How often the certificate is read again (renewal happens well ahead: a third of its life). */
+const TLS_RELOAD_MS = 3_600_000;
 
 export interface TokenServiceServerOptions {
   kubeConfig: KubeConfig;
@@ -41,6 +60,9 @@ export interface TokenServiceServerOptions {
   statusIntervalMs?: number;
   /** Where the exchange metrics are registered (the operator's registry). */
   registry?: Registry;
+  /** The serving certificate: read at start and every `tlsReloadMs` (default an hour), renewing it when due. */
+  tls: () => Promise<ServingTls>;
+  tlsReloadMs?: number;
 }
 
 export interface RunningTokenService {
@@ -48,6 +70,8 @@ export interface RunningTokenService {
   server: Server;
   /** The base URL it listens on. */
   url: string;
+  /** The CA bundle (PEM) its certificate is verified with, as last read. */
+  ca: () => string;
   stop: () => Promise<void>;
 }
 
@@ -80,8 +104,11 @@ export async function startTokenService(options: TokenServiceServerOptions): Pro
     rateLimit: options.rateLimit ?? { perSecond: 5, burst: 20 },
     onIssued: (agent, at) => { recorder.record(agent, at); },
   });
-  const server = createServer(tokenServiceHandler(service, log, options.registry === undefined ? undefined : createTokenServiceMetrics(options.registry)));
+  let tls: ServingTls;
+  let server: Server;
   try {
+    tls = await options.tls();
+    server = createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, tokenServiceHandler(service, log, options.registry === undefined ? undefined : createTokenServiceMetrics(options.registry)));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port, options.host, () => { resolve(); });
@@ -91,14 +118,31 @@ export async function startTokenService(options: TokenServiceServerOptions): Pro
     await agents.stop();
     throw error;
   }
+  const reload = setInterval(() => {
+    options.tls()
+      .then((next) => {
+        if (next.cert === tls.cert && next.key === tls.key) return;
+        // Sidecars trust only the CA they were given at injection (docs/sidecar.md, Listeners).
+        if (next.ca !== tls.ca) log.error('the token service CA changed: pods injected before trust only the old one until they are re-created, and the webhook injects the new one once the operator restarts');
+        server.setSecureContext({ cert: next.cert, key: next.key, minVersion: 'TLSv1.2' });
+        tls = next;
+        log.info({ notAfter: new X509Certificate(next.cert).validTo }, 'token service certificate renewed');
+      })
+      .catch((error: unknown) => {
+        log.warn({ error: error instanceof Error ? error.message.split('\n')[0] : String(error) }, 'could not read the token service certificate; serving the one loaded');
+      });
+  }, options.tlsReloadMs ?? TLS_RELOAD_MS);
+  reload.unref();
   const { port } = server.address() as AddressInfo;
   const host = options.host === '0.0.0.0' || options.host === '' ? '127.0.0.1' : options.host;
   return {
     service,
     server,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${String(port)}`,
+    url: `https://${host.includes(':') ? `[${host}]` : host}:${String(port)}`,
+    ca: () => tls.ca,
     stop: async () => {
       clearInterval(refresh);
+      clearInterval(reload);
       await new Promise<void>((resolve) => { server.close(() => { resolve(); }); server.closeAllConnections(); });
       await agents.stop();
     },

@@ -2,6 +2,8 @@
 // (at 70-80 % of its lifetime, jittered so a fleet started together does not refresh together),
 // and retry failures with capped, jittered exponential backoff while the current token lasts.
 
+import type { TokenServiceClient } from './token-service-client.ts';
+
 export interface FetchedToken {
   token: string;
   expiresInS: number;
@@ -119,15 +121,16 @@ export class AgentTokenSource {
 
 /**
  * Fetches agent tokens from the token service, presenting the pod's projected ServiceAccount token
- * read afresh each time (the kubelet rotates the file).
+ * read afresh each time (the kubelet rotates the file), over the client's verified connection.
  */
-export function tokenServiceFetcher(url: string, serviceAccountToken: () => Promise<string>): () => Promise<FetchedToken> {
+export function tokenServiceFetcher(client: TokenServiceClient, serviceAccountToken: () => Promise<string>): () => Promise<FetchedToken> {
   return async () => {
-    const res = await fetch(`${url.replace(/\/$/, '')}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${(await serviceAccountToken()).trim()}` } });
-    const body = (await res.json().catch(() => ({}))) as { access_token?: string; expires_in?: number; error?: string; message?: string };
-    if (res.status !== 200 || typeof body.access_token !== 'string' || typeof body.expires_in !== 'number') {
-      throw new Error(`the token service answered ${String(res.status)} ${body.error ?? ''}: ${body.message ?? 'no token'}`);
+    const { status, body } = await client.request('POST', '/v1/token', { authorization: `Bearer ${(await serviceAccountToken()).trim()}` });
+    const answer = (body ?? {}) as { access_token?: unknown; expires_in?: unknown; error?: unknown; message?: unknown };
+    if (status !== 200 || typeof answer.access_token !== 'string' || typeof answer.expires_in !== 'number') {
+      const text = (value: unknown, fallback: string): string => (typeof value === 'string' ? value : fallback);
+      throw new Error(`the token service answered ${String(status)} ${text(answer.error, '')}: ${text(answer.message, 'no token')}`);
     }
-    return { token: body.access_token, expiresInS: body.expires_in };
+    return { token: answer.access_token, expiresInS: answer.expires_in };
   };
 }

@@ -14,9 +14,11 @@ import { createOperatorMetrics } from './metrics.ts';
 import { Operator } from './operator.ts';
 import { startOpsServer } from './server.ts';
 import { rotateKeyring } from './signing-keys.ts';
-import { rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, tokenServiceUrl } from '../identity/index.ts';
+import type { ServingTls } from '../identity/index.ts';
+import { rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, tokenServiceDnsNames, tokenServiceUrl } from '../identity/index.ts';
 import type { RunningWebhook, WebhookOptions } from '../webhook/index.ts';
 import { startWebhook } from '../webhook/index.ts';
+import { ensureServingCerts, mountedServingTls } from '../webhook/serving-certs.ts';
 import type { Logger } from 'pino';
 
 export const VERSION = '0.1.0';
@@ -31,14 +33,53 @@ interface WebhookFlags {
   'envoy-image'?: string;
 }
 
+/** The Secret holding the token service's CA and serving certificate, when the operator manages them. */
+export const TOKEN_TLS_SECRET = 'portcullis-tokens-tls';
+
+interface TokenFlags {
+  'token-url'?: string;
+  'token-cert-dir'?: string;
+}
+
+export interface TokenEndpoint {
+  /** Where sidecars reach the token service, which is also the `iss` of its tokens. */
+  url: string;
+  /** Reads (and, when the operator manages it, creates or renews) the serving certificate. */
+  tls: () => Promise<ServingTls>;
+}
+
+/**
+ * The token service's address and certificate from the flags: by default its Service's in-cluster
+ * URL, with a certificate for the Service's names from the operator's own CA (Secret
+ * portcullis-tokens-tls); with --token-url, that URL (out of cluster); with --token-cert-dir,
+ * cert-manager's files. Throws UsageError naming a bad flag.
+ */
+export function tokenEndpoint(flags: TokenFlags, namespace: string, kubeConfig: KubeConfig): TokenEndpoint {
+  const url = flags['token-url'] === undefined ? new URL(tokenServiceUrl(namespace)) : httpsUrl(flags['token-url'], 'token-url', 'sidecars send ServiceAccount tokens to the token service over TLS only');
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const isIp = /^[0-9.:]+$/.test(host);
+  const identity = flags['token-url'] === undefined
+    ? { dnsNames: tokenServiceDnsNames(namespace), ips: [] }
+    : { dnsNames: isIp ? [] : [host], ips: isIp ? [host] : [] };
+  const certDir = flags['token-cert-dir'];
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const tls = certDir !== undefined
+    ? (): Promise<ServingTls> => mountedServingTls(certDir)
+    : async (): Promise<ServingTls> => {
+      const certs = await ensureServingCerts(core, namespace, TOKEN_TLS_SECRET, identity, new Date(), { caCommonName: 'portcullis-tokens-ca', component: 'tokens' });
+      return { cert: certs.serving.cert, key: certs.serving.key, ca: certs.ca.cert };
+    };
+  return { url: url.toString().replace(/\/$/, ''), tls };
+}
+
 /** The webhook's settings from the flags; throws UsageError naming a bad one. */
-export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger): WebhookOptions {
+export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger, tokens?: { url: string; ca: string }): WebhookOptions {
   const listen = listenAddress(flags['webhook-address'] ?? '0.0.0.0:9443', 'webhook-address');
   const service = flags['webhook-service'] ?? 'portcullis-webhook';
   if (flags['cert-manager'] !== undefined && (!/^[a-z0-9-]+\/[a-z0-9-]+$/.test(flags['cert-manager']) || flags['cert-dir'] === undefined)) {
     throw new UsageError('--cert-manager takes NAMESPACE/CERTIFICATE and needs --cert-dir, where its Secret is mounted');
   }
-  const url = webhookUrl(flags['webhook-url']);
+  const url = flags['webhook-url'] === undefined ? undefined : httpsUrl(flags['webhook-url'], 'webhook-url', 'the API server calls webhooks over TLS only');
   const host = url?.hostname.replace(/^\[|\]$/g, '');
   const isIp = host !== undefined && /^[0-9.:]+$/.test(host);
   return {
@@ -51,36 +92,36 @@ export function webhookOptions(flags: WebhookFlags, namespace: string, kubeConfi
     ips: isIp && host ? [host] : [],
     ...(flags['cert-manager'] !== undefined && flags['cert-dir'] !== undefined ? { certManager: { certificate: flags['cert-manager'], certDir: flags['cert-dir'] } } : {}),
     secretName: 'portcullis-webhook-tls',
-    injection: injectionSettings(flags, tokenServiceUrl(namespace)),
+    injection: injectionSettings(flags, tokens ?? { url: tokenServiceUrl(namespace) }),
     log: log.child({ component: 'webhook' }),
   };
 }
 
-function webhookUrl(flag: string | undefined): URL | undefined {
-  if (flag === undefined) return undefined;
+function httpsUrl(flag: string, name: string, why: string): URL {
   let url: URL;
   try {
     url = new URL(flag);
   } catch {
-    throw new UsageError(`--webhook-url: ${JSON.stringify(flag)} is not a URL`);
+    throw new UsageError(`--${name}: ${JSON.stringify(flag)} is not a URL`);
   }
-  if (url.protocol !== 'https:') throw new UsageError('--webhook-url must be https: the API server calls webhooks over TLS only');
+  if (url.protocol !== 'https:') throw new UsageError(`--${name} must be https: ${why}`);
   return url;
 }
 
-function injectionSettings(flags: WebhookFlags, tokenService: string): WebhookOptions['injection'] {
+function injectionSettings(flags: WebhookFlags, tokens: { url: string; ca?: string }): WebhookOptions['injection'] {
   return {
     sidecarImage: flags['sidecar-image'] ?? `ghcr.io/portcullis-dev/portcullis:${VERSION}`,
     envoyImage: flags['envoy-image'] ?? 'envoyproxy/envoy:v1.36.0',
     version: VERSION,
-    tokenService,
+    tokenService: tokens.url,
+    ...(tokens.ca === undefined ? {} : { tokenServiceCa: tokens.ca }),
   };
 }
 
-/** The webhook, when --webhook-address asks for it. */
-async function maybeStartWebhook(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger): Promise<RunningWebhook | undefined> {
+/** The webhook, when --webhook-address asks for it; it injects the token service's URL and CA. */
+async function maybeStartWebhook(flags: WebhookFlags, namespace: string, kubeConfig: KubeConfig, log: Logger, tokens: { url: string; ca: string }): Promise<RunningWebhook | undefined> {
   if (flags['webhook-address'] === undefined) return undefined;
-  return startWebhook(webhookOptions(flags, namespace, kubeConfig, log));
+  return startWebhook(webhookOptions(flags, namespace, kubeConfig, log, tokens));
 }
 
 export const OPERATOR_USAGE = `Usage: portcullis operator [flags]
@@ -93,8 +134,14 @@ Flags:
   --namespace NS             the operator's namespace: Lease and signing-key Secret (default: $POD_NAMESPACE or portcullis-system)
   --identity ID              this replica's leader-election identity (default: $POD_NAME or the host name)
   --ops-address HOST:PORT    /healthz, /readyz and /metrics (default 0.0.0.0:8080)
-  --token-address HOST:PORT  agent token service: POST /v1/token, /.well-known/jwks.json (default 0.0.0.0:8443;
-                             served by every replica; plain HTTP until it shares the webhook's TLS certificates)
+  --token-address HOST:PORT  agent token service: POST /v1/token, /.well-known/jwks.json, over TLS only
+                             (default 0.0.0.0:8443; served by every replica)
+  --token-url URL            reach the token service at this https URL instead of through its Service (out of
+                             cluster): its certificate names this host, injected sidecars are pointed at it,
+                             and it is the issuer of agent tokens
+  --token-cert-dir DIR       take the token service's certificate from cert-manager: its Certificate's Secret
+                             mounted at DIR (tls.crt, tls.key, ca.crt); default: the operator's own CA and
+                             certificate in Secret portcullis-tokens-tls
   --webhook-address HOST:PORT  serve the pod injection webhook here (HTTPS, every replica); off when not given
   --webhook-service NAME     the Service in front of the webhook (default portcullis-webhook, port 443)
   --webhook-url URL          call the webhook at this URL instead of through the Service (out of cluster)
@@ -123,6 +170,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
       identity: { type: 'string' },
       'ops-address': { type: 'string' },
       'token-address': { type: 'string' },
+      'token-url': { type: 'string' },
+      'token-cert-dir': { type: 'string' },
       'webhook-address': { type: 'string' },
       'webhook-service': { type: 'string' },
       'webhook-url': { type: 'string' },
@@ -169,6 +218,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
   }
   const ops = listenAddress(values['ops-address'] ?? '0.0.0.0:8080', 'ops-address');
   const tokenAddress = listenAddress(values['token-address'] ?? '0.0.0.0:8443', 'token-address');
+  const tokenSettings = tokenEndpoint(values, namespace, kubeConfig);
   const workers = Number(values.workers ?? '4');
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError(`--workers: ${JSON.stringify(values.workers)} is not a whole number from 1 to 64`);
   const log = pino({ level, base: { component: 'operator' } });
@@ -189,8 +239,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
   });
   const server = await startOpsServer({ ...ops, ready: () => operator.ready, registry: metrics.registry });
   await operator.start();
-  const tokens = await startTokenService({ kubeConfig, namespace, ...tokenAddress, log: log.child({ component: 'token-service' }), registry: metrics.registry });
-  const webhook = await maybeStartWebhook(values, namespace, kubeConfig, log);
+  const tokens = await startTokenService({ kubeConfig, namespace, ...tokenAddress, issuer: tokenSettings.url, tls: tokenSettings.tls, log: log.child({ component: 'token-service' }), registry: metrics.registry });
+  const webhook = await maybeStartWebhook(values, namespace, kubeConfig, log, { url: tokenSettings.url, ca: tokens.ca() });
   log.info({ identity, namespace, ops: `${ops.host}:${ops.port}`, tokens: tokens.url, webhook: Boolean(webhook) }, 'operator started');
 
   await new Promise<void>((resolve) => {

@@ -6,7 +6,7 @@ import { normalizeInput } from '../compiler/index.ts';
 import { Authorizer } from './authorizer.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { HttpServerOptions } from './http-server.ts';
-import { createHttpServer } from './http-server.ts';
+import { createHttpServer, createStatusServer } from './http-server.ts';
 import { createSidecarMetrics } from './metrics.ts';
 
 /** A policy that checks the call's shape as the real one does and allows it. */
@@ -104,5 +104,57 @@ describe('the sidecar HTTP listener', () => {
     expect(await (await fetch(`${base}/metrics`)).text()).toContain('portcullis_decisions_total{decision="allow",enforced="true",policy="p",rule="r",tool="stripe-payments"} 1');
     expect((await fetch(`${base}/nope`)).status).toBe(404);
     expect((await fetch(`${base}/v1/authorize`)).status).toBe(405);
+  });
+});
+
+describe('the sidecar status listener', () => {
+  async function serveStatus(policy: LoadedPolicy | undefined, notReady?: () => string | undefined): Promise<{ base: string; authorizer: Authorizer }> {
+    const metrics = createSidecarMetrics();
+    const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, tenant: 'finance', policy: () => policy, metrics, observers: [(r) => { seen.push(r.context); }] });
+    server = createStatusServer({ authorizer, registry: metrics.registry, ...(notReady === undefined ? {} : { notReady }) });
+    const listening = server;
+    await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
+    return { base: `http://127.0.0.1:${(listening.address() as AddressInfo).port}`, authorizer };
+  }
+
+  it.each([
+    ['GET /healthz', 'GET', '/healthz', 200],
+    ['HEAD /healthz', 'HEAD', '/healthz', 200],
+    ['GET /readyz with a bundle', 'GET', '/readyz', 200],
+    ['GET /metrics', 'GET', '/metrics', 200],
+    ['HEAD /metrics', 'HEAD', '/metrics', 200],
+    ['GET /readyz with a query', 'GET', '/readyz?verbose', 200],
+    ['POST /v1/authorize', 'POST', '/v1/authorize', 404],
+    ['GET /v1/authorize', 'GET', '/v1/authorize', 404],
+    ['POST /readyz', 'POST', '/readyz', 405],
+    ['PUT /healthz', 'PUT', '/healthz', 405],
+    ['DELETE /metrics', 'DELETE', '/metrics', 405],
+    ['OPTIONS /readyz', 'OPTIONS', '/readyz', 405],
+    ['GET / (no route)', 'GET', '/', 404],
+    ['GET /healthz/ (another path)', 'GET', '/healthz/', 404],
+    ['GET /v1/authorize/ (another path)', 'GET', '/v1/authorize/', 404],
+  ])('answers %s with %i', async (_name, method, path, status) => {
+    const { base } = await serveStatus(allowAll);
+    const response = await fetch(`${base}${path}`, { method, ...(method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: '{"tool": "stripe-payments"}' } : {}) });
+    expect(response.status).toBe(status);
+    if (status === 405) expect(response.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+  it('never decides: a call posted to it is 404 and reaches no decision', async () => {
+    seen = [];
+    const { base } = await serveStatus(allowAll);
+    const response = await fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"tool": "stripe-payments", "params": {"amount": 1}}' });
+    expect(response.status).toBe(404);
+    expect(((await response.json()) as { error: string }).error).toMatch(/serves only \/healthz, \/readyz, \/metrics/);
+    expect(seen).toEqual([]);
+  });
+
+  it.each([
+    ['no bundle is loaded', undefined, undefined, 'no valid policy bundle is loaded yet\n'],
+    ['the sidecar is draining', allowAll, (): string => 'the sidecar is shutting down', 'the sidecar is shutting down\n'],
+  ])('is not ready, as the decision listener, when %s', async (_name, policy, notReady, reason) => {
+    const { base } = await serveStatus(policy, notReady);
+    const response = await fetch(`${base}/readyz`);
+    expect([response.status, await response.text()]).toEqual([503, reason]);
   });
 });

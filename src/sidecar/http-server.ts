@@ -1,6 +1,9 @@
-// The sidecar's HTTP listener: POST /v1/authorize (the DESIGN.md contract, for
-// SDKs), /healthz, /readyz and /metrics. A thin adapter over the Authorizer:
-// it reads, parses strictly, calls authorize and writes the answer.
+// The sidecar's HTTP listeners. The decision listener: POST /v1/authorize (the
+// DESIGN.md contract, for SDKs), /healthz, /readyz and /metrics, a thin adapter
+// over the Authorizer that reads, parses strictly, calls authorize and writes
+// the answer; it belongs on loopback. The status listener: GET or HEAD of
+// /healthz, /readyz and /metrics and nothing else, for the kubelet's probes and
+// Prometheus on the pod network (docs/sidecar.md, Listeners).
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { Registry } from 'prom-client';
@@ -13,12 +16,17 @@ export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
 /** Calls are small JSON documents; anything larger is refused before it is parsed. */
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
 
-export interface HttpServerOptions {
-  authorizer: Authorizer;
+/** What the status routes read: whether a bundle is loaded, why else not ready, and the metrics. */
+export interface StatusOptions {
+  authorizer: Pick<Authorizer, 'ready'>;
   registry: Registry;
-  maxBodyBytes?: number;
   /** Why the sidecar is not ready besides a missing bundle (draining, no agent token), or undefined. */
   notReady?: () => string | undefined;
+}
+
+export interface HttpServerOptions extends StatusOptions {
+  authorizer: Authorizer;
+  maxBodyBytes?: number;
   /** Checks the agent token forwarded with a call (as on the proxied path); a refusal is a deny. */
   verify?: (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
 }
@@ -108,35 +116,62 @@ async function authorizeCall(request: IncomingMessage, response: ServerResponse,
   }
 }
 
-async function route(request: IncomingMessage, response: ServerResponse, options: HttpServerOptions): Promise<void> {
-  const path = (request.url ?? '/').split('?')[0];
-  const method = request.method ?? 'GET';
-  const expected = path === '/v1/authorize' ? 'POST' : 'GET';
-  if (!['/v1/authorize', '/healthz', '/readyz', '/metrics'].includes(path ?? '')) throw new HttpError(404, `no route ${path ?? ''}`);
-  if (method !== expected) {
-    response.setHeader('allow', expected);
-    throw new HttpError(405, `${path ?? ''} takes ${expected}`);
-  }
+/** Why the sidecar is not ready, or undefined when it is: draining, no agent token, no bundle. */
+function notReadyReason(options: StatusOptions): string | undefined {
+  return options.notReady?.() ?? (options.authorizer.ready ? undefined : 'no valid policy bundle is loaded yet');
+}
+
+/** The read-only answers both listeners give: liveness, readiness and the metrics. */
+async function sendStatus(path: StatusPath, response: ServerResponse, options: StatusOptions): Promise<void> {
   switch (path) {
-    case '/v1/authorize':
-      return authorizeCall(request, response, options);
     case '/healthz':
       send(response, 200, 'ok\n');
       return;
     case '/readyz': {
-      const notReady = options.notReady?.() ?? (options.authorizer.ready ? undefined : 'no valid policy bundle is loaded yet');
+      const notReady = notReadyReason(options);
       if (notReady === undefined) send(response, 200, 'ok\n');
       else send(response, 503, `${notReady}\n`);
       return;
     }
-    default:
+    case '/metrics':
       send(response, 200, await options.registry.metrics(), { 'content-type': options.registry.contentType });
   }
 }
 
-export function createHttpServer(options: HttpServerOptions): Server {
+const STATUS_PATHS = ['/healthz', '/readyz', '/metrics'] as const;
+type StatusPath = (typeof STATUS_PATHS)[number];
+const isStatusPath = (path: string): path is StatusPath => (STATUS_PATHS as readonly string[]).includes(path);
+
+async function route(request: IncomingMessage, response: ServerResponse, options: HttpServerOptions): Promise<void> {
+  const path = (request.url ?? '/').split('?')[0] ?? '';
+  const method = request.method ?? 'GET';
+  const expected = path === '/v1/authorize' ? 'POST' : 'GET';
+  if (path !== '/v1/authorize' && !isStatusPath(path)) throw new HttpError(404, `no route ${path}`);
+  if (method !== expected) {
+    response.setHeader('allow', expected);
+    throw new HttpError(405, `${path} takes ${expected}`);
+  }
+  return isStatusPath(path) ? sendStatus(path, response, options) : authorizeCall(request, response, options);
+}
+
+/**
+ * The status listener's routes: GET (or HEAD) of /healthz, /readyz and
+ * /metrics; every other path is 404 and every other method 405, whatever the
+ * path. The body is never read: nothing here decides, counts or spends.
+ */
+async function statusRoute(request: IncomingMessage, response: ServerResponse, options: StatusOptions): Promise<void> {
+  const path = (request.url ?? '/').split('?')[0] ?? '';
+  if (!isStatusPath(path)) throw new HttpError(404, `no route ${path}: this listener serves only ${STATUS_PATHS.join(', ')}`);
+  if (request.method !== 'GET' && request.method !== 'HEAD') {
+    response.setHeader('allow', 'GET, HEAD');
+    throw new HttpError(405, `${path} takes GET or HEAD`);
+  }
+  return sendStatus(path, response, options);
+}
+
+function serve<O>(handler: (request: IncomingMessage, response: ServerResponse, options: O) => Promise<void>, options: O): Server {
   return createServer((request, response) => {
-    route(request, response, options).catch((error: unknown) => {
+    handler(request, response, options).catch((error: unknown) => {
       if (response.headersSent) {
         response.destroy();
         return;
@@ -149,4 +184,14 @@ export function createHttpServer(options: HttpServerOptions): Server {
       send(response, 500, { error: 'internal error' });
     });
   });
+}
+
+/** The decision listener: /v1/authorize and the status routes. Bind it to loopback in a pod. */
+export function createHttpServer(options: HttpServerOptions): Server {
+  return serve(route, options);
+}
+
+/** The status listener: read-only, for the kubelet's probes and Prometheus on the pod network. */
+export function createStatusServer(options: StatusOptions): Server {
+  return serve(statusRoute, options);
 }

@@ -1,4 +1,5 @@
 // `portcullis sidecar`: flags, wiring and graceful shutdown.
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
@@ -10,7 +11,9 @@ import type { CounterStoreConfig } from './counters/index.ts';
 import { counterStoreConfig } from './counters/index.ts';
 import type { ApiConnection } from './kube-config.ts';
 import { KubeConfigError, loadApiConnection, localFiles } from './kube-config.ts';
-import type { SidecarTokenOptions } from './sidecar.ts';
+import type { TokenServiceEndpoint } from '../identity/token-service-client.ts';
+import { TokenServiceConfigError, tokenServiceEndpoint } from '../identity/token-service-client.ts';
+import type { SidecarOptions, SidecarTokenOptions } from './sidecar.ts';
 import { Sidecar } from './sidecar.ts';
 import type { Telemetry } from './telemetry.ts';
 
@@ -43,7 +46,11 @@ Flags:
   --tenant NAME            the tenant whose bundle to accept (default: $PORTCULLIS_TENANT, else the namespace)
   --trust-namespace NS     the operator's namespace, whose ConfigMap portcullis-trust holds the bundle keys
                            (default: $PORTCULLIS_TRUST_NAMESPACE, else portcullis-system)
-  --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181)
+  --http-address HOST:PORT /v1/authorize, /healthz, /readyz, /metrics (default 127.0.0.1:8181); whoever
+                           reaches it decides as this agent and spends its limits: keep it on loopback
+  --status-address HOST:PORT
+                           GET or HEAD of /healthz, /readyz and /metrics only, for the kubelet's probes and
+                           Prometheus on the pod's address (default: off)
   --grpc-address HOST:PORT Envoy ext_authz v3 and ext_proc v3 gRPC (default 127.0.0.1:9191)
   --sanitize-with-ext-proc Envoy runs ext_proc after ext_authz: let sanitize decisions through ext_authz
                            for ext_proc to rewrite the body (otherwise they are denied)
@@ -53,7 +60,12 @@ Flags:
                            or redis (shared by all replicas of the agent) (default: $PORTCULLIS_COUNTERS,
                            else redis when a Redis URL is given, else memory)
   --redis-url URL          redis://[user:password@]host:port[/db] or rediss:// (default: $PORTCULLIS_REDIS_URL)
-  --token-service URL      the operator's token service (default: $PORTCULLIS_TOKEN_SERVICE; off when unset)
+  --token-service URL      the operator's token service, https (default: $PORTCULLIS_TOKEN_SERVICE; off when unset)
+  --token-service-ca FILE  the PEM CA (or CAs) of the token service's certificate, the only ones trusted for it
+                           (default: the PEM in $PORTCULLIS_TOKEN_SERVICE_CA, which injection sets)
+  --allow-http-token-service
+                           development only: accept an http:// token service, to which the pod's
+                           ServiceAccount token is then sent in clear
   --token-issuer ISS       the issuer agent tokens must name (default: the token service URL)
   --service-account-token PATH
                            the pod's projected ServiceAccount token, audience portcullis
@@ -76,23 +88,73 @@ OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) set, every decision
 is also an OpenTelemetry span, configured by the standard OTEL_* variables.
 `;
 
-function tokenOptions(service: string | undefined, issuer: string | undefined, path: string | undefined): SidecarTokenOptions | undefined {
+interface TokenFlags {
+  service: string | undefined;
+  issuer: string | undefined;
+  serviceAccountToken: string | undefined;
+  /** The CA's PEM, read from --token-service-ca or taken from $PORTCULLIS_TOKEN_SERVICE_CA. */
+  ca: string | undefined;
+  allowPlainHttp: boolean;
+}
+
+function tokenOptions(flags: TokenFlags): SidecarTokenOptions | undefined {
+  const { service, issuer } = flags;
   if (service === undefined || service === '') {
     if (issuer !== undefined) throw new UsageError('--token-issuer needs --token-service');
     return undefined;
   }
-  let url: URL;
+  let endpoint: TokenServiceEndpoint;
   try {
-    url = new URL(service);
-  } catch {
-    throw new UsageError(`--token-service: ${JSON.stringify(service)} is not a URL`);
+    endpoint = tokenServiceEndpoint(service, { ...(flags.ca === undefined ? {} : { ca: flags.ca }), allowPlainHttp: flags.allowPlainHttp });
+  } catch (error) {
+    if (!(error instanceof TokenServiceConfigError)) throw error;
+    const hint = error.message.includes('plain HTTP') ? ' (--allow-http-token-service)' : error.message.includes('needs the CA') ? ' (--token-service-ca or $PORTCULLIS_TOKEN_SERVICE_CA)' : '';
+    throw new UsageError(`--token-service: ${error.message}${hint}`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--token-service: ${JSON.stringify(service)} is not an http or https URL`);
   return {
-    service: url.toString().replace(/\/$/, ''),
+    endpoint,
     ...(issuer === undefined ? {} : { issuer }),
-    serviceAccountTokenPath: path ?? '/var/run/secrets/portcullis.dev/token',
+    serviceAccountTokenPath: flags.serviceAccountToken ?? '/var/run/secrets/portcullis.dev/token',
   };
+}
+
+/** The token service's settings from the flags and the environment. */
+async function tokensFrom(values: Partial<Record<'token-service' | 'token-issuer' | 'service-account-token' | 'token-service-ca', string>> & { 'allow-http-token-service'?: boolean }): Promise<SidecarTokenOptions | undefined> {
+  return tokenOptions({
+    service: values['token-service'] ?? process.env.PORTCULLIS_TOKEN_SERVICE,
+    issuer: values['token-issuer'],
+    serviceAccountToken: values['service-account-token'],
+    ca: await tokenServiceCa(values['token-service-ca'], process.env.PORTCULLIS_TOKEN_SERVICE_CA),
+    allowPlainHttp: values['allow-http-token-service'] === true,
+  });
+}
+
+type Listeners = Pick<SidecarOptions, 'http' | 'grpc' | 'envoyHttp' | 'status'>;
+
+/** Where the sidecar listens: decisions on loopback unless told otherwise; Envoy's HTTP mode and the status listener only when asked for. */
+function listenersFrom(values: Partial<Record<'http-address' | 'grpc-address' | 'envoy-http-address' | 'status-address', string>>): Listeners {
+  const optional = (flag: 'envoy-http-address' | 'status-address'): { host: string; port: number } | undefined => {
+    const value = values[flag];
+    return value === undefined ? undefined : listenAddress(value, flag);
+  };
+  const envoyHttp = optional('envoy-http-address');
+  const status = optional('status-address');
+  return {
+    http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
+    grpc: listenAddress(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
+    ...(envoyHttp === undefined ? {} : { envoyHttp }),
+    ...(status === undefined ? {} : { status }),
+  };
+}
+
+/** The token service's CA: the file named by the flag, else the PEM in the environment. */
+async function tokenServiceCa(file: string | undefined, env: string | undefined): Promise<string | undefined> {
+  if (file === undefined) return env === undefined || env === '' ? undefined : env;
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`--token-service-ca: ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
 }
 
 function positiveInteger(value: string | undefined, flag: string, fallback: number): number {
@@ -176,6 +238,9 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       'redis-url': { type: 'string' },
       'token-service': { type: 'string' },
       'token-issuer': { type: 'string' },
+      'token-service-ca': { type: 'string' },
+      'allow-http-token-service': { type: 'boolean' },
+      'status-address': { type: 'string' },
       'service-account-token': { type: 'string' },
       'shutdown-delay': { type: 'string' },
       'sanitize-with-ext-proc': { type: 'boolean' },
@@ -200,7 +265,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   // The agent's tenant writes ConfigMaps there: keys read from it would let the tenant sign its own bundles.
   if (trustNamespace === namespace) throw new UsageError(`--trust-namespace ${trustNamespace} is the agent's own namespace: the trust must live where its tenant cannot write (the operator's namespace)`);
   const counters = countersFrom(values.counters ?? process.env.PORTCULLIS_COUNTERS, values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL);
-  const tokens = tokenOptions(values['token-service'] ?? process.env.PORTCULLIS_TOKEN_SERVICE, values['token-issuer'], values['service-account-token']);
+  const tokens = await tokensFrom(values);
   const shutdownDelayMs = durationFlag(values['shutdown-delay'], 'shutdown-delay', 5_000);
   const checkpointRecords = positiveInteger(values['audit-checkpoint-records'], 'audit-checkpoint-records', DEFAULT_CHECKPOINT_RECORDS);
   const checkpointIntervalMs = durationFlag(values['audit-checkpoint-interval'], 'audit-checkpoint-interval', DEFAULT_CHECKPOINT_INTERVAL_MS);
@@ -226,9 +291,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     trustNamespace,
     identity: { namespace, agent },
     tenant,
-    http: listenAddress(values['http-address'] ?? '127.0.0.1:8181', 'http-address'),
-    grpc: listenAddress(values['grpc-address'] ?? '127.0.0.1:9191', 'grpc-address'),
-    ...(values['envoy-http-address'] === undefined ? {} : { envoyHttp: listenAddress(values['envoy-http-address'], 'envoy-http-address') }),
+    ...listenersFrom(values),
     counters,
     ...(tokens === undefined ? {} : { tokens }),
     ...(values['sanitize-with-ext-proc'] === true ? { sanitizeWithExtProc: true } : {}),
@@ -237,7 +300,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   });
   for (const observer of [audit.observer, ...telemetry.observers]) sidecar.authorizer.observe(observer);
   await sidecar.start();
-  log.info({ ports: sidecar.boundPorts, counters: counters.kind, tokenService: tokens?.service ?? null }, 'sidecar started');
+  log.info({ ports: sidecar.boundPorts, counters: counters.kind, tokenService: tokens?.endpoint.url ?? null }, 'sidecar started');
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string): void => {
       log.info({ signal }, 'shutting down');

@@ -1,6 +1,7 @@
 // The sidecar assembled: the bundle watch, the decision core, and its
 // listeners (HTTP for /v1/authorize and operations, gRPC for Envoy ext_authz
-// and ext_proc, and optionally HTTP for Envoy ext_authz's HTTP mode).
+// and ext_proc, optionally HTTP for Envoy ext_authz's HTTP mode, and
+// optionally a read-only status listener for probes and Prometheus).
 import type { Server as GrpcServer } from '@grpc/grpc-js';
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +11,8 @@ import type { BundleJwks } from '../bundle/index.ts';
 // The modules themselves, not identity/index.ts: that also holds the token service, whose Kubernetes client the sidecar does not load.
 import { JwksSource } from '../identity/jwks-source.ts';
 import { AgentTokenSource, tokenServiceFetcher } from '../identity/token-source.ts';
+import type { TokenServiceEndpoint } from '../identity/token-service-client.ts';
+import { TokenServiceClient } from '../identity/token-service-client.ts';
 import { AgentTokens } from './agent-tokens.ts';
 import type { AgentIdentity, VerifiedFacts } from './authorizer.ts';
 import { Authorizer } from './authorizer.ts';
@@ -22,7 +25,7 @@ import { createCounterStore } from './counters/index.ts';
 import { createEnvoyHttpServer } from './envoy-http.ts';
 import { addExternalProcessor } from './ext-proc.ts';
 import { createGrpcServer, listenGrpc } from './grpc-server.ts';
-import { createHttpServer } from './http-server.ts';
+import { createHttpServer, createStatusServer } from './http-server.ts';
 import { KubeClient } from './kube-client.ts';
 import type { ApiConnection } from './kube-config.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -42,6 +45,8 @@ export interface SidecarOptions {
   grpc: { host: string; port: number };
   /** Envoy ext_authz HTTP mode: off unless given. */
   envoyHttp?: { host: string; port: number };
+  /** GET /healthz, /readyz and /metrics only, for probes and Prometheus on the pod's address: off unless given. */
+  status?: { host: string; port: number };
   log: Logger;
   metrics?: SidecarMetrics;
   /** Where rateLimits, budgets and callsOver are counted: in memory unless given. */
@@ -55,32 +60,40 @@ export interface SidecarOptions {
 }
 
 export interface SidecarTokenOptions {
-  /** The token service's base URL (POST /v1/token, /.well-known/jwks.json). */
-  service: string;
+  /** The token service (POST /v1/token, /.well-known/jwks.json): its base URL and the CA it is verified with. */
+  endpoint: TokenServiceEndpoint;
   /** The issuer agent tokens must name (default: the service URL). */
   issuer?: string;
   /** The pod's projected ServiceAccount token (audience portcullis), read afresh at every exchange. */
   serviceAccountTokenPath: string;
 }
 
-function agentTokensFor(options: SidecarOptions, tokens: SidecarTokenOptions, policy: () => LoadedPolicy | undefined): { source: AgentTokenSource; verifier: AgentTokens } {
-  const base = tokens.service.replace(/\/$/, '');
+function agentTokensFor(options: SidecarOptions, tokens: SidecarTokenOptions, policy: () => LoadedPolicy | undefined): { source: AgentTokenSource; verifier: AgentTokens; client: TokenServiceClient } {
+  // One client for both: the ServiceAccount token and the JWKS travel only over TLS verified against the token service's CA.
+  const client = new TokenServiceClient(tokens.endpoint);
   const source = new AgentTokenSource({
-    fetchToken: tokenServiceFetcher(base, () => readFile(tokens.serviceAccountTokenPath, 'utf8')),
+    fetchToken: tokenServiceFetcher(client, () => readFile(tokens.serviceAccountTokenPath, 'utf8')),
     onError: (error, retryInMs) => { options.log.warn({ err: error, retryInMs }, 'could not get an agent token; retrying'); },
   });
   const jwks = new JwksSource({
     fetchJwks: async () => {
-      const response = await fetch(`${base}/.well-known/jwks.json`);
-      if (!response.ok) throw new Error(`the token service answered ${String(response.status)} for its JWKS`);
-      return (await response.json()) as BundleJwks;
+      const { status, body } = await client.request('GET', '/.well-known/jwks.json');
+      if (status !== 200 || body === undefined) throw new Error(`the token service answered ${String(status)} for its JWKS`);
+      return body as BundleJwks;
     },
   });
   const verifier = new AgentTokens({
-    identity: options.identity, tenant: options.tenant, issuer: tokens.issuer ?? base, jwks, policy, own: source,
+    identity: options.identity, tenant: options.tenant, issuer: tokens.issuer ?? tokens.endpoint.url, jwks, policy, own: source,
     ...(options.podName === undefined ? {} : { pod: options.podName }),
   });
-  return { source, verifier };
+  return { source, verifier, client };
+}
+
+export interface BoundPorts {
+  http: number;
+  grpc: number;
+  envoyHttp?: number;
+  status?: number;
 }
 
 export class Sidecar {
@@ -92,9 +105,11 @@ export class Sidecar {
   private readonly httpServer: HttpServer;
   private readonly grpcServer: GrpcServer;
   private readonly envoyHttpServer: HttpServer | undefined;
+  private readonly statusServer: HttpServer | undefined;
   private readonly options: SidecarOptions;
-  private ports: { http: number; grpc: number; envoyHttp?: number } | undefined;
+  private ports: BoundPorts | undefined;
   private readonly tokenSource: AgentTokenSource | undefined;
+  private readonly tokenClient: TokenServiceClient | undefined;
   private draining = false;
 
   constructor(options: SidecarOptions) {
@@ -120,6 +135,7 @@ export class Sidecar {
     this.authorizer = new Authorizer({ identity: options.identity, tenant: options.tenant, policy: () => this.bundles.policy, metrics: this.metrics, counters: this.counters });
     const tokens = options.tokens === undefined ? undefined : agentTokensFor(options, options.tokens, () => this.bundles.policy);
     this.tokenSource = tokens?.source;
+    this.tokenClient = tokens?.client;
     // Forwarded agent tokens are verified, and the agent's own token sent upstream, only with a token service.
     const agentTokenChecks: TokenCheck[] = tokens === undefined ? [] : [async (headers) => {
       const verdict = await tokens.verifier.verify(headers);
@@ -138,6 +154,7 @@ export class Sidecar {
       return undefined;
     };
     this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, verify: identityHooks.verify });
+    this.statusServer = options.status === undefined ? undefined : createStatusServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady });
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks, ...(options.sanitizeWithExtProc === true ? { sanitizeDownstream: true } : {}) });
@@ -147,7 +164,7 @@ export class Sidecar {
   }
 
   /** The bound ports (useful with port 0). */
-  get boundPorts(): { http: number; grpc: number; envoyHttp?: number } {
+  get boundPorts(): BoundPorts {
     if (this.ports === undefined) throw new Error('the sidecar has not started');
     return this.ports;
   }
@@ -157,7 +174,7 @@ export class Sidecar {
    * first bundle loads; then starts the watch, which loads it when it exists.
    */
   async start(): Promise<void> {
-    const { http, grpc, envoyHttp } = this.options;
+    const { http, grpc, envoyHttp, status } = this.options;
     const listen = (server: HttpServer, address: { host: string; port: number }): Promise<number> =>
       new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -166,7 +183,8 @@ export class Sidecar {
     const httpPort = await listen(this.httpServer, http);
     const grpcPort = await listenGrpc(this.grpcServer, `${grpc.host}:${grpc.port}`);
     const envoyHttpPort = this.envoyHttpServer === undefined || envoyHttp === undefined ? undefined : await listen(this.envoyHttpServer, envoyHttp);
-    this.ports = { http: httpPort, grpc: grpcPort, ...(envoyHttpPort === undefined ? {} : { envoyHttp: envoyHttpPort }) };
+    const statusPort = this.statusServer === undefined || status === undefined ? undefined : await listen(this.statusServer, status);
+    this.ports = { http: httpPort, grpc: grpcPort, ...(envoyHttpPort === undefined ? {} : { envoyHttp: envoyHttpPort }), ...(statusPort === undefined ? {} : { status: statusPort }) };
     // Retries on its own until the token service answers; calls are refused until then.
     void this.tokenSource?.start();
     await this.bundles.start();
@@ -191,7 +209,8 @@ export class Sidecar {
     const grpcDone = new Promise<void>((resolve) => {
       this.grpcServer.tryShutdown(() => { resolve(); });
     });
-    const httpDone = [this.httpServer, this.envoyHttpServer].flatMap((server) => {
+    const httpServers = [this.httpServer, this.envoyHttpServer, this.statusServer];
+    const httpDone = httpServers.flatMap((server) => {
       if (server === undefined) return [];
       const closed = new Promise<void>((resolve) => { server.close(() => { resolve(); }); });
       server.closeIdleConnections();
@@ -200,10 +219,11 @@ export class Sidecar {
     const graceOver = new Promise<'timeout'>((resolve) => { setTimeout(() => { resolve('timeout'); }, graceMs).unref(); });
     if ((await Promise.race([Promise.all([grpcDone, ...httpDone]), graceOver])) === 'timeout') {
       this.grpcServer.forceShutdown();
-      for (const server of [this.httpServer, this.envoyHttpServer]) server?.closeAllConnections();
+      for (const server of httpServers) server?.closeAllConnections();
       await Promise.all([grpcDone, ...httpDone]);
     }
     await this.bundles.stop();
+    this.tokenClient?.close();
     this.kube.close();
     await this.counters.close();
   }

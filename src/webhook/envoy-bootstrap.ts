@@ -13,8 +13,10 @@ export const PORTS = {
   proxy: 15001,
   /** The authz sidecar's gRPC server (ext_authz and ext_proc). */
   authzGrpc: 15010,
-  /** The authz sidecar's HTTP server (/v1/authorize, /readyz, /metrics). */
+  /** The authz sidecar's decision listener (/v1/authorize, /readyz, /metrics), on loopback only. */
   authzHttp: 15020,
+  /** The authz sidecar's status listener (GET /healthz, /readyz, /metrics) on the pod's address: probes and Prometheus. */
+  authzStatus: 15021,
 } as const;
 
 export interface BootstrapOptions {

@@ -14,7 +14,8 @@ import { INJECTED_ANNOTATION } from '../../src/api/index.ts';
 import type { BundleJwks } from '../../src/bundle/index.ts';
 import { fromJwks } from '../../src/bundle/index.ts';
 import type { RunningTokenService } from '../../src/identity/index.ts';
-import { AGENT_TOKEN_AUDIENCE, startTokenService, verifyAgentToken } from '../../src/identity/index.ts';
+import { AGENT_TOKEN_AUDIENCE, startTokenService, TokenServiceClient, tokenServiceEndpoint, verifyAgentToken } from '../../src/identity/index.ts';
+import { ephemeralServingTls } from '../../src/webhook/serving-certs.ts';
 import type { Operator } from '../../src/operator/operator.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
@@ -29,12 +30,14 @@ const owner = { name: 'Dana Ruiz', email: 'dana@example.com' };
 
 let operator: Operator;
 let tokens: RunningTokenService;
+let client: TokenServiceClient;
 let sidecar: TrackedProcess;
 let httpBase = '';
 let grpcAddress = '';
 const serviceAccountTokenFile = join(plane.runDir, 'idsc-finance-agent.token');
 const auditDir = join(plane.runDir, 'idsc-audit');
 const auditFile = join(auditDir, 'decisions.log');
+const tokenServiceCaFile = join(plane.runDir, 'idsc-token-service-ca.pem');
 const portcullis = join(REPO_ROOT, 'bin', 'portcullis.js');
 
 const apply = async (docs: unknown[]): Promise<void> => {
@@ -50,8 +53,8 @@ async function serviceAccountToken(name: string, pod = `${name}-0`): Promise<str
 }
 
 async function exchange(serviceAccountJwt: string, body: Record<string, string> = {}): Promise<string> {
-  const res = await fetch(`${tokens.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${serviceAccountJwt}` }, body: JSON.stringify(body) });
-  const answer = (await res.json()) as { access_token?: string; error?: string };
+  const res = await client.request('POST', '/v1/token', { authorization: `Bearer ${serviceAccountJwt}` }, body);
+  const answer = res.body as { access_token?: string; error?: string };
   if (answer.access_token === undefined) throw new Error(`exchange failed: ${String(res.status)} ${answer.error ?? ''}`);
   return answer.access_token;
 }
@@ -108,7 +111,10 @@ beforeAll(async () => {
   ]);
   const admin = kubeConfigOf(plane);
   operator = await startScopedOperator(plane, 'idsc', OPERATOR_NS);
-  tokens = await startTokenService({ kubeConfig: admin, namespace: OPERATOR_NS, host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }), rateLimit: { perSecond: 100, burst: 100 }, statusIntervalMs: 0 });
+  const tls = await ephemeralServingTls({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+  tokens = await startTokenService({ kubeConfig: admin, namespace: OPERATOR_NS, host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }), rateLimit: { perSecond: 100, burst: 100 }, statusIntervalMs: 0, tls: () => Promise.resolve(tls) });
+  client = new TokenServiceClient(tokenServiceEndpoint(tokens.url, { ca: tls.ca }));
+  await writeFile(tokenServiceCaFile, tls.ca);
   await writeFile(serviceAccountTokenFile, await serviceAccountToken('finance-agent'));
 
   // The sidecar's own API credentials: the agent's ServiceAccount, with what the operator grants it.
@@ -121,7 +127,7 @@ beforeAll(async () => {
   sidecar = await spawnTracked(plane, process.execPath, [
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--agent', 'finance-agent', '--namespace', NS, '--trust-namespace', OPERATOR_NS,
     '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', grpcAddress, '--kubeconfig', kubeconfig,
-    '--token-service', tokens.url, '--token-issuer', tokens.service.issuer, '--service-account-token', serviceAccountTokenFile,
+    '--token-service', tokens.url, '--token-service-ca', tokenServiceCaFile, '--token-issuer', tokens.service.issuer, '--service-account-token', serviceAccountTokenFile,
     '--audit-file', auditFile, '--audit-key', join(auditDir, 'audit-key.pem'),
     '--shutdown-delay', '10ms', '--log-level', 'warn',
   ], { POD_NAME: 'finance-agent-0' });
@@ -130,6 +136,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await (sidecar as TrackedProcess | undefined)?.kill('SIGTERM');
+  (client as TokenServiceClient | undefined)?.close();
   await (tokens as RunningTokenService | undefined)?.stop();
   await (operator as Operator | undefined)?.stop();
 });
@@ -140,7 +147,7 @@ describe('agent identity at the sidecar', () => {
     expect(response.status?.code ?? 0).toBe(0);
     const token = headerOf(response, 'x-portcullis-agent-token');
     expect(token).toBeDefined();
-    const jwks = (await (await fetch(`${tokens.url}/.well-known/jwks.json`)).json()) as BundleJwks;
+    const jwks = (await client.request('GET', '/.well-known/jwks.json')).body as BundleJwks;
     const verified = await verifyAgentToken(token ?? '', { issuer: tokens.service.issuer, audience: AGENT_TOKEN_AUDIENCE, keys: await fromJwks(jwks), tenant: NS });
     expect({ sub: verified.claims.sub, agent: verified.claims.agent_id, delegation: verified.delegation }).toEqual({ sub: `agent:${NS}:finance-agent`, agent: 'finance-agent', delegation: [] });
   });

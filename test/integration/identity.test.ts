@@ -13,7 +13,8 @@ import type { BundleJwks } from '../../src/bundle/index.ts';
 import { fromJwks } from '../../src/bundle/index.ts';
 import { compileTenant, parseManifests, PolicyEvaluator, tenantResources } from '../../src/compiler/index.ts';
 import type { RunningTokenService, TokenExchangeResponse, VerifiedAgentToken } from '../../src/identity/index.ts';
-import { AGENT_TOKEN_AUDIENCE, rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, verifyAgentToken } from '../../src/identity/index.ts';
+import { AGENT_TOKEN_AUDIENCE, rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, TokenServiceClient, tokenServiceEndpoint, verifyAgentToken } from '../../src/identity/index.ts';
+import { tokenEndpoint } from '../../src/operator/main.ts';
 import { createOperatorMetrics } from '../../src/operator/metrics.ts';
 import { Operator } from '../../src/operator/operator.ts';
 import { eventually, kubeConfigOf, kubeConfigWithToken } from '../harness/cluster.ts';
@@ -89,6 +90,7 @@ spec:
 `;
 
 let tokens: RunningTokenService;
+let client: TokenServiceClient;
 
 beforeAll(async () => {
   await kubectl(plane, ['apply', '-f', '-'], { input: stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: OPERATOR_NS } }) });
@@ -107,8 +109,11 @@ beforeAll(async () => {
   }
   // The service runs with exactly the permissions config/rbac grants the operator.
   const operatorToken = (await kubectl(plane, ['create', 'token', 'portcullis-operator', '-n', OPERATOR_NS, '--duration=2h'])).stdout.trim();
+  const operatorClient = kubeConfigWithToken(plane, operatorToken);
   tokens = await startTokenService({
-    kubeConfig: kubeConfigWithToken(plane, operatorToken),
+    kubeConfig: operatorClient,
+    // Its certificate from the operator's own CA, in the Secret config/rbac lets it write, naming the loopback address.
+    tls: tokenEndpoint({ 'token-url': 'https://127.0.0.1' }, OPERATOR_NS, operatorClient).tls,
     namespace: OPERATOR_NS,
     host: '127.0.0.1',
     port: 0,
@@ -116,9 +121,11 @@ beforeAll(async () => {
     keyringRefreshMs: 200,
     rateLimit: { perSecond: 100, burst: 100 },
   });
+  client = new TokenServiceClient(tokenServiceEndpoint(tokens.url, { ca: tokens.ca() }));
 });
 
 afterAll(async () => {
+  client.close();
   await tokens.stop();
 });
 
@@ -129,12 +136,12 @@ async function serviceAccountToken(serviceAccount: string): Promise<string> {
 }
 
 async function exchange(serviceAccountToken: string, body: Record<string, string> = {}): Promise<{ status: number; body: TokenExchangeResponse & { error?: string; message?: string } }> {
-  const res = await fetch(`${tokens.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${serviceAccountToken}` }, body: JSON.stringify(body) });
-  return { status: res.status, body: (await res.json()) as TokenExchangeResponse & { error?: string; message?: string } };
+  const res = await client.request('POST', '/v1/token', { authorization: `Bearer ${serviceAccountToken}` }, body);
+  return { status: res.status, body: res.body as TokenExchangeResponse & { error?: string; message?: string } };
 }
 
 async function servedJwks(): Promise<BundleJwks> {
-  return (await (await fetch(`${tokens.url}/.well-known/jwks.json`)).json()) as BundleJwks;
+  return (await client.request('GET', '/.well-known/jwks.json')).body as BundleJwks;
 }
 
 async function verifyWith(jwks: BundleJwks, token: string): Promise<VerifiedAgentToken> {
