@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import { parseRevision } from '../bundle/revision.ts';
 import type { BundleRefusal } from './bundle-events.ts';
-import type { BundleState, Finding, LoadedPolicy, ObservedConfigMap } from './bundle-verdict.ts';
+import type { BundleState, Finding, JudgeOptions, LoadedPolicy, ObservedConfigMap } from './bundle-verdict.ts';
 import { BUNDLE_CONFIGMAP, judge, TRUST_CONFIGMAP } from './bundle-verdict.ts';
 import type { ConfigMap, ConfigMapApi } from './configmap-watch.ts';
 import { ConfigMapWatch } from './configmap-watch.ts';
@@ -27,6 +27,8 @@ export interface BundleSourceOptions {
   onRefused?: (refusal: BundleRefusal) => void;
   /** The first retry after a failed list or watch (doubling up to 30 s). */
   minBackoffMs?: number;
+  /** Turns a verified artifact into a policy: PolicyEvaluator.load unless a test swaps it. */
+  load?: JudgeOptions['load'];
 }
 
 function observed(configMap: ConfigMap | undefined): ObservedConfigMap | undefined {
@@ -95,10 +97,10 @@ export class BundleSource {
   }
 
   private async judge(): Promise<void> {
-    const { tenant, trustNamespace } = this.options;
+    const { tenant, trustNamespace, load } = this.options;
     const bundle = observed(this.bundle.current);
     const trust = observed(this.trust.current);
-    const judgement = await judge(this.state, { ...(bundle === undefined ? {} : { bundle }), ...(trust === undefined ? {} : { trust }) }, { tenant, trustNamespace });
+    const judgement = await judge(this.state, { ...(bundle === undefined ? {} : { bundle }), ...(trust === undefined ? {} : { trust }) }, { tenant, trustNamespace, ...(load === undefined ? {} : { load }) });
     this.state = judgement.state;
     for (const finding of judgement.findings) this.report(finding);
   }

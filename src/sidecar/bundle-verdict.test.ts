@@ -202,6 +202,14 @@ describe('judge: the trust and the bundle together', () => {
     expect(kinds(await sidecar.see({ bundle: await bundleConfigMap({ sequence: 4, digest: 'b'.repeat(16) }) }))).toEqual(['loaded']);
   });
 
+  it('judges a refused bundle ConfigMap once under one trust, and again when the trust changes', async () => {
+    const sidecar = await running(3);
+    const resigned = await bundleConfigMap({ sequence: 4, digest: 'b'.repeat(16), signer: rotatedKey });
+    expect(kinds(await sidecar.see({ bundle: resigned }))).toEqual(['refused bundle_key_unknown']);
+    expect(await sidecar.see({})).toEqual([]);
+    expect(kinds(await sidecar.see({ trust: await trustConfigMap(operatorKey, attackerKey) }))).toEqual(['refused bundle_key_unknown']);
+  });
+
   it('judges an unchanged refused trust ConfigMap once', async () => {
     const sidecar = await running(3);
     await sidecar.see({ trust: { version: nextVersion(), data: {} } });

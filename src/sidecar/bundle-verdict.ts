@@ -66,6 +66,8 @@ export interface BundleState {
   trustSeen?: string;
   /** The bundle in force: always one that verifies under `trust`. */
   loaded?: LoadedBundle;
+  /** The version of the bundle ConfigMap last refused under `trust`: judged again only when the trust changes. */
+  refused?: string;
 }
 
 export type Finding =
@@ -219,12 +221,13 @@ export async function judge(state: BundleState, observed: Observed, options: Jud
   const trust = await judgeTrust(state, observed.trust, where);
   const findings = [...trust.findings];
   let loaded = state.loaded;
-  let dropped: LoadedBundle | undefined;
+  let refused = trust.changed ? undefined : state.refused;
   if (trust.changed && trust.trust !== undefined && loaded !== undefined) {
     const error = await distrusted(loaded, trust.trust.keys, options.tenant);
     if (error !== undefined) {
       findings.push({ kind: 'unloaded', revision: loaded.policy.revision, code: error.code, message: `revision ${loaded.policy.revision} in force no longer verifies under ${where}: ${error.message}` });
-      dropped = loaded;
+      // Its ConfigMap, if still there as it was, was just refused under the new keys.
+      refused = loaded.source.version;
       loaded = undefined;
     }
   }
@@ -232,12 +235,14 @@ export async function judge(state: BundleState, observed: Observed, options: Jud
     ...(trust.trust === undefined ? {} : { trust: trust.trust }),
     trustSeen: observed.trust?.version ?? '',
     ...(loaded === undefined ? {} : { loaded }),
+    ...(refused === undefined ? {} : { refused }),
   });
   if (trust.trust === undefined) return { state: next(), findings };
   const bundle = observed.bundle;
   if (bundle === undefined) return { state: next(), findings: [...findings, { kind: 'waiting', reason: `no ConfigMap ${BUNDLE_CONFIGMAP}` }] };
-  // The ConfigMap as loaded (verified under the keys in force), or as just refused: nothing new to judge.
-  if (bundle.version === loaded?.source.version || bundle.version === dropped?.source.version) return { state: next(), findings };
+  // The ConfigMap as loaded (verified under the keys in force), or as refused under them: nothing new to judge.
+  if (bundle.version === loaded?.source.version || bundle.version === refused) return { state: next(), findings };
+  refused = undefined;
   const verdict = await judgeBundle(bundle, { tenant: options.tenant, publicKeys: trust.trust.keys, ...(loaded === undefined ? {} : { loaded: loaded.policy.revision }), ...(options.load === undefined ? {} : { load: options.load }) });
   switch (verdict.kind) {
     case 'load':
@@ -250,6 +255,7 @@ export async function judge(state: BundleState, observed: Observed, options: Jud
       break;
     case 'reject':
       findings.push({ kind: 'refused', code: verdict.code, message: verdict.message, keeping: loaded?.policy.revision });
+      refused = bundle.version;
       break;
   }
   return { state: next(), findings };
