@@ -38,7 +38,7 @@ const portcullis = join(REPO_ROOT, 'bin', 'portcullis.js');
 const serviceAccountTokenFile = join(plane.runDir, 'apn-finance-agent.token');
 
 /** This machine's address on its network, standing for the pod's address (which the kubelet and other pods reach). */
-const podAddress = Object.values(networkInterfaces()).flat().find((a) => a !== undefined && a.family === 'IPv4' && !a.internal)?.address;
+const podAddress = Object.values(networkInterfaces()).flat().find((a) => a?.family === 'IPv4' && !a.internal)?.address;
 
 let operator: Operator;
 let tokens: RunningTokenService;
@@ -204,7 +204,7 @@ describe('attacks between the sidecar and the token service', () => {
   it('the sidecar refuses an http:// token service, naming the development flag', async () => {
     const { code, stderr } = await execFileAsync(process.execPath, [portcullis, 'sidecar', '--agent', AGENT, '--namespace', NS, '--trust-namespace', OPERATOR_NS, '--kubeconfig', kubeconfig, '--token-service', `http://127.0.0.1:${new URL(tokens.url).port}`], { env: { ...process.env, [TOKEN_SERVICE_CA_ENV]: tokens.ca() } }).then(
       () => ({ code: 0, stderr: '' }),
-      (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+      (error: unknown) => ({ code: (error as { code?: number }).code, stderr: (error as { stderr?: string }).stderr ?? '' }),
     );
     expect(code).toBe(2);
     expect(stderr).toMatch(/--token-service: "http:\/\/127\.0\.0\.1:\d+" is plain HTTP: the pod's ServiceAccount token would cross the network in clear.*--allow-http-token-service/);
