@@ -11,17 +11,18 @@ import { TENANT_LABEL } from '../api/index.ts';
 import type { Histogram } from 'prom-client';
 import type { Pem } from './certs.ts';
 import type { ClientConfig } from './configurations.ts';
-import { injectorConfiguration, requireInjectionPolicy } from './configurations.ts';
+import { guardUnchangedPolicy, injectorConfiguration, requireInjectionPolicy } from './configurations.ts';
 import type { InjectionConfig } from './inject.ts';
 import { SYSTEM_NAMESPACES } from './admission.ts';
 import type { WebhookServer } from './server.ts';
 import { startWebhookServer } from './server.ts';
 import { ensureServingCerts, needsRenewal } from './serving-certs.ts';
 
-export { inject, isInjected } from './inject.ts';
+export { inject } from './inject.ts';
+export { isInjected } from './expected.ts';
 export type { InjectionConfig } from './inject.ts';
 export { envoyBootstrap, PORTS } from './envoy-bootstrap.ts';
-export { injectorConfiguration, requireInjectionPolicy } from './configurations.ts';
+export { guardUnchangedPolicy, injectorConfiguration, requireInjectionPolicy } from './configurations.ts';
 
 const FIELD_MANAGER = 'portcullis-operator';
 
@@ -92,13 +93,14 @@ export async function startWebhook(options: WebhookOptions): Promise<RunningWebh
   };
   let { tls, caBundle } = await loadTls();
   const tenantOf = namespaceTenants(core);
+  // Sidecars verify bundles with the keys the operator publishes in its own namespace.
+  const injection: InjectionConfig = { trustNamespace: options.namespace, ...options.injection, nativeSidecars };
   const server: WebhookServer = await startWebhookServer({
     tenantOf,
     host: options.host,
     port: options.port,
     tls,
-    // Sidecars verify bundles with the keys the operator publishes in its own namespace.
-    injection: { trustNamespace: options.namespace, ...options.injection, nativeSidecars },
+    injection,
     excludedNamespaces: excluded,
     log: options.log,
     ...(options.duration ? { duration: options.duration } : {}),
@@ -111,7 +113,8 @@ export async function startWebhook(options: WebhookOptions): Promise<RunningWebh
       ...(caBundle ? { caBundle } : {}),
       ...(options.certManager ? { certManagerCertificate: options.certManager.certificate } : {}),
     });
-    for (const object of [injector, ...requireInjectionPolicy(excluded)]) {
+    // The policies hold pods to what this configuration injects: written with it, every time.
+    for (const object of [injector, ...requireInjectionPolicy(excluded, injection), ...guardUnchangedPolicy(excluded)]) {
       await objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
     }
   };

@@ -8,7 +8,8 @@ import { injectorConfiguration, requireInjectionPolicy } from './configurations.
 import type { envoyBootstrap } from './envoy-bootstrap.ts';
 import { PORTS } from './envoy-bootstrap.ts';
 import type { InjectionConfig } from './inject.ts';
-import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, isInjected, SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES, TOKEN_SERVICE_CA_ENV, TOKEN_VOLUME } from './inject.ts';
+import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES, TOKEN_SERVICE_CA_ENV, TOKEN_VOLUME } from './inject.ts';
+import { isInjected } from './expected.ts';
 import { needsRenewal } from './serving-certs.ts';
 
 const config: InjectionConfig = {
@@ -160,9 +161,10 @@ describe('inject', () => {
     const copy = structuredClone(original);
     const once = inject(original, config, context);
     expect(original).toEqual(copy);
-    expect(isInjected(once)).toBe(true);
+    expect(isInjected(once, config, context)).toBe(true);
     expect(inject(once, config, context)).toEqual(once);
-    expect(inject(structuredClone(once), { ...config, version: '9.9.9' }, context)).toEqual(once);
+    // Another version re-records only itself: the containers are rebuilt, not taken from the pod.
+    expect(inject(structuredClone(once), { ...config, version: '9.9.9' }, context).spec).toEqual(once.spec);
   });
 
   it('falls back to plain containers, leaving init containers alone, where native sidecars are not supported', () => {
@@ -248,7 +250,7 @@ describe('admission objects', () => {
   });
 
   it('refuse opted-in pods without the sidecar, failing closed', () => {
-    const objects = requireInjectionPolicy(['kube-system']);
+    const objects = requireInjectionPolicy(['kube-system'], config);
     expect(objects.map((o) => o.kind)).toEqual(['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
     for (const object of objects) {
       if (object.kind === 'ValidatingAdmissionPolicy') expect(object).toMatchObject({ spec: { failurePolicy: 'Fail' } });

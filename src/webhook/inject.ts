@@ -1,8 +1,8 @@
 // What injection does to a pod, as a pure function: the authz sidecar and
 // Envoy join it (as native sidecars where the server supports them), the
 // application containers are pointed at Envoy, and the projected token the
-// sidecar exchanges for its agent identity is mounted. Injecting an injected
-// pod changes nothing.
+// sidecar exchanges for its agent identity is mounted. Containers named like
+// ours are replaced, never trusted: injecting an injected pod changes nothing.
 
 import type { V1Container, V1EnvVar, V1Pod, V1SecurityContext, V1Volume } from '@kubernetes/client-node';
 import { INJECTED_ANNOTATION } from '../api/index.ts';
@@ -84,11 +84,31 @@ const PROXY_URL = `http://127.0.0.1:${PORTS.proxy}`;
 // Loopback never goes through the proxy: the sidecars themselves live there.
 const NO_PROXY = 'localhost,127.0.0.1,::1';
 
-/** Whether the pod already carries what injection adds. */
-export function isInjected(pod: V1Pod): boolean {
-  const names = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name);
-  return names.includes(AUTHZ_CONTAINER) || pod.metadata?.annotations?.[INJECTED_ANNOTATION] !== undefined;
-}
+/**
+ * The proxy settings every application container gets, in both spellings:
+ * curl reads http_proxy only in lower case, and the lower case wins over the
+ * upper in Python's urllib; ALL_PROXY is the fallback of curl, requests and
+ * httpx; GRPC_PROXY and NO_GRPC_PROXY are gRPC's own; npm_config_* come
+ * before the others in proxy-from-env (axios). Every other spelling of these
+ * names is dropped, as Python folds the case of the names it reads.
+ */
+export const PROXY_ENV: Readonly<Record<string, string>> = Object.fromEntries(
+  Object.entries({
+    HTTP_PROXY: PROXY_URL,
+    HTTPS_PROXY: PROXY_URL,
+    ALL_PROXY: PROXY_URL,
+    GRPC_PROXY: PROXY_URL,
+    NPM_CONFIG_PROXY: PROXY_URL,
+    NPM_CONFIG_HTTP_PROXY: PROXY_URL,
+    NPM_CONFIG_HTTPS_PROXY: PROXY_URL,
+    NO_PROXY,
+    NO_GRPC_PROXY: NO_PROXY,
+    NPM_CONFIG_NO_PROXY: NO_PROXY,
+  }).flatMap(([name, value]) => [[name, value], [name.toLowerCase(), value]]),
+);
+
+/** Dropped from an application container's env: where it is set, Go's net/http and Python's urllib ignore HTTP_PROXY (a CGI guard). */
+export const DROPPED_ENV = ['REQUEST_METHOD'] as const;
 
 function authzContainer(config: InjectionConfig, context: PodContext): V1Container {
   // The kubelet probes the pod's address: the status listener, which only reports.
@@ -127,13 +147,16 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
   };
 }
 
-function envoyContainer(config: InjectionConfig, podName: string): V1Container {
+function envoyContainer(config: InjectionConfig): V1Container {
   // The admin interface is on loopback, out of the kubelet's reach: probe the proxy port.
   const probe = { tcpSocket: { port: PORTS.proxy } };
   return {
     name: ENVOY_CONTAINER,
     image: config.envoyImage,
-    args: ['--config-yaml', JSON.stringify(envoyBootstrap({ nodeId: podName })), '--log-level', 'warn'],
+    // The node is named after the pod by the kubelet ($(POD_NAME)), so the arguments are the same
+    // for every pod of a tenant and admission can hold them to exactly what is injected.
+    args: ['--config-yaml', JSON.stringify(envoyBootstrap()), '--service-node', '$(POD_NAME)', '--log-level', 'warn'],
+    env: [{ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
     startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 60 },
     readinessProbe: { ...probe, periodSeconds: 5 },
     resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
@@ -148,37 +171,38 @@ function tokenVolume(): V1Volume {
   };
 }
 
-/** The container's env with the proxy variables set to Envoy (both spellings, as tools differ). */
-function withProxyEnv(env: readonly V1EnvVar[] | undefined): V1EnvVar[] {
-  const proxied: Record<string, string> = {
-    HTTP_PROXY: PROXY_URL,
-    HTTPS_PROXY: PROXY_URL,
-    NO_PROXY,
-    http_proxy: PROXY_URL,
-    https_proxy: PROXY_URL,
-    no_proxy: NO_PROXY,
-  };
-  const kept = (env ?? []).filter((e) => !(e.name in proxied));
-  return [...kept, ...Object.entries(proxied).map(([name, value]) => ({ name, value }))];
+const overridden = new Set([...Object.keys(PROXY_ENV).map((name) => name.toLowerCase()), ...DROPPED_ENV.map((name) => name.toLowerCase())]);
+
+/**
+ * The container's env with the proxy variables set to Envoy, after its own entries. Entries in
+ * env win over envFrom (ConfigMaps, Secrets), so these hold whatever envFrom brings.
+ */
+export function withProxyEnv(env: readonly V1EnvVar[] | undefined): V1EnvVar[] {
+  const kept = (env ?? []).filter((e) => !overridden.has(e.name.toLowerCase()));
+  return [...kept, ...Object.entries(PROXY_ENV).map(([name, value]) => ({ name, value }))];
 }
+
+/** The containers injection adds, in order: what admission holds an opted-in pod to. */
+export function sidecarContainers(config: InjectionConfig, context: PodContext): V1Container[] {
+  const sidecars = [authzContainer(config, context), envoyContainer(config)];
+  return config.nativeSidecars ? sidecars.map((c) => ({ ...c, restartPolicy: 'Always' })) : sidecars;
+}
+
+const SIDECAR_NAMES: readonly string[] = [AUTHZ_CONTAINER, ENVOY_CONTAINER];
+const notOurs = (c: V1Container): boolean => !SIDECAR_NAMES.includes(c.name);
 
 /** The pod with Portcullis injected; the input is not changed. */
 export function inject(original: V1Pod, config: InjectionConfig, context: PodContext): V1Pod {
-  if (isInjected(original)) return original;
   const pod = structuredClone(original);
   const spec = pod.spec ?? { containers: [] };
   pod.spec = spec;
-  const podName = pod.metadata?.name ?? pod.metadata?.generateName ?? 'agent';
-  const sidecars = [authzContainer(config, context), envoyContainer(config, podName)];
+  const sidecars = sidecarContainers(config, context);
 
-  spec.containers = spec.containers.map((c) => ({ ...c, env: withProxyEnv(c.env) }));
-  spec.initContainers ??= [];
+  spec.containers = spec.containers.filter(notOurs).map((c) => ({ ...c, env: withProxyEnv(c.env) }));
+  spec.initContainers = (spec.initContainers ?? []).filter(notOurs);
   if (config.nativeSidecars) {
     // First, so they are up before the application's own init containers run, which go through them too.
-    spec.initContainers = [
-      ...sidecars.map((c) => ({ ...c, restartPolicy: 'Always' })),
-      ...spec.initContainers.map((c) => ({ ...c, env: withProxyEnv(c.env) })),
-    ];
+    spec.initContainers = [...sidecars, ...spec.initContainers.map((c) => ({ ...c, env: withProxyEnv(c.env) }))];
   } else {
     // Without native sidecars the application's init containers run before the proxy exists.
     spec.containers = [...sidecars, ...spec.containers];

@@ -59,8 +59,8 @@ async function handleInject(req: IncomingMessage, res: ServerResponse, options: 
     const request = parseAdmissionReview(review);
     const tenant = await options.tenantOf(request.namespace ?? '');
     const outcome = mutate(request, options.injection, options.excludedNamespaces, { tenant });
-    options.log.info({ namespace: outcome.namespace, pod: outcome.pod, result: outcome.reason }, 'admission');
-    options.duration?.observe({ result: outcome.reason === 'injected' ? 'injected' : 'skipped' }, (performance.now() - started) / 1000);
+    options.log.info({ namespace: outcome.namespace, pod: outcome.pod, result: outcome.result, reason: outcome.reason }, 'admission');
+    options.duration?.observe({ result: outcome.result }, (performance.now() - started) / 1000);
     send(res, 200, outcome.review);
   } catch (error) {
     if (!(error instanceof AdmissionReviewError)) throw error;

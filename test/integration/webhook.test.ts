@@ -124,6 +124,11 @@ describe('the injector, called by the API server over TLS', () => {
 
   it('refuses an opted-in pod when the injector is down, and still admits everything else', async () => {
     await webhook.stop();
+    // The API server compiles a policy a moment after it is written.
+    await eventually('the policy to be in force', async () => {
+      const probe = await kubectl(plane, ['apply', '-f', '-'], { input: podManifest('inject-on', `policy-probe-${Date.now()}`), allowFailure: true });
+      return probe.stderr.includes(REQUIRE_INJECTION_POLICY) ? true : undefined;
+    }, 30_000, 500);
     const refused = await kubectl(plane, ['apply', '-f', '-'], { input: podManifest('inject-on', 'unguarded'), allowFailure: true });
     const created = await core.readNamespacedPod({ name: 'unguarded', namespace: 'inject-on' }).catch(() => undefined);
     expect(created ? sidecarNames(created) : 'not created').toBe('not created');
