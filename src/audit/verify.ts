@@ -4,7 +4,7 @@
 // checkpoint signs. Pure: lines in, a report out.
 import type { KeyObject } from 'node:crypto';
 import type { ChainRef, EntryType, OpenEntry } from './entry.ts';
-import { checkpointMessage, entryHash, readAuditLine } from './entry.ts';
+import { AUDIT_LINE_KEY, checkpointMessage, entryHash, readAuditLine } from './entry.ts';
 import { jwkThumbprint, publicKeyOfJwk, verifyCheckpointSignature } from './keys.ts';
 
 export type FindingKind =
@@ -144,6 +144,9 @@ function seenOf(entry: ReturnType<typeof readAuditLine> & { kind: 'entry' }, lin
   return seen;
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const AUDIT_MEMBER_BYTES = Buffer.from(`"${AUDIT_LINE_KEY}"`);
+
 export class AuditVerifier {
   private readonly options: VerifyOptions;
   private readonly chains = new Map<string, ChainState>();
@@ -175,6 +178,25 @@ export class AuditVerifier {
     } else {
       this.chainState(read.entry.chain).seen.push(seenOf(read, line));
     }
+  }
+
+  /** One line as bytes: a line that is not UTF-8 is not read some other way (a replacement character in place of its bytes). */
+  pushBytes(bytes: Uint8Array): void {
+    let text: string;
+    try {
+      text = strictUtf8.decode(bytes);
+    } catch {
+      const line = ++this.lineNumber;
+      if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).includes(AUDIT_MEMBER_BYTES)) {
+        this.auditLines++;
+        this.judgePendingUnreadable(false);
+        this.pendingUnreadable = line;
+      } else {
+        this.findings.push({ kind: 'foreign', line, message: `line ${line}: not an audit entry, nor a log line of the sidecar: text that is not UTF-8` });
+      }
+      return;
+    }
+    this.push(text);
   }
 
   finish(): VerifyReport {

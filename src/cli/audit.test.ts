@@ -21,6 +21,7 @@ async function portcullis(args: string[], stdin = ''): Promise<Outcome> {
     stdout: (text) => (stdout += text),
     stderr: (text) => (stderr += text),
     readInput: (path) => (path === '-' ? Promise.resolve(stdin) : readFile(path, 'utf8')),
+    readInputBytes: async (path) => (path === '-' ? Buffer.from(stdin) : readFile(path)),
   };
   const code = await run(args, io);
   return { code, stdout, stderr };
@@ -182,6 +183,37 @@ describe('portcullis audit verify refuses what is not the trail as written', () 
     expect(stdout).toMatch(/^unreadable: line 1: an audit line that is not valid JSON/m);
     expect(stdout).toMatch(/: lines 2–\d+, seq 1–\d+, /);
     expect(code).toBe(1);
+  });
+});
+
+describe('portcullis audit verify reads bytes as strict UTF-8', () => {
+  /** The log with one line's bytes changed: a replacement character's UTF-8 bytes, or others. */
+  async function verifyBytes(name: string, edit: (bytes: Buffer) => Buffer): Promise<Outcome> {
+    const path = join(dir, name);
+    await writeFile(path, edit(Buffer.from(`${lines.join('\n')}\n`)));
+    return portcullis(['audit', 'verify', path, '--key', publicKey()]);
+  }
+
+  it('an audit line with a byte that is not UTF-8: unreadable, not read as a replacement character', async () => {
+    const { code, stdout } = await verifyBytes('not-utf8.log', (bytes) => {
+      const at = bytes.indexOf('"decision":"deny"') + '"decision":"'.length;
+      bytes[at] = 0xff;
+      return bytes;
+    });
+    expect(stdout).toMatch(/^unreadable: line \d+: an audit line that is not valid JSON/m);
+    expect(code).toBe(1);
+  });
+
+  it('a line of other bytes that are not UTF-8: foreign', async () => {
+    const { code, stdout } = await verifyBytes('foreign-bytes.log', (bytes) => Buffer.concat([bytes, Buffer.from([0x6f, 0x6b, 0xc0, 0xaf, 0x0a])]));
+    expect(stdout).toMatch(/^foreign: line \d+: .*text that is not UTF-8/m);
+    expect(code).toBe(1);
+  });
+
+  it('the same from standard input', async () => {
+    const stdin = `${lines.join('\n')}\n`;
+    const outcome = await portcullis(['audit', 'verify', '-', '--key', publicKey()], stdin);
+    expect(outcome.code).toBe(0);
   });
 });
 

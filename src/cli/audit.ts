@@ -76,18 +76,27 @@ async function pinnedKeys(paths: string[]): Promise<Map<string, KeyObject> | und
   return pinned;
 }
 
-/** Feeds the verifier line by line: a file is streamed, so its size is not bounded by memory for text. */
+const NEWLINE = 0x0a;
+
+/**
+ * Feeds the verifier line by line, as bytes it decodes itself: a file is
+ * streamed, so its size is not bounded by memory for text. Lines end at "\n"
+ * only, for a file as for standard input: a lone "\r" ends no line.
+ */
 async function readInto(verifier: AuditVerifier, path: string, io: CliIo): Promise<void> {
-  // Lines end at "\n" only, for a file as for standard input: a lone "\r" ends no line.
-  let rest = '';
-  const chunks: AsyncIterable<string> | string[] = path === '-' ? [await io.readInput('-')] : createReadStream(path, { encoding: 'utf8' });
+  let rest: Buffer = Buffer.alloc(0);
+  const chunks: AsyncIterable<Buffer> | Uint8Array[] = path === '-' ? [await io.readInputBytes('-')] : (createReadStream(path) as AsyncIterable<Buffer>);
   for await (const chunk of chunks) {
-    const lines = (rest + chunk).split('\n');
-    rest = lines.pop() ?? '';
-    for (const line of lines) verifier.push(line);
+    const data = rest.length === 0 ? Buffer.from(chunk) : Buffer.concat([rest, chunk]);
+    let start = 0;
+    for (let end = data.indexOf(NEWLINE); end >= 0; end = data.indexOf(NEWLINE, start)) {
+      verifier.pushBytes(data.subarray(start, end));
+      start = end + 1;
+    }
+    rest = data.subarray(start);
   }
   // A final newline ends the last line; it does not start another.
-  if (rest !== '') verifier.push(rest);
+  if (rest.length > 0) verifier.pushBytes(rest);
 }
 
 const counted = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;

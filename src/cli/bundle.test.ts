@@ -12,7 +12,7 @@ import { run } from './run.ts';
 async function portcullis(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const io: CliIo = { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), readInput: (p) => readFile(p, 'utf8') };
+  const io: CliIo = { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), readInput: (p) => readFile(p, 'utf8'), readInputBytes: (p) => readFile(p) };
   return { code: await run(args, io), stdout, stderr };
 }
 

@@ -42,7 +42,8 @@ async function runInProcess(args: string[], inputs: Record<string, string> = {})
   const io: CliIo = {
     stdout: (text) => (stdout += text),
     stderr: (text) => (stderr += text),
-    readInput: async (path) => inputs[path] ?? (await import('node:fs/promises')).readFile(path, 'utf8'),
+    readInput: async (path) => inputs[path] ?? readFile(path, 'utf8'),
+    readInputBytes: async (path) => (inputs[path] === undefined ? readFile(path) : Buffer.from(inputs[path])),
   };
   const code = await run(args, io);
   return { code, stdout, stderr };

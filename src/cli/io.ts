@@ -7,12 +7,14 @@ export interface CliIo {
   stderr(text: string): void;
   /** Reads a file, or standard input for "-". */
   readInput(path: string): Promise<string>;
+  /** The same, as bytes: for a reader that decodes them itself. */
+  readInputBytes(path: string): Promise<Uint8Array>;
 }
 
-async function readStdin(): Promise<string> {
+async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 /** Writes unless the stream is gone (its reader closed the pipe: see main.ts). */
@@ -27,7 +29,8 @@ export const processIo: CliIo = {
   stderr: (text) => {
     writeTo(process.stderr, text);
   },
-  readInput: (path) => (path === '-' ? readStdin() : readFile(path, 'utf8')),
+  readInput: async (path) => (path === '-' ? (await readStdin()).toString('utf8') : readFile(path, 'utf8')),
+  readInputBytes: (path) => (path === '-' ? readStdin() : readFile(path)),
 };
 
 /** A mistake in how the command was called: printed with the usage, exit code 2. */
