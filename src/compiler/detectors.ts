@@ -247,20 +247,32 @@ export function isPathTraversal(text: string): boolean {
  * A text as the PII finders read it, with the span of the original text each of its characters
  * came from, so a match in the reading is redacted in the original, encoded form and all.
  */
-interface Reading {
+export interface Reading {
   text: string;
-  /** Where in the original text the character at each index of `text` begins and ends. */
+  /** Where in the original text the character at each index of `text` begins and ends; absent when it is the original. */
+  from?: number[];
+  to?: number[];
+}
+
+/** Where in the original text the character at `index` of a reading begins. */
+export function readingStart(reading: Reading, index: number): number {
+  return reading.from === undefined ? index : (reading.from[index] ?? 0);
+}
+
+/** Where in the original text the character at `index` of a reading ends. */
+function readingEnd(reading: Reading, index: number): number {
+  return reading.to === undefined ? index + 1 : (reading.to[index] ?? 0);
+}
+
+/** A reading under construction. */
+interface Built {
+  text: string;
   from: number[];
   to: number[];
 }
 
-function identityReading(text: string): Reading {
-  const from = Array.from({ length: text.length }, (_unused, index) => index);
-  return { text, from, to: from.map((index) => index + 1) };
-}
-
 /** Appends `text` to a reading under construction, every character of it standing for [start, end) of the original. */
-function appendSpan(out: Reading, text: string, start: number, end: number): void {
+function appendSpan(out: Built, text: string, start: number, end: number): void {
   for (let index = 0; index < text.length; index++) {
     out.text += text.charAt(index);
     out.from.push(start);
@@ -292,7 +304,7 @@ function codePointText(code: number): string | undefined {
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** A run of `%XX` escapes, decoded character by character (each one standing for its own escapes); undefined bytes stay as written. */
-function appendPercentRun(out: Reading, reading: Reading, run: string, at: number): void {
+function appendPercentRun(out: Built, reading: Reading, run: string, at: number): void {
   const bytes = run.split('%').slice(1).map((hex) => Number.parseInt(hex, 16));
   let index = 0;
   while (index < bytes.length) {
@@ -307,7 +319,7 @@ function appendPercentRun(out: Reading, reading: Reading, run: string, at: numbe
     const start = at + index * 3;
     const taken = decoded === undefined ? 1 : length;
     const end = start + taken * 3;
-    appendSpan(out, decoded ?? run.slice(index * 3, index * 3 + 3), reading.from[start] ?? 0, reading.to[end - 1] ?? 0);
+    appendSpan(out, decoded ?? run.slice(index * 3, index * 3 + 3), readingStart(reading, start), readingEnd(reading, end - 1));
     index += taken;
   }
 }
@@ -326,10 +338,10 @@ function unescaped(groups: (string | undefined)[]): string | undefined {
 
 /** One round of ESCAPE decoding over a reading. */
 function decodeEscapes(reading: Reading): Reading {
-  const out: Reading = { text: '', from: [], to: [] };
+  const out: Built = { text: '', from: [], to: [] };
   let copied = 0;
   const copyUpTo = (end: number): void => {
-    for (let index = copied; index < end; index++) appendSpan(out, reading.text.charAt(index), reading.from[index] ?? 0, reading.to[index] ?? 0);
+    for (let index = copied; index < end; index++) appendSpan(out, reading.text.charAt(index), readingStart(reading, index), readingEnd(reading, index));
     copied = end;
   };
   for (const match of reading.text.matchAll(ESCAPE)) {
@@ -343,7 +355,7 @@ function decodeEscapes(reading: Reading): Reading {
     }
     const decoded = unescaped(match.slice(1));
     if (decoded === undefined) continue;
-    appendSpan(out, decoded, reading.from[match.index] ?? 0, reading.to[end - 1] ?? 0);
+    appendSpan(out, decoded, readingStart(reading, match.index), readingEnd(reading, end - 1));
     copied = end;
   }
   copyUpTo(reading.text.length);
@@ -362,11 +374,11 @@ const DASH_CHAR = /^[\u2010-\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d]$/u;
 
 /** Per character: invisible ones dropped, spaces and dashes made ASCII, every other non-ASCII character in NFKC (full-width digits read as digits). */
 function foldCharacters(reading: Reading): Reading {
-  const out: Reading = { text: '', from: [], to: [] };
+  const out: Built = { text: '', from: [], to: [] };
   let index = 0;
   for (const char of reading.text) {
-    const start = reading.from[index] ?? 0;
-    const end = reading.to[index + char.length - 1] ?? 0;
+    const start = readingStart(reading, index);
+    const end = readingEnd(reading, index + char.length - 1);
     index += char.length;
     if (char.charCodeAt(0) < 0x80) {
       appendSpan(out, char, start, end);
@@ -389,8 +401,8 @@ const MAYBE_ESCAPED = /[&%\\]|[[({] ?(?:at|dot) ?[\])}]/iu;
  * show.
  */
 export function piiReading(text: string): Reading {
-  if (PLAIN.test(text) && !MAYBE_ESCAPED.test(text)) return identityReading(text);
-  let reading = identityReading(text);
+  if (PLAIN.test(text) && !MAYBE_ESCAPED.test(text)) return { text };
+  let reading: Reading = { text };
   for (let round = 0; round < MAX_ESCAPE_ROUNDS && MAYBE_ESCAPED.test(reading.text); round++) {
     const next = decodeEscapes(reading);
     if (next.text === reading.text) break;
@@ -682,22 +694,23 @@ const PII_FINDERS: Readonly<Record<PiiKind, (text: string, context: PiiContext) 
 /** When matches of two kinds overlap, the earlier kind here wins (it is the more specific check). */
 const PII_PRECEDENCE: readonly PiiKind[] = ['iban', 'credit_card', 'ssn', 'email', 'phone'];
 
-/** base64 (standard or URL-safe) long enough to hold a value: 16 characters encode 12 bytes. */
-const BASE64_RUN = /(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,})(?![A-Za-z0-9+/=_-])/gu;
+/** base64 (standard or URL-safe) long enough to hold a value: 12 characters encode 9 bytes (an SSN's digits). */
+const BASE64_RUN = /(?<![A-Za-z0-9+/=_-])(?=[A-Za-z0-9+/=_-]{12})(?:[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+)(?![A-Za-z0-9+/=_-])/gu;
 /** Longer base64 runs (images, files) are not decoded. */
 export const MAX_BASE64_RUN = 64 * 1024;
 /** base64 inside base64 is decoded once more, no deeper. */
 const MAX_BASE64_DEPTH = 2;
 
-/** The text a base64 run decodes to, read from each of the four alignments: only decodings that are UTF-8 text count. */
+/** The texts a base64 run decodes to, read from each of the four alignments: only decodings that are UTF-8 text count. */
 function base64Texts(run: string): string[] {
   const texts: string[] = [];
-  for (let offset = 0; offset < 4 && run.length - offset >= 16; offset++) {
-    const body = run.slice(offset).replace(/=+$/u, '');
-    const bytes = Buffer.from(body.slice(0, body.length - (body.length % 4 === 1 ? 1 : 0)), body.includes('-') || body.includes('_') ? 'base64url' : 'base64');
+  const body = run.replace(/=+$/u, '');
+  const alphabet = body.includes('-') || body.includes('_') ? 'base64url' : 'base64';
+  for (let offset = 0; offset < 4 && body.length - offset >= 12; offset++) {
+    const aligned = body.slice(offset);
     let text: string;
     try {
-      text = UTF8.decode(bytes);
+      text = UTF8.decode(Buffer.from(aligned.slice(0, aligned.length - (aligned.length % 4 === 1 ? 1 : 0)), alphabet));
     } catch {
       continue;
     }
@@ -707,34 +720,43 @@ function base64Texts(run: string): string[] {
   return texts;
 }
 
-/** The matches of one kind in a reading's text, base64 runs that decode to a match included (the whole run is the match). */
-function findKind(kind: PiiKind, text: string, context: PiiContext, depth: number): PiiMatch[] {
-  const matches = PII_FINDERS[kind](text, context);
-  if (depth >= MAX_BASE64_DEPTH) return matches;
+/** The base64 runs of a text that decode to text holding a match: the whole run is the match, of the kind found inside. */
+function base64Matches(text: string, kinds: readonly PiiKind[], context: PiiContext, depth: number): PiiMatch[] {
+  const matches: PiiMatch[] = [];
   for (const run of text.matchAll(BASE64_RUN)) {
     if (run[0].length > MAX_BASE64_RUN || /^\d+$/u.test(run[0])) continue;
-    if (base64Texts(run[0]).some((decoded) => findPiiIn(decoded, [kind], context, depth + 1).length > 0)) {
-      matches.push({ kind, start: run.index, end: run.index + run[0].length });
+    for (const decoded of base64Texts(run[0])) {
+      const inside = findPiiIn(decoded, kinds, context, depth + 1);
+      const kind = PII_PRECEDENCE.find((candidate) => inside.some((match) => match.kind === candidate));
+      if (kind !== undefined) {
+        matches.push({ kind, start: run.index, end: run.index + run[0].length });
+        break;
+      }
     }
   }
   return matches;
 }
 
+/** Every value holds a digit or an `@`, or is base64 long enough to hold one: text with none of these holds none. */
+const MAY_HOLD_PII = /[\d@]|[A-Za-z0-9+/=_-]{12}/u;
+
 function findPiiIn(text: string, kinds: readonly PiiKind[], context: PiiContext, depth: number): PiiMatch[] {
   const reading = piiReading(text);
+  if (!MAY_HOLD_PII.test(reading.text)) return [];
+  const candidates = depth < MAX_BASE64_DEPTH ? base64Matches(reading.text, kinds, context, depth) : [];
   const accepted: PiiMatch[] = [];
   for (const kind of PII_PRECEDENCE) {
     if (!kinds.includes(kind)) {
       continue;
     }
-    for (const match of findKind(kind, reading.text, context, depth)) {
+    for (const match of [...PII_FINDERS[kind](reading.text, context), ...candidates.filter((candidate) => candidate.kind === kind)]) {
       if (!accepted.some((other) => match.start < other.end && other.start < match.end)) {
         accepted.push(match);
       }
     }
   }
   return accepted
-    .map((match) => ({ kind: match.kind, start: reading.from[match.start] ?? 0, end: reading.to[match.end - 1] ?? 0 }))
+    .map((match) => ({ kind: match.kind, start: readingStart(reading, match.start), end: readingEnd(reading, match.end - 1) }))
     .sort((a, b) => a.start - b.start || a.end - b.end);
 }
 
@@ -744,7 +766,7 @@ function findPiiIn(text: string, kinds: readonly PiiKind[], context: PiiContext,
  * digits of a card are not also reported as a phone number.
  *
  * The finders read the text as piiReading makes it (escapes decoded, invisible characters removed,
- * spaces and dashes made ASCII, NFKC), and base64 runs of 16 to 65,536 characters are decoded (from
+ * spaces and dashes made ASCII, NFKC), and base64 runs of 12 to 65,536 characters are decoded (from
  * each alignment, twice deep) and read too. A match's offsets are in the text as written, covering
  * everything it was written with: `text.slice(start, end)` is `dana&#64;example.com` entire, or the
  * whole base64 run.

@@ -6,7 +6,7 @@
 // deltas an LLM streams) read joined, as the reader who concatenates them
 // sees them. Pure: no transport, no clock.
 import type { PiiKind, PiiMatch } from '../compiler/detectors.ts';
-import { childPath, findPii, PII_KINDS, piiReading } from '../compiler/detectors.ts';
+import { childPath, findPii, PII_KINDS, piiReading, readingStart } from '../compiler/detectors.ts';
 import type { ResponseRedactSpec } from '../compiler/ir.ts';
 import { MAX_REDACTION_DEPTH, REDACTED_TOO_DEEP, redactionMarker } from '../compiler/redact.ts';
 
@@ -362,7 +362,7 @@ const WORD_CHARACTER = /[\p{L}\p{N}\p{M}\p{Cf}\p{Pd}._%+@()/&#;\\=[\]{}]/u;
 /** What a card, SSN or phone number is written with, once read (escapes decoded, spaces and dashes ASCII). */
 const NUMBER_CHARACTER = /[0-9 ./()+-]/u;
 /** The start of an IBAN at the end of a text: country, check digits, and what followed so far. */
-const IBAN_START = /[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){0,30}$/u;
+const IBAN_START = /[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){0,30} ?$/u;
 /** An escape cut off by the end of what came so far (`&#5`, `%3`, `\u00`). */
 const PARTIAL_ESCAPE = /(?:&#?[A-Za-z0-9]{0,8}|%[0-9A-Fa-f]?|\\(?:u\{?[0-9A-Fa-f]{0,5}|x[0-9A-Fa-f]?)?)$/u;
 /** An `[at]`, `(dot)` near the end: the value may span words. */
@@ -394,7 +394,7 @@ function heldRun(window: string, limits: StreamLimits): number {
     const text = reading.text;
     const whole = text.replace(PARTIAL_ESCAPE, '');
     const start = Math.min(text.length - trailing(text, WORD_CHARACTER), whole.length - trailing(whole, NUMBER_CHARACTER), IBAN_START.exec(whole)?.index ?? text.length);
-    held = start >= text.length ? 0 : tail.length - (reading.from[start] ?? 0);
+    held = start >= text.length ? 0 : tail.length - readingStart(reading, start);
   }
   const run = tail.slice(tail.length - held);
   const bound = ENCODED_RUN.test(run) ? limits.encodedRun : ADDRESS_RUN.test(run) ? limits.addressRun : limits.plainRun;
