@@ -6,13 +6,14 @@
 // on the agent and measures the time from just before kubectl starts to the first answer denied
 // with portcullis:agent-suspended (the path: API server → operator watch → compile, sign, write
 // the bundle → sidecar watch → verify, load). Then the agent is resumed and the loop waits for
-// allow again. Also: token issuance by the operator's token service over HTTP (a real TokenReview
+// allow again. Also: token issuance by the operator's token service over HTTPS (a real TokenReview
 // per exchange), one at a time and with 16 in flight.
 // Operator, sidecar, API server, etcd and this process share the machine's cores.
 
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { INJECTED_ANNOTATION } from '../src/api/index.ts';
+import { TokenServiceClient, tokenServiceEndpoint } from '../src/identity/index.ts';
 import type { TrackedProcess } from '../test/harness/cluster.ts';
 import { eventually, spawnTracked } from '../test/harness/cluster.ts';
 import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
@@ -55,10 +56,10 @@ async function firstAnswer(base: string, done: (answer: Answer) => boolean, time
   throw new Error(`no such answer within ${String(timeoutMs)} ms`);
 }
 
-async function issue(tokenBase: string, serviceAccountToken: string): Promise<number> {
+async function issue(client: TokenServiceClient, serviceAccountToken: string): Promise<number> {
   const started = performance.now();
-  const response = await fetch(`${tokenBase}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${serviceAccountToken}` } });
-  const body = (await response.json()) as { access_token?: string; error?: string };
+  const response = await client.request('POST', '/v1/token', { authorization: `Bearer ${serviceAccountToken}` });
+  const body = (response.body ?? {}) as { access_token?: string; error?: string };
   if (response.status !== 200 || body.access_token === undefined) throw new Error(`token exchange failed: ${String(response.status)} ${body.error ?? ''}`);
   return performance.now() - started;
 }
@@ -81,7 +82,7 @@ try {
   const operator = await spawnTracked(plane, process.execPath, [
     join(REPO_ROOT, 'bin', 'portcullis.js'), 'operator',
     '--kubeconfig', plane.kubeconfig, '--namespace', 'portcullis-system', '--identity', 'bench',
-    '--ops-address', `127.0.0.1:${String(await freePort())}`, '--token-address', `127.0.0.1:${String(tokenPort)}`, '--log-level', 'error',
+    '--ops-address', `127.0.0.1:${String(await freePort())}`, '--token-address', `127.0.0.1:${String(tokenPort)}`, '--token-url', `https://127.0.0.1:${String(tokenPort)}`, '--log-level', 'error',
     '--lease-duration', '3s', '--renew-deadline', '2s', '--retry-period', '500ms',
   ], { TEST_ASSET_OPA: plane.tools.opa });
   processes.push(operator);
@@ -126,7 +127,12 @@ try {
   // ---- 2. token issuance ------------------------------------------------
   // The token service lets one ServiceAccount exchange 5 a second (burst 20): spread the load over
   // enough accounts that the limiter never answers, so the figures are the service's own.
-  const tokenBase = `http://127.0.0.1:${String(tokenPort)}`;
+  // Over TLS, as sidecars reach it: verified against the CA the operator keeps in Secret portcullis-tokens-tls.
+  const tokenCa = await eventually('the token service CA', async () => {
+    const data = (await kubectl(plane, ['get', 'secret', 'portcullis-tokens-tls', '-n', 'portcullis-system', '-o', 'jsonpath={.data.ca\\.crt}'], { allowFailure: true })).stdout.trim();
+    return data === '' ? undefined : Buffer.from(data, 'base64').toString('utf8');
+  }, 30_000);
+  const tokenClient = new TokenServiceClient(tokenServiceEndpoint(`https://127.0.0.1:${String(tokenPort)}`, { ca: tokenCa }));
   const accounts = Array.from({ length: ISSUE_ACCOUNTS }, (_, i) => `bench-agent-${String(i)}`);
   await apply(accounts.flatMap((name) => [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: NS } },
@@ -141,22 +147,23 @@ try {
   for (const name of accounts) {
     tokens.push((await kubectl(plane, ['create', 'token', name, '-n', NS, '--audience=portcullis', '--duration=1h', '--bound-object-kind=Pod', `--bound-object-name=${name}-0`])).stdout.trim());
   }
-  await eventually('the token service to know the last bench agent', () => issue(tokenBase, tokens.at(-1) ?? '').catch(() => undefined), 30_000);
+  await eventually('the token service to know the last bench agent', () => issue(tokenClient, tokens.at(-1) ?? '').catch(() => undefined), 30_000);
   const latencies: number[] = [];
-  for (let i = 0; i < ISSUE_SEQUENTIAL; i++) latencies.push(await issue(tokenBase, tokens[i % tokens.length] ?? ''));
+  for (let i = 0; i < ISSUE_SEQUENTIAL; i++) latencies.push(await issue(tokenClient, tokens[i % tokens.length] ?? ''));
   latencies.sort((a, b) => a - b);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < ISSUE_CONCURRENT) {
       const i = next++;
-      await issue(tokenBase, tokens[i % tokens.length] ?? '');
+      await issue(tokenClient, tokens[i % tokens.length] ?? '');
     }
   };
   const burstStarted = performance.now();
   await Promise.all(Array.from({ length: ISSUE_CONCURRENCY }, worker));
   const seconds = (performance.now() - burstStarted) / 1000;
+  tokenClient.close();
   figures.push(
-    figure('token issuance p50 (one at a time, over HTTP, a real TokenReview each)', percentile(latencies, 50), 'ms'),
+    figure('token issuance p50 (one at a time, over HTTPS on a kept-alive connection, a real TokenReview each)', percentile(latencies, 50), 'ms'),
     figure('token issuance p99 (one at a time)', percentile(latencies, 99), 'ms'),
     figure(`token issuance throughput (${String(ISSUE_CONCURRENCY)} in flight)`, ISSUE_CONCURRENT / seconds, 'tokens/s'),
   );
