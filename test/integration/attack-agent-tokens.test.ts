@@ -4,9 +4,11 @@
 // them at the token service, which runs with exactly the operator's RBAC (config/rbac): the real
 // TokenReview and the real pod lookup. Only a token bound to an existing, unfinished, injected pod
 // of the agent's ServiceAccount is exchanged, the agent token names that pod, and no agent acts
-// for itself.
+// for itself. A spawned `portcullis sidecar` given the agent's unbound token as its projected token
+// holds no agent token, and gets one once the token on file is bound to its pod.
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -20,8 +22,10 @@ import { InformerAgentDirectory, podLookup, tokenReviewer } from '../../src/iden
 import { AGENT_TOKEN_AUDIENCE, TokenService } from '../../src/identity/token-service.ts';
 import type { AgentTokenClaims } from '../../src/identity/tokens.ts';
 import { verifyAgentToken } from '../../src/identity/tokens.ts';
-import { eventually } from '../harness/cluster.ts';
-import { ensureNamespace, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ephemeralServingTls } from '../../src/webhook/serving-certs.ts';
+import type { TrackedProcess } from '../harness/cluster.ts';
+import { eventually, spawnTracked } from '../harness/cluster.ts';
+import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 import { serviceAccountKubeConfig } from '../harness/local-parts.ts';
 
 const plane = inject('controlPlane');
@@ -36,6 +40,11 @@ const keyring = await loadTokenKeyring({ keys: [{ ...(await newTokenKey(new Date
 
 let server: Server;
 let url = '';
+/** The same token service over TLS, as sidecars reach it. */
+let tlsServer: Server;
+let tlsUrl = '';
+let tokenServiceCaFile = '';
+let sidecar: TrackedProcess | undefined;
 let agents: InformerAgentDirectory;
 /** The uid of finance-agent-0, the agent's injected pod. */
 let financePodUid = '';
@@ -122,11 +131,18 @@ beforeAll(async () => {
   server = createServer(tokenServiceHandler(service, log));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${String((server.address() as AddressInfo).port)}`;
+  const tls = await ephemeralServingTls({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+  tlsServer = createTlsServer({ cert: tls.cert, key: tls.key }, tokenServiceHandler(service, log));
+  await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+  tlsUrl = `https://127.0.0.1:${String((tlsServer.address() as AddressInfo).port)}`;
+  tokenServiceCaFile = join(plane.runDir, `${PREFIX}-token-service-ca.pem`);
+  await writeFile(tokenServiceCaFile, tls.ca);
   await eventually('the token service to know both agents', () => (agents.get(NS, 'finance-agent') && agents.get(NS, 'planner-agent') ? true : undefined));
 }, 60_000);
 
 afterAll(async () => {
-  await new Promise<void>((resolve) => { server.close(() => { resolve(); }); server.closeAllConnections(); });
+  await sidecar?.kill('SIGTERM');
+  for (const listening of [server, tlsServer]) await new Promise<void>((resolve) => { listening.close(() => { resolve(); }); listening.closeAllConnections(); });
   await agents.stop();
 });
 
@@ -232,4 +248,24 @@ describe('self-delegation', () => {
     const again = await exchange(projected, { subject_token: delegated.body.access_token ?? '' });
     expect(again).toMatchObject({ status: 403, body: { error: 'self_delegation' } });
   });
+});
+
+describe('a sidecar given what `kubectl create token` makes', () => {
+  it('holds no agent token while its projected token is bound to no pod, and gets one once it is bound to its pod', async () => {
+    const tokenFile = join(plane.runDir, `${PREFIX}-projected.token`);
+    await writeFile(tokenFile, await attackerToken('finance-agent'));
+    const httpBase = `http://127.0.0.1:${String(await freePort())}`;
+    sidecar = await spawnTracked(plane, process.execPath, [
+      join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', plane.kubeconfig, '--agent', 'finance-agent', '--namespace', NS, '--trust-namespace', OPERATOR_NS,
+      '--http-address', new URL(httpBase).host, '--grpc-address', `127.0.0.1:${String(await freePort())}`,
+      '--token-service', tlsUrl, '--token-service-ca', tokenServiceCaFile, '--token-issuer', ISSUER, '--service-account-token', tokenFile, '--log-level', 'warn',
+    ], { POD_NAME: 'finance-agent-0' });
+    const readiness = async (): Promise<string> => (await fetch(`${httpBase}/readyz`).then((r) => r.text(), () => '')).trim();
+    await eventually('the sidecar to be refused an agent token for its unbound ServiceAccount token', () => (sidecar?.output().includes('pod_unbound') === true ? true : undefined), 20_000);
+    expect(await readiness()).toBe('no agent token has been issued yet');
+    // The kubelet's projected token: bound to the sidecar's pod. The sidecar reads the file afresh at its next try.
+    await writeFile(tokenFile, await attackerToken('finance-agent', 'finance-agent-0'));
+    // No bundle is written here (no operator runs): holding a token, it waits for the bundle next.
+    await eventually('the sidecar to hold an agent token', async () => ((await readiness()) === 'no valid policy bundle is loaded yet' ? true : undefined), 40_000, 200);
+  }, 70_000);
 });
