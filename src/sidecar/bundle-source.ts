@@ -56,7 +56,7 @@ export class BundleSource {
       onChange: () => { this.schedule(); },
       onError: (error, retryInMs) => {
         options.metrics.informerRestarts.inc({ informer: name });
-        options.log.warn({ informer: name, namespace, err: error, retryInMs }, 'watch failed; restarting');
+        options.log.warn({ informer: name, configMapNamespace: namespace, err: error, retryInMs }, 'watch failed; restarting');
       },
       ...(options.minBackoffMs === undefined ? {} : { minBackoffMs: options.minBackoffMs }),
     });
@@ -115,19 +115,19 @@ export class BundleSource {
       case 'loaded':
         metrics.bundleLoads.inc();
         metrics.bundleRevision.set({ tenant }, Number(parseRevision(finding.policy.revision).sequence));
-        log.info({ tenant, revision: finding.policy.revision, previous: finding.previous ?? null }, 'bundle loaded');
+        log.info({ revision: finding.policy.revision, previous: finding.previous ?? null }, 'bundle loaded');
         break;
       case 'unloaded':
         metrics.bundleRevision.remove({ tenant });
-        log.error({ tenant, code: finding.code, reason: finding.message, unloaded: finding.revision }, 'bundle unloaded: no bundle is loaded, every call is denied');
+        log.error({ code: finding.code, reason: finding.message, unloaded: finding.revision }, 'bundle unloaded: no bundle is loaded, every call is denied');
         refused(finding.code, finding.message, undefined);
         break;
       case 'refused':
-        log.error({ tenant, code: finding.code, reason: finding.message, keeping: finding.keeping ?? null }, 'bundle refused');
+        log.error({ code: finding.code, reason: finding.message, keeping: finding.keeping ?? null }, 'bundle refused');
         refused(finding.code, finding.message, finding.keeping);
         break;
       case 'waiting':
-        log.info({ tenant, reason: finding.reason, keeping: this.state.loaded?.policy.revision ?? null }, 'waiting for a ConfigMap');
+        log.info({ reason: finding.reason, keeping: this.state.loaded?.policy.revision ?? null }, 'waiting for a ConfigMap');
         break;
     }
   }
