@@ -7,6 +7,7 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import type { V1Container, V1Pod, V1PodSpec } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject as injectContext, it } from 'vitest';
 import { stringify } from 'yaml';
+import { createCertificateAuthority } from '../../src/webhook/certs.ts';
 import { startWebhook } from '../../src/webhook/index.ts';
 import type { RunningWebhook } from '../../src/webhook/index.ts';
 import { GUARD_UNCHANGED_POLICY, INJECTOR_NAME, REQUIRE_INJECTION_POLICY } from '../../src/webhook/configurations.ts';
@@ -24,6 +25,7 @@ const SYSTEM_NS = 'portcullis-system';
 const NS = 'admission-finance';
 const ATTACKER = 'mallory';
 const PROXY = 'http://127.0.0.1:15001';
+const SIDECAR_IMAGE = `ghcr.io/portcullis-dev/portcullis@sha256:${'0123456789abcdef'.repeat(4)}`;
 
 let webhook: RunningWebhook;
 let counter = 0;
@@ -78,7 +80,7 @@ const setEnv = (container: V1Container, name: string, value: string): void => {
 // Each names the field the refusal must name.
 const forgeries: { attack: string; field: string; modify: (spec: V1PodSpec) => void }[] = [
   { attack: 'another image under the sidecar\'s name', field: 'image', modify: (s) => { authz(s).image = 'busybox:1'; } },
-  { attack: 'the configured image at another tag', field: 'image', modify: (s) => { authz(s).image = 'ghcr.io/portcullis-dev/portcullis:0.0.1'; } },
+  { attack: 'the configured image by tag instead of its digest', field: 'image', modify: (s) => { authz(s).image = 'ghcr.io/portcullis-dev/portcullis:0.1.0'; } },
   { attack: 'a command that replaces the entrypoint', field: 'command', modify: (s) => { authz(s).command = ['/bin/sh', '-c', 'sleep infinity']; } },
   { attack: 'args naming another tenant', field: 'args', modify: (s) => { authz(s).args = authz(s).args?.map((a) => (a.startsWith('--tenant=') ? '--tenant=lenient' : a)); } },
   { attack: 'NODE_OPTIONS that load the attacker\'s code', field: 'env', modify: (s) => { setEnv(authz(s), 'NODE_OPTIONS', '--require /tmp/x.js'); } },
@@ -138,7 +140,10 @@ beforeAll(async () => {
   await kubectl(plane, ['create', 'rolebinding', 'mallory-debugger', '--role=debugger', `--user=${ATTACKER}`, '-n', NS]);
   await kubectl(plane, ['apply', '-k', join(REPO_ROOT, 'config', 'rbac')]);
   const operatorClient = await serviceAccountKubeConfig(plane, SYSTEM_NS, 'portcullis-operator');
-  webhook = await startWebhook(localWebhookOptions(operatorClient, SYSTEM_NS, await freePort()));
+  const options = localWebhookOptions(operatorClient, SYSTEM_NS, await freePort());
+  // The sidecar by digest, and a token service whose CA (a multi-line PEM) the policies must spell out too.
+  const tokenServiceCa = (await createCertificateAuthority('token-service-ca')).cert;
+  webhook = await startWebhook({ ...options, injection: { ...options.injection, sidecarImage: SIDECAR_IMAGE, tokenService: 'https://portcullis-tokens.portcullis-system.svc:8443', tokenServiceCa } });
   injected = await eventually('the injector to be called, and its pod admitted by the policies', async () => {
     const name = fresh('probe');
     await createAsAttacker(appPod(name));
@@ -155,7 +160,9 @@ afterAll(async () => {
 
 describe('with the injector up', () => {
   it('admits the injected pod the policies check field by field, the tenant read from the namespace', () => {
+    expect(authz(injectedSpec()).image).toBe(SIDECAR_IMAGE);
     expect(authz(injectedSpec()).args).toContain('--tenant=finance');
+    expect(authz(injectedSpec()).env?.find((e) => e.name === 'PORTCULLIS_TOKEN_SERVICE_CA')?.value).toContain('\n');
     expect(envoy(injectedSpec()).args).toContain('$(POD_NAME)');
   });
 
