@@ -14,6 +14,7 @@ Commands:
   audit    verify an audit log (hash chain and signed checkpoints); make its signing key
   operator run the operator (reconciles policies into signed per-tenant bundles)
   sidecar  run the authorization sidecar of an agent pod (Envoy ext_authz and /v1/authorize)
+  redis    set up the Redis of the counters: the ACL user of an agent's sidecar
   help     show this text, or the text of a command: portcullis help eval, portcullis help audit verify
 
 Run portcullis COMMAND --help (or COMMAND SUBCOMMAND --help) for the flags of a command.
@@ -38,6 +39,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<LoadedCommand>>> = {
   audit: async () => { const m = await import('./audit.ts'); return { run: m.auditCommand, usage: m.AUDIT_USAGE, subcommands: m.AUDIT_SUBCOMMANDS }; },
   operator: async () => { const m = await import('../operator/main.ts'); return { run: (args) => m.operatorCommand(args), usage: m.OPERATOR_USAGE }; },
   sidecar: async () => { const m = await import('../sidecar/main.ts'); return { run: (args) => m.sidecarCommand(args), usage: m.SIDECAR_USAGE }; },
+  redis: async () => { const m = await import('./redis.ts'); return { run: m.redisCommand, usage: m.REDIS_USAGE, subcommands: m.REDIS_SUBCOMMANDS }; },
 };
 
 function isParseArgsError(error: unknown): error is Error {

@@ -8,7 +8,7 @@ import { AuditKeyError, AuditLog, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKP
 import { durationFlag, listenAddress, logLevel } from '../cli/flags.ts';
 import { UsageError } from '../cli/io.ts';
 import type { CounterStoreConfig } from './counters/index.ts';
-import { counterStoreConfig } from './counters/index.ts';
+import { counterStoreConfig, redisLoginOf } from './counters/index.ts';
 import type { ApiConnection } from './kube-config.ts';
 import { KubeConfigError, loadApiConnection, localFiles } from './kube-config.ts';
 import type { TokenServiceEndpoint } from '../identity/token-service-client.ts';
@@ -59,7 +59,10 @@ Flags:
   --counters memory|redis  where rate limits, budgets and call windows are counted: memory (one replica)
                            or redis (shared by all replicas of the agent) (default: $PORTCULLIS_COUNTERS,
                            else redis when a Redis URL is given, else memory)
-  --redis-url URL          redis://[user:password@]host:port[/db] or rediss:// (default: $PORTCULLIS_REDIS_URL)
+  --redis-url URL          redis://host:port[/db] or rediss://, with no credentials (default: $PORTCULLIS_REDIS_URL)
+  --redis-password-file FILE
+                           the password of the agent's own Redis ACL user, portcullis/TENANT/NAMESPACE/AGENT
+                           (default: $PORTCULLIS_REDIS_PASSWORD_FILE; without it: Redis' default user)
   --token-service URL      the operator's token service, https (default: $PORTCULLIS_TOKEN_SERVICE; off when unset)
   --token-service-ca FILE  the PEM CA (or CAs) of the token service's certificate, the only ones trusted for it
                            (default: the PEM in $PORTCULLIS_TOKEN_SERVICE_CA, which injection sets)
@@ -197,9 +200,25 @@ async function telemetryFrom(log: Logger): Promise<Telemetry> {
   }
 }
 
-function countersFrom(kind: string | undefined, redisUrl: string | undefined): CounterStoreConfig {
+interface CountersFlags {
+  kind: string | undefined;
+  redisUrl: string | undefined;
+  redisPasswordFile: string | undefined;
+}
+
+/** The counter store; the Redis password is read from its file, so it never stands in the pod's spec. */
+async function countersFrom(flags: CountersFlags, scope: { tenant: string; namespace: string; agent: string }): Promise<CounterStoreConfig> {
+  const file = flags.redisPasswordFile === '' ? undefined : flags.redisPasswordFile;
+  let content: string | undefined;
+  if (file !== undefined) {
+    try {
+      content = await readFile(file, 'utf8');
+    } catch (error) {
+      throw new UsageError(`--redis-password-file: ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    }
+  }
   try {
-    return counterStoreConfig(kind, redisUrl);
+    return counterStoreConfig(flags.kind, flags.redisUrl, file === undefined || content === undefined ? undefined : redisLoginOf(scope, content, file));
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
@@ -236,6 +255,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
       'envoy-http-address': { type: 'string' },
       counters: { type: 'string' },
       'redis-url': { type: 'string' },
+      'redis-password-file': { type: 'string' },
       'token-service': { type: 'string' },
       'token-issuer': { type: 'string' },
       'token-service-ca': { type: 'string' },
@@ -264,7 +284,11 @@ export async function sidecarCommand(args: string[]): Promise<number> {
   const trustNamespace = values['trust-namespace'] ?? process.env.PORTCULLIS_TRUST_NAMESPACE ?? DEFAULT_TRUST_NAMESPACE;
   // The agent's tenant writes ConfigMaps there: keys read from it would let the tenant sign its own bundles.
   if (trustNamespace === namespace) throw new UsageError(`--trust-namespace ${trustNamespace} is the agent's own namespace: the trust must live where its tenant cannot write (the operator's namespace)`);
-  const counters = countersFrom(values.counters ?? process.env.PORTCULLIS_COUNTERS, values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL);
+  const counters = await countersFrom({
+    kind: values.counters ?? process.env.PORTCULLIS_COUNTERS,
+    redisUrl: values['redis-url'] ?? process.env.PORTCULLIS_REDIS_URL,
+    redisPasswordFile: values['redis-password-file'] ?? process.env.PORTCULLIS_REDIS_PASSWORD_FILE,
+  }, { tenant, namespace, agent });
   const tokens = await tokensFrom(values);
   const shutdownDelayMs = durationFlag(values['shutdown-delay'], 'shutdown-delay', 5_000);
   const checkpointRecords = positiveInteger(values['audit-checkpoint-records'], 'audit-checkpoint-records', DEFAULT_CHECKPOINT_RECORDS);

@@ -4,6 +4,7 @@
 // refused. Both stores (memory.ts, redis.ts) run the same plan.
 import type { AuthorizationDecision, CallCounters, Obligations } from '../../compiler/index.ts';
 import { parseDuration } from '../../compiler/durations.ts';
+import { counterKeyPrefix } from './acl.ts';
 import type { LocalDay } from './calendar.ts';
 import { daysAround, localRfc3339 } from './calendar.ts';
 import { fromMicros, toMicros } from './money.ts';
@@ -85,11 +86,6 @@ export interface Settled {
   windowWaits: (number | undefined)[];
 }
 
-/** The store's key for the counters of one agent; the braces keep all its keys in one Redis Cluster slot. */
-export function scopePrefix(scope: CounterScope): string {
-  return `portcullis:{${scope.tenant}/${scope.namespace}/${scope.agent}}:`;
-}
-
 /** The cost of a call: a parameter (dotted path) or a fixed amount; undefined when the parameter is not a number >= 0. */
 export function costOf(params: unknown, spend: Obligations['spend'][number]): number | undefined {
   if ('perCall' in spend) return spend.perCall;
@@ -109,7 +105,7 @@ function windowMs(window: string): number {
 
 /** The counters a call's obligations name, with their keys and the call's cost. `now` is the sidecar's clock. */
 export function planReservation(scope: CounterScope, call: CountedCall, obligations: Obligations, now: number): ReservationPlan {
-  const prefix = scopePrefix(scope);
+  const prefix = counterKeyPrefix(scope);
   const buckets = new Map<string, BucketPlan>();
   for (const { key: counter, rps, burst } of obligations.rate) {
     if (!(rps > 0) || !(burst >= 1)) throw new Error(`rate limit on ${counter} needs rps > 0 and burst >= 1 (got ${String(rps)}, ${String(burst)})`);

@@ -17,9 +17,17 @@ declare module 'ioredis' {
   }
 }
 
+/** The agent's ACL user and its password, read from a file (never from the URL, which the pod's spec shows). */
+export interface RedisLogin {
+  username: string;
+  password: string;
+}
+
 export interface RedisBackendOptions {
-  /** redis://[user:password@]host:port[/db] or rediss:// for TLS. */
+  /** redis://host:port[/db] or rediss:// for TLS, with no credentials. */
   url: string;
+  /** Without one the client is Redis' default user, which the documented setup turns off. */
+  login?: RedisLogin;
   log: Logger;
   /** A command that has not answered by then fails (and the call is denied). */
   commandTimeoutMs?: number;
@@ -30,7 +38,11 @@ export interface RedisBackendOptions {
 const DEFAULT_COMMAND_TIMEOUT_MS = 500;
 const DEFAULT_MAX_RECONNECT_DELAY_MS = 1000;
 
-/** Checks a --redis-url: redis:// or rediss:// with a host. */
+/**
+ * Checks a --redis-url: redis:// or rediss:// with a host, and no credentials.
+ * A user or password in the URL (or in its query, which the client also reads
+ * options from) would stand in the pod's spec for anyone who can read the pod.
+ */
 export function checkRedisUrl(url: string): string {
   let parsed: URL;
   try {
@@ -40,6 +52,10 @@ export function checkRedisUrl(url: string): string {
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new Error(`${JSON.stringify(url)} is not a redis:// or rediss:// URL`);
   if (parsed.hostname === '') throw new Error(`${JSON.stringify(url)} names no host`);
+  // Quoted without what could be a password.
+  const shown = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  if (parsed.username !== '' || parsed.password !== '') throw new Error(`the Redis URL ${shown} carries credentials: give the password in --redis-password-file (the user is the agent's own)`);
+  if (parsed.search !== '' || parsed.hash !== '') throw new Error(`the Redis URL ${shown} has a query or fragment: give only redis://host:port[/db]`);
   return url;
 }
 
@@ -64,6 +80,9 @@ export class RedisBackend implements CounterBackend {
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
       retryStrategy: (attempt) => Math.min(maxDelay, 50 * 2 ** Math.min(attempt, 10)),
+      // The ready check runs INFO, which the agent's ACL user may not: a server still loading fails the calls instead.
+      enableReadyCheck: false,
+      ...(options.login === undefined ? {} : { username: options.login.username, password: options.login.password }),
       scripts: {
         portcullisReserve: { lua: RESERVE_SCRIPT },
         portcullisSettle: { lua: SETTLE_SCRIPT },
