@@ -1,14 +1,21 @@
 // Bundle revisions: `<sequence>-<digest>`, ordered by sequence.
 //
-// The sequence is a non-negative decimal integer (no leading zeros, at most 20 digits) that the
-// operator raises whenever a tenant's bundle content changes; the digest is the lower-case hex
+// The sequence is a non-negative decimal integer (no leading zeros, at most MAX_REVISION_SEQUENCE)
+// that the operator raises whenever a tenant's bundle content changes; the digest is the lower-case hex
 // SHA-256 prefix (16 to 64 characters) of that content, so two revisions with one sequence but
 // different content are told apart. A sidecar only moves to a revision whose sequence is higher
 // than the one it runs, or to the very same revision (a re-read of the same ConfigMap).
 import { createHash } from 'node:crypto';
 import { BundleRevisionInvalidError } from './errors.ts';
 
-const REVISION = /^(0|[1-9][0-9]{0,19})-([0-9a-f]{16,64})$/u;
+const REVISION = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16,64})$/u;
+
+/**
+ * The highest sequence a revision may carry: 2^53 - 1, exact as a JSON number and a metric
+ * value. One bundle a millisecond would take 285,000 years to reach it, so a revision beyond it
+ * cannot have been numbered by the operator and is refused, never adopted or counted from.
+ */
+export const MAX_REVISION_SEQUENCE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** How many hex characters of the content digest a revision carries. */
 export const REVISION_DIGEST_LENGTH = 16;
@@ -25,7 +32,11 @@ export function parseRevision(revision: string): ParsedRevision {
       `revision ${JSON.stringify(revision)} is not <sequence>-<digest> (a decimal number, a dash, 16 to 64 lower-case hex digits)`,
     );
   }
-  return { sequence: BigInt(match[1]), digest: match[2] };
+  const sequence = BigInt(match[1]);
+  if (sequence > MAX_REVISION_SEQUENCE) {
+    throw new BundleRevisionInvalidError(`revision ${JSON.stringify(revision)} has a sequence above ${MAX_REVISION_SEQUENCE.toString()}, which no bundle can reach`);
+  }
+  return { sequence, digest: match[2] };
 }
 
 export function formatRevision(sequence: bigint | number, contentDigest: string): string {
@@ -60,6 +71,9 @@ export function nextRevision(previous: string | undefined, contentDigest: string
   const { sequence, digest } = parseRevision(previous);
   if (contentDigest.startsWith(digest)) {
     return previous;
+  }
+  if (sequence === MAX_REVISION_SEQUENCE) {
+    throw new BundleRevisionInvalidError(`revision ${previous} has the highest sequence a revision may carry; no later revision exists`);
   }
   return formatRevision(sequence + 1n, contentDigest);
 }

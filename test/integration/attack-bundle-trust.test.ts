@@ -15,6 +15,7 @@ import { stringify } from 'yaml';
 import type { BundleJwks, SigningKeyPair } from '../../src/bundle/index.ts';
 import { formatRevision, fromConfigMapData, fromJwks, generateSigningKey, parseRevision, signBundle, toConfigMapData, toJwks, verifyBundle } from '../../src/bundle/index.ts';
 import type { Operator } from '../../src/operator/operator.ts';
+import { MAX_REVISION_SEQUENCE } from '../../src/bundle/revision.ts';
 import { parseKeyring, rotateKeyring, SIGNING_SECRET_KEY } from '../../src/operator/signing-keys.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, kubeConfigOf, spawnTracked } from '../harness/cluster.ts';
@@ -32,7 +33,7 @@ const ATTACKER = 'mallory';
 const TRUST = 'portcullis-trust';
 const BUNDLE = 'portcullis-bundle';
 const SIGNING_SECRET = 'portcullis-signing-keys';
-const HIGHEST_SEQUENCE = 10n ** 20n - 1n;
+const HIGHEST_SEQUENCE = MAX_REVISION_SEQUENCE;
 
 let operator: Operator | undefined;
 let sidecar: TrackedProcess;
