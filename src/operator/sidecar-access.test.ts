@@ -12,8 +12,8 @@ describe('sidecar access', () => {
     expect(binding.metadata?.labels?.['portcullis.dev/tenant']).toBe('acme');
   });
 
-  it('grants reading ConfigMaps and recording events, and nothing that writes a bundle', () => {
-    const verbs = sidecarRole('finance', 'acme').rules?.flatMap((r) => (r.resources ?? []).map((res) => `${res}:${r.verbs.join(',')}`));
-    expect(verbs).toEqual(['configmaps:get,list,watch', 'events:create,patch']);
+  it('grants reading the bundle ConfigMap by name and recording events, and nothing that writes a bundle', () => {
+    const verbs = sidecarRole('finance', 'acme').rules?.flatMap((r) => (r.resources ?? []).map((res) => `${res}${r.resourceNames === undefined ? '' : `/${r.resourceNames.join('|')}`}:${r.verbs.join(',')}`));
+    expect(verbs).toEqual(['configmaps/portcullis-bundle:get,list,watch', 'events:create,patch']);
   });
 });

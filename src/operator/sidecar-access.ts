@@ -1,9 +1,11 @@
 // What the sidecars of a tenant namespace may do through the API, granted by
-// the operator in every member namespace: read the bundle and trust ConfigMaps
-// (watched, so a new bundle reaches the sidecar at once) and record Events
-// about bundles they refuse. Bound to the ServiceAccounts of the namespace's
+// the operator in every member namespace: read the bundle ConfigMap, by name
+// (watched, so a new bundle reaches the sidecar at once), and record Events
+// about bundles they refuse. The trust is read in the operator's namespace
+// (trustReaderRole). Bound to the ServiceAccounts of the namespace's
 // AgentIdentities, which are the accounts injected pods run as. Pure.
 import type { V1Role, V1RoleBinding } from '@kubernetes/client-node';
+import { BUNDLE_CONFIGMAP } from './plan.ts';
 
 export const SIDECAR_ACCESS_NAME = 'portcullis-sidecar';
 
@@ -20,9 +22,9 @@ export function sidecarRole(namespace: string, tenant: string): V1Role {
     kind: 'Role',
     metadata: { name: SIDECAR_ACCESS_NAME, namespace, labels: labels(tenant) },
     rules: [
-      // The sidecar lists and watches the namespace's ConfigMaps as one collection; resourceNames
-      // would only allow requests that name one object. ConfigMaps hold no secrets by convention.
-      { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] },
+      // The bundle only: the sidecar lists and watches it with fieldSelector metadata.name, which
+      // resourceNames authorizes. Other ConfigMaps of the namespace are the application's.
+      { apiGroups: [''], resources: ['configmaps'], resourceNames: [BUNDLE_CONFIGMAP], verbs: ['get', 'list', 'watch'] },
       { apiGroups: ['', 'events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
     ],
   };
