@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { envoyBootstrap } from './envoy-bootstrap.ts';
+import { envoyBootstrap, PORTS } from './envoy-bootstrap.ts';
 
 interface Filter {
   name: string;
@@ -30,5 +30,17 @@ describe('envoyBootstrap', () => {
       message_timeout: '0.25s',
       processing_mode: { request_header_mode: 'SEND', request_body_mode: 'BUFFERED', response_header_mode: 'SEND', response_body_mode: 'NONE' },
     });
+  });
+
+  it('puts only its readiness listener on the pod address: GET /ready answered by Envoy itself, 404 for the rest, nothing proxied', () => {
+    const resources = envoyBootstrap().static_resources as { listeners: { name: string; address: { socket_address: { address: string; port_value: number } }; filter_chains: { filters: { typed_config: Record<string, unknown> }[] }[] }[] };
+    const onPodAddress = resources.listeners.filter((l) => l.address.socket_address.address !== '127.0.0.1');
+    expect(onPodAddress.map((l) => [l.name, l.address.socket_address.port_value])).toEqual([['portcullis_ready', PORTS.envoyReady]]);
+    const routes = (onPodAddress[0]?.filter_chains[0]?.filters[0]?.typed_config.route_config as { virtual_hosts: { routes: unknown[] }[] }).virtual_hosts[0]?.routes;
+    expect(routes).toEqual([
+      { match: { path: '/ready' }, direct_response: { status: 200, body: { inline_string: 'ok\n' } } },
+      { match: { prefix: '/' }, direct_response: { status: 404 } },
+    ]);
+    expect((envoyBootstrap().admin as { address: unknown }).address).toEqual({ socket_address: { address: '127.0.0.1', port_value: PORTS.envoyAdmin } });
   });
 });

@@ -9,8 +9,10 @@
 export const PORTS = {
   /** Envoy's admin interface, on loopback only. */
   envoyAdmin: 15000,
-  /** The forward proxy the agent's HTTP_PROXY points at. */
+  /** The forward proxy the agent's HTTP_PROXY points at, on loopback only. */
   proxy: 15001,
+  /** Envoy's readiness for the kubelet, on the pod's address: GET /ready, answered by Envoy itself, and nothing else. */
+  envoyReady: 15002,
   /** The authz sidecar's gRPC server (ext_authz and ext_proc). */
   authzGrpc: 15010,
   /** The authz sidecar's decision listener (/v1/authorize, /readyz, /metrics), on loopback only. */
@@ -132,6 +134,39 @@ function connectionManager(options: BootstrapOptions): Record<string, unknown> {
   };
 }
 
+/**
+ * The only listener on the pod's address: the kubelet probes there, not on loopback, where the
+ * proxy and the admin interface are. It answers `/ready` with 200 once Envoy serves its listeners
+ * and everything else with 404; it proxies nothing.
+ */
+function readinessListener(): Record<string, unknown> {
+  return {
+    name: 'portcullis_ready',
+    address: { socket_address: { address: '0.0.0.0', port_value: PORTS.envoyReady } },
+    filter_chains: [{
+      filters: [{
+        name: 'envoy.filters.network.http_connection_manager',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+          stat_prefix: 'portcullis_ready',
+          route_config: {
+            name: 'portcullis_ready',
+            virtual_hosts: [{
+              name: 'ready',
+              domains: ['*'],
+              routes: [
+                { match: { path: '/ready' }, direct_response: { status: 200, body: { inline_string: 'ok\n' } } },
+                { match: { prefix: '/' }, direct_response: { status: 404 } },
+              ],
+            }],
+          },
+          http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+        },
+      }],
+    }],
+  };
+}
+
 export function envoyBootstrap(overrides: Partial<BootstrapOptions> = {}): Record<string, unknown> {
   const options = { ...DEFAULT_BOOTSTRAP_OPTIONS, ...overrides };
   return {
@@ -146,6 +181,7 @@ export function envoyBootstrap(overrides: Partial<BootstrapOptions> = {}): Recor
             { filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: connectionManager(options) }] },
           ],
         },
+        readinessListener(),
       ],
       clusters: [
         {

@@ -132,6 +132,12 @@ describe('inject', () => {
     for (const probe of [authz?.startupProbe, authz?.readinessProbe]) expect(probe?.httpGet).toEqual({ path: '/readyz', port: PORTS.authzStatus });
   });
 
+  it("probes Envoy on its readiness listener, the only one of Envoy's on the pod address", () => {
+    const envoy = inject(pod('a'), config, context).spec?.initContainers?.find((c) => c.name === ENVOY_CONTAINER);
+    for (const probe of [envoy?.startupProbe, envoy?.readinessProbe]) expect(probe?.httpGet).toEqual({ path: '/ready', port: PORTS.envoyReady });
+    expect(envoy?.startupProbe?.tcpSocket).toBeUndefined();
+  });
+
   it('mounts a projected token with the portcullis audience for the token exchange', () => {
     const injected = inject(pod('a'), config, context);
     const volume = injected.spec?.volumes?.find((v) => v.name === TOKEN_VOLUME);

@@ -148,8 +148,9 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
 }
 
 function envoyContainer(config: InjectionConfig): V1Container {
-  // The admin interface is on loopback, out of the kubelet's reach: probe the proxy port.
-  const probe = { tcpSocket: { port: PORTS.proxy } };
+  // The kubelet probes the pod's address; the proxy and the admin interface are on loopback only,
+  // so Envoy answers its readiness on a listener of its own that only says so.
+  const probe = { httpGet: { path: '/ready', port: PORTS.envoyReady } };
   return {
     name: ENVOY_CONTAINER,
     image: config.envoyImage,
