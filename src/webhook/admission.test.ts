@@ -42,6 +42,8 @@ describe('the injector', () => {
     { name: 'a pod that brings its own portcullis-authz, of any image', pod: pod({ containers: [{ name: 'agent', image: 'agent:1' }, { name: AUTHZ_CONTAINER, image: 'busybox:1' }] }), says: 'portcullis-authz must be in spec.initContainers once' },
     { name: 'a pod that brings an Envoy of its own beside a copy of the sidecar', pod: pod({ initContainers: [{ name: ENVOY_CONTAINER, image: 'envoyproxy/envoy:v1.36.0', restartPolicy: 'Always' }] }), says: 'portcullis-envoy: args, env, securityContext, startupProbe, readinessProbe' },
     { name: 'a pod on the node\'s network', pod: pod({ hostNetwork: true }), says: 'hostNetwork' },
+    { name: 'a pod in the node\'s process namespace', pod: pod({ hostPID: true }), says: 'hostPID' },
+    { name: 'a pod whose containers share a process namespace', pod: pod({ shareProcessNamespace: true }), says: 'shareProcessNamespace' },
   ])('refuses $name, saying why', ({ pod: candidate, says }) => {
     const outcome = admit(candidate);
     expect(outcome.result).toBe('refused');

@@ -6,7 +6,8 @@
 // from running unguarded is a ValidatingAdmissionPolicy, evaluated inside the
 // API server (no webhook to be down): it refuses an opted-in pod that does not
 // carry exactly the sidecar and Envoy the operator's configuration injects, or
-// whose application is not pointed at Envoy, or that uses the node's network.
+// whose application is not pointed at Envoy, or that shares the node's network
+// or a process namespace with the sidecar.
 // The expected values are rendered into the policy's CEL from the same
 // function that builds the containers (expected.ts); the tenant, the one value
 // that differs between pods, is read from the pod's namespace by the policy
@@ -15,7 +16,7 @@
 // System namespaces and the operator's own are excluded from all of them.
 
 import type { FactValue } from './expected.ts';
-import { CONTAINER_FACTS, SIDECAR_NAMES, sidecarList } from './expected.ts';
+import { CONTAINER_FACTS, SIDECAR_NAMES, sidecarList, UNGUARDABLE } from './expected.ts';
 import type { InjectionConfig } from './inject.ts';
 import { DROPPED_ENV, INJECT_ANNOTATION, INJECTION_LABEL, PROXY_ENV, sidecarContainers } from './inject.ts';
 import { TENANT_LABEL } from '../api/index.ts';
@@ -196,7 +197,7 @@ function binding(name: string, namespaces: Record<string, unknown>[], excludedNa
 export function requireInjectionPolicy(excludedNamespaces: readonly string[], injection: InjectionConfig): Record<string, unknown>[] {
   const tenant = `namespaceObject.metadata.?labels[?'${TENANT_LABEL}'].orValue('') != '' ? namespaceObject.metadata.labels['${TENANT_LABEL}'] : namespaceObject.metadata.name`;
   const validations = [
-    forbid('!object.spec.?hostNetwork.orValue(false)', "this pod is opted in to Portcullis but uses the node's network (hostNetwork): its sidecars would listen on the node's addresses and its traffic could not be held to Envoy"),
+    ...UNGUARDABLE.map(({ field, why }) => forbid(`!object.spec.?${field}.orValue(false)`, `this pod is opted in to Portcullis but ${why}`)),
     ...sidecarValidations(injection),
     ...applicationValidations(injection),
   ];

@@ -108,8 +108,8 @@ describe('what an opted-in pod must carry', () => {
     expect(isInjected(candidate, config, context)).toBe(false);
   });
 
-  it('is not a pod on the node\'s network', () => {
-    expect(isInjected(injected((p) => { if (p.spec) p.spec.hostNetwork = true; }), config, context)).toBe(false);
+  it.each(['hostNetwork', 'hostPID', 'shareProcessNamespace'] as const)('is not a pod with %s, whatever it carries', (field) => {
+    expect(isInjected(injected((p) => { if (p.spec) p.spec[field] = true; }), config, context)).toBe(false);
   });
 });
 

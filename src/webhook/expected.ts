@@ -193,12 +193,17 @@ export function proxyMismatches(container: V1Container): string[] {
   ];
 }
 
+/** Pod settings with which no injection can guard the pod: each refused, with why. */
+export const UNGUARDABLE: readonly { field: 'hostNetwork' | 'hostPID' | 'shareProcessNamespace'; why: string }[] = [
+  { field: 'hostNetwork', why: "uses the node's network (hostNetwork): its sidecars would listen on the node's addresses and its traffic could not be held to Envoy" },
+  { field: 'hostPID', why: "shares the node's process namespace (hostPID): its application could see and signal the sidecar's process" },
+  { field: 'shareProcessNamespace', why: "shares one process namespace between its containers (shareProcessNamespace): its application could reach into the sidecar's process and files through /proc" },
+];
+
 /** Why the pod cannot be guarded at all, whatever is injected; undefined when it can. */
 export function unguardable(pod: V1Pod): string | undefined {
-  if (pod.spec?.hostNetwork === true) {
-    return "the pod uses the node's network (hostNetwork): its sidecars would listen on the node's addresses and its traffic could not be held to Envoy; opted-in pods cannot use hostNetwork";
-  }
-  return undefined;
+  const found = UNGUARDABLE.find(({ field }) => pod.spec?.[field] === true);
+  return found === undefined ? undefined : `the pod ${found.why}`;
 }
 
 /** Whether the pod carries exactly what injection adds, judged by what runs, not by names or annotations. */

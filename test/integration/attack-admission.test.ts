@@ -123,6 +123,8 @@ const applicationForgeries: { attack: string; field: string; modify: (spec: V1Po
   { attack: 'an application with a proxy variable in another spelling', field: 'another spelling', modify: (s) => { setEnv(app(s), 'Https_Proxy', 'http://evil.example:3128'); } },
   { attack: 'an application that sets REQUEST_METHOD', field: 'REQUEST_METHOD', modify: (s) => { setEnv(app(s), 'REQUEST_METHOD', 'GET'); } },
   { attack: 'an application that uses the node\'s network', field: 'hostNetwork', modify: (s) => { s.hostNetwork = true; } },
+  { attack: 'an application that sees the node\'s processes', field: 'hostPID', modify: (s) => { s.hostPID = true; } },
+  { attack: 'an application that shares its process namespace with the sidecar', field: 'shareProcessNamespace', modify: (s) => { s.shareProcessNamespace = true; } },
 ];
 
 beforeAll(async () => {
@@ -199,11 +201,15 @@ describe('with the injector up', () => {
     expect(stored.spec?.containers).toEqual(injected.spec?.containers);
   });
 
-  it('refuses an opted-in pod on the node\'s network, with the reason', async () => {
-    const name = fresh('host-network');
-    const result = await createAsAttacker(appPod(name, { hostNetwork: true }));
+  it.each([
+    { setting: 'the node\'s network', field: 'hostNetwork', spec: { hostNetwork: true } },
+    { setting: 'the node\'s processes', field: 'hostPID', spec: { hostPID: true } },
+    { setting: 'one process namespace for its containers', field: 'shareProcessNamespace', spec: { shareProcessNamespace: true } },
+  ])('refuses an opted-in pod with $setting, with the reason', async ({ field, spec }) => {
+    const name = fresh('unguardable');
+    const result = await createAsAttacker(appPod(name, spec));
     expect(result.code).not.toBe(0);
-    expect(result.stderr).toContain('hostNetwork');
+    expect(result.stderr).toContain(field);
     expect(await exists(name)).toBe(false);
   });
 
