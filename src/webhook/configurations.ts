@@ -247,7 +247,7 @@ export function guardUnchangedPolicy(excludedNamespaces: readonly string[]): Rec
           forbid(`${images('object')} == ${images('oldObject')}`, `the ${SIDECAR_NAMES.join(' and ')} containers of a pod are fixed when it is admitted: their images cannot be changed; roll out a new pod instead`),
           forbid(
             `${ephemeral('object')} == ${ephemeral('oldObject')}`,
-            'ephemeral containers cannot be added to a pod guarded by Portcullis: they would run beside the guard without its proxy settings; debug a copy of the pod (kubectl debug --copy-to --share-processes=false), which is admitted like any new pod',
+            'ephemeral containers cannot be added to a pod guarded by Portcullis: they would run beside the guard without its proxy settings; debug a copy of the pod instead (kubectl debug --copy-to=NAME --share-processes=false --keep-startup --keep-readiness), which is admitted like any new pod',
           ),
         ],
       },

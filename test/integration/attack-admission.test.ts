@@ -152,6 +152,11 @@ beforeAll(async () => {
     const pod = await readPod(name).catch(() => undefined);
     return pod && containerOf(pod, AUTHZ_CONTAINER) ? pod : undefined;
   }, 30_000, 500);
+  // The API server compiles the policies a moment after they are written.
+  await eventually('the policies to be in force', async () => {
+    const swap = await asAttacker(['set', 'image', '-n', NS, `pod/${injected.metadata?.name ?? ''}`, `${AUTHZ_CONTAINER}=busybox:1`, '--dry-run=server']);
+    return swap.stderr.includes(GUARD_UNCHANGED_POLICY) ? true : undefined;
+  }, 30_000, 500);
 });
 
 afterAll(async () => {
@@ -276,6 +281,18 @@ describe('after admission', () => {
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain('ephemeral containers cannot be added');
     expect((await readPod(guarded)).spec?.ephemeralContainers ?? []).toEqual([]);
+  });
+
+  it.each([
+    { how: 'as it was stored', flags: ['--keep-startup', '--keep-readiness', '--keep-annotations'] },
+    { how: 'without its sidecars, injected again', flags: ['--keep-init-containers=false'] },
+  ])('lets a copy of an injected pod be debugged instead, $how', async ({ flags }) => {
+    const copy = fresh('debug-copy');
+    const result = await asAttacker(['debug', '-n', NS, `pod/${guarded}`, '--image=busybox:1', '--profile=general', `--copy-to=${copy}`, '--share-processes=false', '--container=peek', ...flags]);
+    expect(result.code, result.stderr).toBe(0);
+    const debugged = await readPod(copy);
+    expect(containerOf(debugged, AUTHZ_CONTAINER)?.image).toBe(SIDECAR_IMAGE);
+    expect(containerOf(debugged, 'peek')?.env?.find((e) => e.name === 'HTTPS_PROXY')?.value).toBe(PROXY);
   });
 
   it('lets kubectl debug add an ephemeral container to a pod that opted out', async () => {
