@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the binaries the tests run against — kube-apiserver, kubectl, etcd,
-# opa, and three programs on go-control-plane's generated Envoy types
+# opa, helm, and three programs on go-control-plane's generated Envoy types
 # (hack/tools/extauthz-client, hack/tools/extproc-client, hack/tools/envoy-check) — from source through
 # the Go module proxy, at the versions pinned in
 # hack/versions.env, into a cache keyed by version. A second run finds them and
@@ -9,10 +9,10 @@
 #
 # Binaries that already exist are used instead of building:
 #   KUBEBUILDER_ASSETS=DIR          (envtest's convention: DIR/kube-apiserver, DIR/etcd, DIR/kubectl)
-#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA,
+#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA, TEST_ASSET_HELM,
 #   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_EXTPROC_CLIENT, TEST_ASSET_ENVOY_CHECK  (explicit paths)
 #
-# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa extauthz-client extproc-client envoy-check
+# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,11 +30,11 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=true ;;
-    kube-apiserver|kubectl|etcd|opa|extauthz-client|extproc-client|envoy-check) wanted+=("$arg") ;;
-    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa extauthz-client extproc-client envoy-check)" ;;
+    kube-apiserver|kubectl|etcd|opa|helm|extauthz-client|extproc-client|envoy-check) wanted+=("$arg") ;;
+    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check)" ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa extauthz-client extproc-client envoy-check)
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check)
 
 require_go() {
   command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set TEST_ASSET_* / KUBEBUILDER_ASSETS to existing binaries"
@@ -105,6 +105,19 @@ build_opa() {
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
+build_helm() {
+  local dest="$cache/helm-$HELM_VERSION"
+  if [ -x "$dest/helm" ]; then return; fi
+  require_go helm
+  log "building helm $HELM_VERSION (cold: about 3 min, module downloads included)"
+  # A folder of its own: two runs that build at once must not move each other's result away.
+  local tmp; tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
+  with_progress helm env GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  if [ -x "$dest/helm" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
+}
+
 # Go programs built on go-control-plane's generated Envoy types, one folder
 # each under hack/tools/: extauthz-client (sends ext_authz Check requests as
 # Envoy does), extproc-client (drives ext_proc Process streams as Envoy does)
@@ -140,6 +153,7 @@ path_of() {
     kubectl) explicit="${TEST_ASSET_KUBECTL:-}" ;;
     etcd) explicit="${TEST_ASSET_ETCD:-}" ;;
     opa) explicit="${TEST_ASSET_OPA:-}" ;;
+    helm) explicit="${TEST_ASSET_HELM:-}" ;;
     extauthz-client) explicit="${TEST_ASSET_EXTAUTHZ_CLIENT:-}" ;;
     extproc-client) explicit="${TEST_ASSET_EXTPROC_CLIENT:-}" ;;
     envoy-check) explicit="${TEST_ASSET_ENVOY_CHECK:-}" ;;
@@ -150,6 +164,7 @@ path_of() {
     kube-apiserver|kubectl) echo "$cache/kubernetes-$KUBERNETES_VERSION/$1" ;;
     etcd) echo "$cache/etcd-$ETCD_VERSION/etcd" ;;
     opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
+    helm) echo "$cache/helm-$HELM_VERSION/helm" ;;
     extauthz-client|extproc-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
   esac
 }
@@ -160,6 +175,7 @@ env_name() {
     kubectl) echo TEST_ASSET_KUBECTL ;;
     etcd) echo TEST_ASSET_ETCD ;;
     opa) echo TEST_ASSET_OPA ;;
+    helm) echo TEST_ASSET_HELM ;;
     extauthz-client) echo TEST_ASSET_EXTAUTHZ_CLIENT ;;
     extproc-client) echo TEST_ASSET_EXTPROC_CLIENT ;;
     envoy-check) echo TEST_ASSET_ENVOY_CHECK ;;
@@ -169,13 +185,14 @@ env_name() {
 for tool in "${wanted[@]}"; do
   path="$(path_of "$tool")"
   if [ -x "$path" ]; then continue; fi
-  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' path_of "$tool")" ]; then
+  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_HELM='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' path_of "$tool")" ]; then
     die "$(env_name "$tool") or KUBEBUILDER_ASSETS names $path, which is not an executable file"
   fi
   case "$tool" in
     kube-apiserver|kubectl) build_kubernetes ;;
     etcd) build_etcd ;;
     opa) build_opa ;;
+    helm) build_helm ;;
     extauthz-client|extproc-client|envoy-check) build_envoy_tool "$tool" ;;
   esac
   [ -x "$path" ] || die "$tool was built but $path is missing"
