@@ -133,26 +133,22 @@ describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
     expect(headerOf(outcome.downstream_response?.headers, 'content-length')).toBe(String(outcome.downstream_response?.body.length));
   });
 
-  it('redacts a streamed text/event-stream answer chunk by chunk, a secret split across two chunks included', async () => {
+  it('redacts a streamed text/event-stream answer event by event, secrets split across chunks and events included', async () => {
     const chunks = [
-      'event: message\ndata: {"jsonrpc": "2.0", "result": {"text": "SSN 123-45-',
-      '6789, card 4111 1111"}}\n\n',
+      'event: message\ndata: {"text": "SSN 123-45-',
+      '6789, card 4111 1111"}\n\n',
       'data: {"text": " 1111 1111 and dana@exa',
       'mple.com"}\n\n',
-      'data: {"text": "done"}\n\n',
+      'data: {"text": " done."}\n\n',
     ];
     const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/notes', headers: json, body: '{"patient": "p-1"}' }, response: { headers: { 'content-type': 'text/event-stream' }, chunks } });
     expect(outcome.response_body_mode).toBe('STREAMED');
     const passed = outcome.downstream_response?.chunks ?? [];
     expect(passed).toHaveLength(chunks.length);
-    // Nothing of the SSN passes with the first chunk: its tail is held back until the second completes it.
-    expect(passed[0]).toBe('event: message\ndata: {"jsonrpc": "2.0", "result": {"text": "');
-    expect(passed[0]).not.toMatch(/123/);
-    expect(passed.join('')).toBe(
-      'event: message\ndata: {"jsonrpc": "2.0", "result": {"text": "SSN [REDACTED:ssn], card 4111 1111"}}\n\ndata: {"text": " 1111 1111 and [REDACTED:email]"}\n\ndata: {"text": "done"}\n\n',
-    );
-    // A complete event passes as it comes.
-    expect(passed[4]).toBe(chunks[4]);
+    // Nothing passes until an event is whole and what it ends with can no longer grow into a value: the card goes on in the next event.
+    expect(passed.slice(0, 3)).toEqual(['', '', '']);
+    expect(passed[3]).toBe('event: message\ndata: {"text": "SSN [REDACTED:ssn], card [REDACTED:credit_card]"}\n\n');
+    expect(passed[4]).toBe('data: {"text": " and [REDACTED:email]"}\n\ndata: {"text": " done."}\n\n');
   });
 
   it('ends an answer over the inspection limit with 502 and never passes it', async () => {
@@ -208,11 +204,13 @@ describe("the sidecar's ext_proc, driven as Envoy drives it", () => {
   });
 
   it('resets a streamed answer that cannot be redacted in bounded memory, after what was already redacted', async () => {
-    // An address that keeps growing: every cut would split it, so more than the bound would have to be held back.
-    const chunks = ['data: {"text": "ok"}\n\ndata: write to a@b.c', ...Array.from({ length: 12 }, () => 'o'.repeat(100)), '"}\n\n'];
+    // base64 holding an address, streamed as it grows: the run is the match and keeps growing past the bound.
+    const grown = Buffer.from(`mail dana@example.com ${'x'.repeat(6000)}`).toString('base64').match(/.{1,100}/gu) ?? [];
+    const event = (delta: string): string => `data: ${JSON.stringify({ delta })}\n\n`;
+    const chunks = [event('ok! '), ...grown.map(event)];
     const outcome = await drive({ request: { method: 'POST', host: EHR, path: '/v1/notes', headers: json, body: '{"patient": "p-1"}' }, response: { headers: { 'content-type': 'text/event-stream' }, chunks } });
     expect(outcome.immediate_response).toMatchObject({ phase: 'response_body', status: 502 });
     expect(outcome.downstream_response?.body ?? '').toBe('');
-    expect((outcome.downstream_response?.chunks ?? []).join('')).toBe('data: {"text": "ok"}\n\ndata: write to ');
+    expect((outcome.downstream_response?.chunks ?? []).join('')).toBe(event('ok! '));
   });
 });
