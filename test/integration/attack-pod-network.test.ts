@@ -5,12 +5,14 @@
 // token service, and plain HTTP to the token service.
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import { request as plainRequest } from 'node:http';
 import type { Server } from 'node:https';
 import { createServer } from 'node:https';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { V1Container } from '@kubernetes/client-node';
@@ -18,7 +20,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { RunningTokenService } from '../../src/identity/index.ts';
-import { startTokenService } from '../../src/identity/index.ts';
+import { startTokenService, TokenServiceClient, tokenServiceEndpoint } from '../../src/identity/index.ts';
 import type { Operator } from '../../src/operator/operator.ts';
 import { tokenEndpoint } from '../../src/operator/main.ts';
 import { createCertificateAuthority } from '../../src/webhook/certs.ts';
@@ -236,5 +238,34 @@ describe('attacks between the sidecar and the token service', () => {
   it('with the real token service, verified against the injected CA, the sidecar holds its agent token and is ready', async () => {
     expect((await fetch(`http://${podAddress ?? ''}:${String(ports.status)}/readyz`)).status).toBe(200);
     expect(sidecar.output()).not.toContain('could not get an agent token');
+  });
+});
+
+describe("the token service's certificate, renewed while it serves", () => {
+  it('is served to new connections under the same CA, which the sidecar keeps trusting', async () => {
+    const ca = await createCertificateAuthority('portcullis-tokens-ca');
+    const issue = (): ReturnType<typeof ca.issue> => ca.issue({ commonName: '127.0.0.1', ips: ['127.0.0.1'], usage: 'server' });
+    let current = await issue();
+    const rotating = await startTokenService({
+      kubeConfig: kubeConfigOf(plane), namespace: OPERATOR_NS, host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }),
+      tls: () => Promise.resolve({ ...current, ca: ca.cert }), tlsReloadMs: 100,
+    });
+    const client = new TokenServiceClient(tokenServiceEndpoint(rotating.url, { ca: ca.cert }));
+    /** The serial number of the certificate a new connection is served, verified against the CA. */
+    const served = (): Promise<string> => new Promise((resolve, reject) => {
+      const socket = tlsConnect({ host: '127.0.0.1', port: Number(new URL(rotating.url).port), ca: ca.cert }, () => { resolve(socket.getPeerCertificate().serialNumber); socket.end(); });
+      socket.on('error', reject);
+    });
+    try {
+      expect(await served()).toBe(new X509Certificate(current.cert).serialNumber);
+      expect((await client.request('GET', '/.well-known/jwks.json')).status).toBe(200);
+      current = await issue();
+      const renewed = new X509Certificate(current.cert).serialNumber;
+      await eventually('the renewed certificate to be served', async () => ((await served()) === renewed ? true : undefined), 10_000);
+      expect((await client.request('GET', '/.well-known/jwks.json')).status).toBe(200);
+    } finally {
+      client.close();
+      await rotating.stop();
+    }
   });
 });
