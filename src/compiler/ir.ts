@@ -546,7 +546,7 @@ function limitsOf(policy: Loaded<ToolPolicy>, nextOrder: () => number): LimitDat
 }
 
 /** An RFC 3339 time in one spelling (UTC, milliseconds), so equal times give equal bundles; an unreadable one revokes everything. */
-function normalizedTime(value: string): string {
+export function normalizedTime(value: string): string {
   const time = new Date(value);
   return Number.isNaN(time.getTime()) ? new Date(8.64e15).toISOString() : time.toISOString();
 }

@@ -13,6 +13,8 @@ export interface OperatorMetrics {
   isLeader: Gauge;
   informerRestarts: Counter<'informer'>;
   statusWriteFailures: Counter<'kind' | 'code'>;
+  foreignObjects: Counter<'kind'>;
+  standingUpdates: Counter;
 }
 
 export function createOperatorMetrics(): OperatorMetrics {
@@ -53,6 +55,17 @@ export function createOperatorMetrics(): OperatorMetrics {
       name: 'portcullis_status_write_failures_total',
       help: 'Status writes the API server refused, by kind and HTTP code (422: the status itself is invalid, not retried)',
       labelNames: ['kind', 'code'],
+      registers: [registry],
+    }),
+    foreignObjects: new Counter({
+      name: 'portcullis_foreign_objects_total',
+      help: 'Objects carrying the operator labels that it did not write (each version once), ignored; an Event names each',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    standingUpdates: new Counter({
+      name: 'portcullis_standing_updates_total',
+      help: 'Bundles signed from the last good one with the agents standing (suspended, revokedBefore) as now, while the tenant was blocked by invalid resources',
       registers: [registry],
     }),
   };

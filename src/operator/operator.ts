@@ -4,13 +4,13 @@
 // from namespaces that left, and writes each resource's status — only what
 // changed. Reconciles run only on the leader.
 
-import type { CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
+import type { CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesListObject, KubernetesObject, V1ConfigMap, V1Namespace, V1ObjectMeta } from '@kubernetes/client-node';
 import { CoordinationV1Api, CoreV1Api as CoreApi, CustomObjectsApi as CustomApi, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AgentIdentity, EgressRule, ToolPolicy } from '../api/index.ts';
 import { GROUP, VERSION } from '../api/index.ts';
-import type { ConfigMapData } from '../bundle/index.ts';
+import type { Bundle, BundleManifest, ConfigMapData } from '../bundle/index.ts';
 import { bundleContentDigest, fromConfigMapData, MANIFEST_FILE, nextRevision, parseRevision, signBundle, toConfigMapData, toJwks, verifyBundle } from '../bundle/index.ts';
 import type { CompiledTenant } from '../compiler/compile.ts';
 import { CompileError, CompileErrors } from '../compiler/errors.ts';
@@ -40,6 +40,7 @@ import {
   trustReaderRole,
 } from './plan.ts';
 import type { Keyring } from './signing-keys.ts';
+import { standingSpecOf, withAgentStanding } from './containment.ts';
 import { ensureKeyring, readKeyring } from './signing-keys.ts';
 import { WorkQueue } from './workqueue.ts';
 
@@ -90,6 +91,8 @@ export class Operator {
   private readonly tenantOfNs = new Map<string, string>();
   /** The last problems reported per resource, so an Event goes out once per new problem. */
   private readonly reported = new Map<string, string>();
+  /** ConfigMaps carrying the operator's labels that it did not write, by uid: the resourceVersion last reported. */
+  private readonly foreignReported = new Map<string, string>();
   private keyring: Keyring | undefined;
   private keyringReadAt = 0;
   /** The last bundle each tenant distributed (revision and digest only: bundles are large), kept in force while the tenant is invalid. */
@@ -226,6 +229,7 @@ export class Operator {
     for (const cm of this.bundles.list()) {
       const tenant = cm.metadata?.labels?.[TENANT_LABEL];
       if (tenant) tenants.add(tenant);
+      this.noticeForeignName(cm);
     }
     for (const tenant of tenants) this.enqueue(tenant);
   }
@@ -260,6 +264,8 @@ export class Operator {
     // The echo of the operator's own write changes nothing and is let pass.
     this.bundles.onChange((cm, verb) => {
       const key = `${cm.metadata?.namespace ?? ''}/${cm.metadata?.name ?? ''}`;
+      if (verb === 'delete') this.foreignReported.delete(cm.metadata?.uid ?? '');
+      else this.noticeForeignName(cm);
       if (verb !== 'delete' && this.written.get(key) === summaryOf(cm)?.digest) return;
       // The trust is no tenant's: edited or deleted by hand it is put back; a copy in a tenant namespace is removed.
       if (cm.metadata?.name === TRUST_CONFIGMAP) {
@@ -279,17 +285,16 @@ export class Operator {
     const log = this.options.log.child({ tenant });
     const members = this.memberNamespaces(tenant);
     const refs = this.resourcesOf(members);
-    const existing = this.existingBundles(tenant);
+    const existing = this.existingBundles(members);
 
     let result: 'success' | 'invalid' = 'success';
     if (members.length > 0) {
-      const inForce = await this.inForce(tenant, existing);
-      const outcome = await this.compileAndDistribute(tenant, members, refs, inForce, existing, log);
+      const { outcome, inForce } = await this.compileAndDistribute(tenant, members, refs, await this.inForce(tenant, existing), existing, log);
       if (!outcome.ok) result = 'invalid';
       await this.grantSidecarAccess(tenant, members, refs);
       await this.writeStatuses(tenant, refs, outcome, inForce, log);
     }
-    await this.prune(tenant, members, existing, log);
+    await this.prune(tenant, members, log);
     this.options.metrics.reconcileTotal.inc({ kind: 'tenant', result });
     this.options.metrics.reconcileDuration.observe({ kind: 'tenant' }, (performance.now() - started) / 1000);
     this.options.metrics.queueDepth.set(this.queue.depth);
@@ -321,13 +326,26 @@ export class Operator {
     return refs;
   }
 
-  /** The tenant's bundle ConfigMaps, by namespace. */
-  private existingBundles(tenant: string): Map<string, V1ConfigMap> {
+  /**
+   * The bundle ConfigMap of each member namespace, found by name: the only places a tenant's
+   * bundle is read from. Labels say nothing: anyone who may write ConfigMaps in some namespace
+   * can put the operator's labels on one (see prune for those outside the members).
+   */
+  private existingBundles(members: readonly string[]): Map<string, V1ConfigMap> {
     const found = new Map<string, V1ConfigMap>();
-    for (const cm of this.bundles.list()) {
-      if (cm.metadata?.name === BUNDLE_CONFIGMAP && cm.metadata.labels?.[TENANT_LABEL] === tenant && cm.metadata.namespace) found.set(cm.metadata.namespace, cm);
+    for (const namespace of members) {
+      const cm = this.bundles.get(BUNDLE_CONFIGMAP, namespace);
+      if (cm) found.set(namespace, cm);
     }
     return found;
+  }
+
+  /** The tenant whose bundle a namespace takes, or undefined when it takes none. */
+  private bundleTenantOf(namespace: string): string | undefined {
+    const ns = this.namespaces.get(namespace);
+    if (!ns) return undefined;
+    const holds = [...this.resources.values()].some((informer) => informer.list(namespace).length > 0);
+    return takesBundle(view(ns), holds) ? tenantOfNamespace(view(ns)) : undefined;
   }
 
   /**
@@ -341,6 +359,7 @@ export class Operator {
    */
   private async inForce(tenant: string, existing: ReadonlyMap<string, V1ConfigMap>): Promise<InForce> {
     const known = this.lastGood.get(tenant);
+    // The unverified manifest orders the candidates only: each is believed once its content is known to be ours.
     const byNewest = [...existing.values()].sort((a, b) => compareSequence(summaryOf(b)?.manifest?.revision, summaryOf(a)?.manifest?.revision));
     for (const cm of byNewest) {
       const summary = summaryOf(cm);
@@ -380,17 +399,15 @@ export class Operator {
     inForce: InForce,
     existing: ReadonlyMap<string, V1ConfigMap>,
     log: Logger,
-  ): Promise<CompileOutcome> {
+  ): Promise<{ outcome: CompileOutcome; inForce: InForce }> {
     const invalid = this.validate(refs);
     if (invalid.size > 0) {
-      await this.keepLastGood(tenant, members, existing, log);
-      return { ok: false, problems: invalid, tenantProblems: [] };
+      return { outcome: { ok: false, problems: invalid, tenantProblems: [] }, inForce: (await this.keepLastGood(tenant, members, refs, existing, log)) ?? inForce };
     }
     const compileStarted = performance.now();
     const compiled = await this.compile(tenant, refs, log);
     if (!('wasm' in compiled)) {
-      await this.keepLastGood(tenant, members, existing, log);
-      return compiled;
+      return { outcome: compiled, inForce: (await this.keepLastGood(tenant, members, refs, existing, log)) ?? inForce };
     }
     this.options.metrics.compileSeconds.set({ tenant }, (performance.now() - compileStarted) / 1000);
     const revision = await this.distribute(tenant, members, refs, compiled, inForce, existing, log);
@@ -398,7 +415,7 @@ export class Operator {
     for (const { kind, object } of refs) {
       if (kind === 'ToolPolicy') ruleCounts.set(keyOf(kind, object), (object as ToolPolicy).spec.rules?.length ?? 0);
     }
-    return { ok: true, revision, ruleCounts };
+    return { outcome: { ok: true, revision, ruleCounts }, inForce };
   }
 
   /** The compiled tenant, or the compiler's problems placed on the resources they concern. */
@@ -433,16 +450,28 @@ export class Operator {
     existing: ReadonlyMap<string, V1ConfigMap>,
     log: Logger,
   ): Promise<string> {
-    const keyring = await this.currentKeyring(log);
     const generations = Object.fromEntries(refs.map(({ kind, object }) => [keyOf(kind, object), object.metadata?.generation ?? 0]));
-    const manifestBase = {
+    const manifest = {
       roots: ['portcullis'],
       metadata: { tenant, [GENERATIONS_KEY]: generations, sourceDigest: compiled.revision },
       wasm: compiled.entrypoints.map((entrypoint) => ({ entrypoint, module: '/policy.wasm' })),
     };
-    const digest = bundleContentDigest({ manifest: manifestBase, wasm: compiled.wasm, data: compiled.data });
-    const revision = nextRevision(inForce.revision, digest);
-    const signed = await signBundle({ manifest: { ...manifestBase, revision }, wasm: compiled.wasm, data: compiled.data }, keyring.active);
+    return this.signAndWrite(tenant, members, existing, inForce.revision, { manifest, wasm: compiled.wasm, data: compiled.data }, generations, log);
+  }
+
+  /** Signs the content as the revision after `previous` and writes it, trust first, where it differs. Returns the revision. */
+  private async signAndWrite(
+    tenant: string,
+    members: readonly string[],
+    existing: ReadonlyMap<string, V1ConfigMap>,
+    previous: string | undefined,
+    content: { manifest: Omit<BundleManifest, 'revision'>; wasm: Uint8Array; data: unknown },
+    generations: Record<string, number>,
+    log: Logger,
+  ): Promise<string> {
+    const keyring = await this.currentKeyring(log);
+    const revision = nextRevision(previous, bundleContentDigest(content));
+    const signed = await signBundle({ ...content, manifest: { ...content.manifest, revision } }, keyring.active);
     const payload = toConfigMapData(signed);
     this.options.metrics.bundleBytes.set({ tenant }, configMapBytes(payload));
     this.options.metrics.bundleRevision.set({ tenant }, Number(parseRevision(revision).sequence));
@@ -513,9 +542,18 @@ export class Operator {
    * While the tenant is invalid, every member namespace keeps (or gets back) the
    * last good bundle: the one this process last wrote, read back from a
    * namespace that still holds it intact, else the newest existing bundle that
-   * verifies against the operator's keys.
+   * verifies against the operator's keys. Containment waits for no fix: the
+   * agents' standing (suspended, revokedBefore) is set in it as the
+   * AgentIdentities say now and signed as the next revision, compiling nothing.
+   * Returns what is in force after, or undefined when no bundle verifies.
    */
-  private async keepLastGood(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
+  private async keepLastGood(
+    tenant: string,
+    members: readonly string[],
+    refs: readonly { kind: ResourceKind; object: AnyResource }[],
+    existing: ReadonlyMap<string, V1ConfigMap>,
+    log: Logger,
+  ): Promise<InForce | undefined> {
     const known = this.lastGood.get(tenant);
     const byNewest = [...existing.values()].sort((a, b) => compareSequence(summaryOf(b)?.manifest?.revision, summaryOf(a)?.manifest?.revision));
     const intact = known ? byNewest.filter((cm) => summaryOf(cm)?.digest === known.digest) : [];
@@ -523,19 +561,34 @@ export class Operator {
       const cm = await this.core.readNamespacedConfigMap({ name: BUNDLE_CONFIGMAP, namespace: summary.metadata?.namespace ?? '' }).catch(() => undefined);
       if (!cm) continue;
       const payload = { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} };
-      const revision = await this.verifiedRevision(tenant, payload);
-      if (revision === undefined) continue;
-      this.lastGood.set(tenant, { revision, digest: payloadDigest(payload), generations: readManifest(cm)?.generations ?? {} });
-      await this.writeBundles(tenant, members, existing, revision, payload, log);
-      return;
+      const bundle = await this.verified(tenant, payload);
+      if (bundle === undefined) continue;
+      const generations = generationsOf(bundle.manifest);
+      const standings = refs.filter((r) => r.kind === 'AgentIdentity').map(({ object }) => standingSpecOf(object.metadata?.namespace ?? '', object.metadata?.name ?? '', object.spec));
+      const contained = withAgentStanding(bundle.data, standings);
+      if (contained.changes.length === 0) {
+        this.lastGood.set(tenant, { revision: bundle.manifest.revision, digest: payloadDigest(payload), generations });
+        await this.writeBundles(tenant, members, existing, bundle.manifest.revision, payload, log);
+        return { revision: bundle.manifest.revision, generations };
+      }
+      const { revision: previous, ...manifest } = bundle.manifest;
+      const revision = await this.signAndWrite(tenant, members, existing, previous, { manifest, wasm: bundle.wasm, data: contained.data }, generations, log);
+      this.options.metrics.standingUpdates.inc();
+      log.warn({ revision, previous, changes: contained.changes }, 'tenant blocked by invalid resources; agent standing carried into the last good bundle');
+      return { revision, generations };
     }
+    return undefined;
   }
 
   private async verifiedRevision(tenant: string, payload: ConfigMapData): Promise<string | undefined> {
+    return (await this.verified(tenant, payload))?.manifest.revision;
+  }
+
+  /** The bundle, if it verifies under the operator's keys as the tenant's: only then is any of it believed. */
+  private async verified(tenant: string, payload: ConfigMapData): Promise<Bundle | undefined> {
     if (!this.keyring) return undefined;
     try {
-      const bundle = await verifyBundle(fromConfigMapData(payload), { publicKeys: this.keyring.publicKeys, tenant });
-      return bundle.manifest.revision;
+      return await verifyBundle(fromConfigMapData(payload), { publicKeys: this.keyring.publicKeys, tenant });
     } catch {
       return undefined;
     }
@@ -616,20 +669,24 @@ export class Operator {
   }
 
   private async event(kind: ResourceKind, object: AnyResource, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const namespace = object.metadata?.namespace ?? 'default';
+    await this.eventAbout({ apiVersion: `${GROUP}/${VERSION}`, kind, metadata: object.metadata ?? {} }, type, reason, message);
+  }
+
+  private async eventAbout(object: { apiVersion: string; kind: string; metadata: V1ObjectMeta }, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const namespace = object.metadata.namespace ?? 'default';
     const now = new Date();
     await this.core
       .createNamespacedEvent({
         namespace,
         body: {
-          metadata: { generateName: `${object.metadata?.name ?? 'portcullis'}.`, namespace },
+          metadata: { generateName: `${object.metadata.name ?? 'portcullis'}.`, namespace },
           involvedObject: {
-            apiVersion: `${GROUP}/${VERSION}`,
-            kind,
-            name: object.metadata?.name ?? '',
+            apiVersion: object.apiVersion,
+            kind: object.kind,
+            name: object.metadata.name ?? '',
             namespace,
-            uid: object.metadata?.uid ?? '',
-            resourceVersion: object.metadata?.resourceVersion ?? '',
+            uid: object.metadata.uid ?? '',
+            resourceVersion: object.metadata.resourceVersion ?? '',
           },
           type,
           reason,
@@ -682,18 +739,64 @@ export class Operator {
     }
   }
 
-  /** Deletes the tenant's bundle from namespaces that are no longer its members. */
-  private async prune(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, log: Logger): Promise<void> {
-    for (const namespace of existing.keys()) {
-      if (members.includes(namespace)) continue;
+  /**
+   * Bundle ConfigMaps labelled with the tenant outside its member namespaces. One the
+   * operator signed for the tenant is in a namespace that left it: deleted (that very
+   * version only), with the sidecar access granted there. Any other is not the tenant's,
+   * whatever its labels say: left alone, never read as a bundle, and reported — unless
+   * the namespace takes another tenant's bundle, whose reconcile overwrites it.
+   */
+  private async prune(tenant: string, members: readonly string[], log: Logger): Promise<void> {
+    const memberSet = new Set(members);
+    const outside = this.bundles.list().filter((cm) => cm.metadata?.name === BUNDLE_CONFIGMAP && cm.metadata.labels?.[TENANT_LABEL] === tenant && !memberSet.has(cm.metadata.namespace ?? ''));
+    for (const cached of outside) {
+      const namespace = cached.metadata?.namespace ?? '';
+      if (this.foreignReported.get(cached.metadata?.uid ?? '') === cached.metadata?.resourceVersion) continue;
+      const cm = await this.core.readNamespacedConfigMap({ name: BUNDLE_CONFIGMAP, namespace }).catch(() => undefined);
+      if (cm?.metadata?.labels?.[TENANT_LABEL] !== tenant) continue;
+      const genuine = (await this.verifiedRevision(tenant, { data: cm.data ?? {}, binaryData: cm.binaryData ?? {} })) !== undefined;
+      if (!genuine && this.bundleTenantOf(namespace) !== undefined) continue;
+      if (genuine) await this.deleteVersion({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: BUNDLE_CONFIGMAP, namespace } }, cm.metadata);
+      else await this.reportForeign(cm, `is labelled as a bundle of tenant ${tenant} in a namespace that is not the tenant's, and the operator did not sign it`);
       this.written.delete(`${namespace}/${BUNDLE_CONFIGMAP}`);
-      await this.deleteIfTenants(tenant, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: BUNDLE_CONFIGMAP, namespace } });
       for (const kind of ['RoleBinding', 'Role']) {
         this.accessApplied.delete(`${kind}/${namespace}`);
         await this.deleteIfTenants(tenant, { apiVersion: 'rbac.authorization.k8s.io/v1', kind, metadata: { name: SIDECAR_ACCESS_NAME, namespace } });
       }
-      log.info({ namespace }, 'bundle and sidecar access pruned from a namespace that left the tenant');
+      if (genuine) log.info({ namespace }, 'bundle and sidecar access pruned from a namespace that left the tenant');
     }
+  }
+
+  /** Deletes exactly this version of an object: one written since is judged when its own event comes. */
+  private async deleteVersion(ref: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, seen: V1ObjectMeta): Promise<void> {
+    const { uid, resourceVersion } = seen;
+    try {
+      await this.objects.delete(ref, undefined, undefined, undefined, undefined, undefined, { preconditions: { ...(uid === undefined ? {} : { uid }), ...(resourceVersion === undefined ? {} : { resourceVersion }) } });
+    } catch (error) {
+      const code = (error as { code?: number } | null)?.code;
+      if (code !== 404 && code !== 409) throw error;
+    }
+  }
+
+  /**
+   * A ConfigMap carrying the operator's labels with a name the operator never writes:
+   * someone else's, reported once per version and otherwise ignored. The trust
+   * ConfigMap has its own reconcile.
+   */
+  private noticeForeignName(cm: V1ConfigMap): void {
+    const name = cm.metadata?.name;
+    if (!this.elector.isLeader || name === BUNDLE_CONFIGMAP || name === TRUST_CONFIGMAP) return;
+    void this.reportForeign(cm, 'carries the labels of the operator, which writes no ConfigMap of that name');
+  }
+
+  /** Counts and reports, once per version, a ConfigMap that carries the operator's labels but is not its own. */
+  private async reportForeign(cm: V1ConfigMap, why: string): Promise<void> {
+    const { uid = '', resourceVersion = '', name = '', namespace = '' } = cm.metadata ?? {};
+    if (this.foreignReported.get(uid) === resourceVersion) return;
+    this.foreignReported.set(uid, resourceVersion);
+    this.options.metrics.foreignObjects.inc({ kind: 'ConfigMap' });
+    this.options.log.warn({ namespace, name, reason: why }, 'a ConfigMap the operator did not write carries its labels; ignored');
+    await this.eventAbout({ apiVersion: 'v1', kind: 'ConfigMap', metadata: cm.metadata ?? {} }, 'Warning', 'ForeignObjectIgnored', `ConfigMap ${namespace}/${name} ${why}: ignored, never read as a bundle`);
   }
 
 }
@@ -797,6 +900,12 @@ function readManifest(cm: V1ConfigMap): StoredManifest | undefined {
   } catch {
     return undefined; // a bundle edited by hand: the next write replaces it
   }
+}
+
+/** The generations a verified manifest says its bundle holds. */
+function generationsOf(manifest: BundleManifest): Record<string, number> {
+  const generations = manifest.metadata[GENERATIONS_KEY];
+  return typeof generations === 'object' && generations !== null ? (generations as Record<string, number>) : {};
 }
 
 function compareSequence(a: string | undefined, b: string | undefined): number {

@@ -71,7 +71,7 @@ export function localWebhookOptions(kubeConfig: KubeConfig, namespace: string, p
  * The operator in-process with exactly config/rbac's permissions, renamed with `prefix` into its
  * own namespace, so it leaves the operators of other test files alone.
  */
-export async function startScopedOperator(plane: Pick<ControlPlaneInfo, 'kubeconfig' | 'tools' | 'server' | 'caCert' | 'runDir'>, prefix: string, namespace: string): Promise<Operator> {
+export async function startScopedOperator(plane: Pick<ControlPlaneInfo, 'kubeconfig' | 'tools' | 'server' | 'caCert' | 'runDir'>, prefix: string, namespace: string, metrics?: OperatorMetrics): Promise<Operator> {
   await ensureNamespace(plane, namespace);
   const overlay = join(plane.runDir, `${prefix}-rbac`);
   await mkdir(overlay, { recursive: true });
@@ -84,6 +84,7 @@ export async function startScopedOperator(plane: Pick<ControlPlaneInfo, 'kubecon
     kubeConfig: await serviceAccountKubeConfig(plane, namespace, `${prefix}-portcullis-operator`),
     namespace,
     identity: `${prefix}-test-operator`,
+    ...(metrics === undefined ? {} : { metrics }),
   });
 }
 
@@ -95,7 +96,7 @@ export async function startScopedOperator(plane: Pick<ControlPlaneInfo, 'kubecon
 export async function agentKubeconfigFile(plane: Pick<ControlPlaneInfo, 'kubeconfig' | 'tools' | 'server' | 'caCert' | 'runDir'>, namespace: string, serviceAccount: string): Promise<string> {
   await kubectl(plane, ['apply', '-f', '-'], { input: stringify({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: serviceAccount, namespace } }) });
   await eventually(`the operator to let ${namespace}/${serviceAccount} read its bundle`, async () => {
-    const canI = await kubectl(plane, ['auth', 'can-i', 'watch', 'configmaps', '-n', namespace, `--as=system:serviceaccount:${namespace}:${serviceAccount}`], { allowFailure: true });
+    const canI = await kubectl(plane, ['auth', 'can-i', 'watch', 'configmaps/portcullis-bundle', '-n', namespace, `--as=system:serviceaccount:${namespace}:${serviceAccount}`], { allowFailure: true });
     return canI.stdout.trim() === 'yes' ? true : undefined;
   }, 60_000);
   const token = (await kubectl(plane, ['create', 'token', serviceAccount, '-n', namespace, '--duration=2h'])).stdout.trim();

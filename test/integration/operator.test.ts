@@ -127,8 +127,11 @@ describe('the operator', () => {
       const result = await kubectl(plane, ['auth', 'can-i', verb, resource, '-n', ns, `--as=system:serviceaccount:${as}`], { allowFailure: true });
       return result.stdout.trim();
     };
-    await eventually('the worker to be able to watch configmaps in alpha-one', async () => ((await canI('watch', 'configmaps', 'alpha-one:worker', 'alpha-one')) === 'yes' ? true : undefined));
-    expect(await canI('get', 'configmaps', 'alpha-one:worker', 'alpha-one')).toBe('yes');
+    await eventually('the worker to be able to watch its bundle in alpha-one', async () => ((await canI('watch', 'configmaps/portcullis-bundle', 'alpha-one:worker', 'alpha-one')) === 'yes' ? true : undefined));
+    expect(await canI('get', 'configmaps/portcullis-bundle', 'alpha-one:worker', 'alpha-one')).toBe('yes');
+    // The application's own ConfigMaps are not the sidecar's to read.
+    expect(await canI('get', 'configmaps/app-settings', 'alpha-one:worker', 'alpha-one')).toBe('no');
+    expect(await canI('list', 'configmaps', 'alpha-one:worker', 'alpha-one')).toBe('no');
     expect(await canI('create', 'events', 'alpha-one:worker', 'alpha-one')).toBe('yes');
     expect(await canI('update', 'configmaps', 'alpha-one:worker', 'alpha-one')).toBe('no');
     expect(await canI('get', 'secrets', 'alpha-one:worker', 'alpha-one')).toBe('no');
