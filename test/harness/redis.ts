@@ -5,7 +5,8 @@
 // the control plane's reaper kills it if the run dies.
 
 import { execFile } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -31,6 +32,8 @@ export async function findRedisServer(): Promise<string> {
 export interface RedisServer {
   url: string;
   port: number;
+  /** With the acl option: a user allowed everything, for tests to set up and inspect what the others may not. */
+  admin?: { username: string; password: string };
   /** Kills the server at once (SIGKILL, as a crash would); it stays down until start(). */
   kill(): Promise<void>;
   /** Starts it again on the same port, empty (no persistence). */
@@ -39,7 +42,7 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-/** Answers true once the server replies to PING. */
+/** Answers true once the server replies to PING (or refuses it for want of a login, when its default user is off). */
 function pings(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
@@ -50,16 +53,32 @@ function pings(port: number): Promise<boolean> {
     socket.setTimeout(1000, () => { done(false); });
     socket.on('error', () => { done(false); });
     socket.on('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (data: Buffer) => { done(data.toString().startsWith('+PONG')); });
+    socket.on('data', (data: Buffer) => { done(/^(?:\+PONG|-NOAUTH)/.test(data.toString())); });
   });
 }
 
-export async function startRedis(plane: Pick<ControlPlaneInfo, 'runDir'>): Promise<RedisServer> {
+export interface RedisOptions {
+  /**
+   * Lines of the server's ACL file (`user NAME RULES...`), loaded at every
+   * start; an admin user allowed everything is added. Without it Redis' default
+   * user is on with no password, as Redis ships.
+   */
+  acl?: readonly string[];
+}
+
+export async function startRedis(plane: Pick<ControlPlaneInfo, 'runDir'>, options: RedisOptions = {}): Promise<RedisServer> {
   const binary = await findRedisServer();
   const port = await freePort();
   const dir = join(plane.runDir, `redis-${String(port)}`);
   await mkdir(dir, { recursive: true });
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'];
+  let admin: { username: string; password: string } | undefined;
+  if (options.acl !== undefined) {
+    admin = { username: 'test-admin', password: randomBytes(16).toString('hex') };
+    const file = join(dir, 'users.acl');
+    await writeFile(file, [...options.acl, `user ${admin.username} on >${admin.password} ~* &* +@all`, ''].join('\n'), { mode: 0o600 });
+    args.push('--aclfile', file);
+  }
   let process: TrackedProcess | undefined;
   const start = async (): Promise<void> => {
     const started = await spawnTracked(plane, binary, args);
@@ -79,6 +98,7 @@ export async function startRedis(plane: Pick<ControlPlaneInfo, 'runDir'>): Promi
   return {
     url: `redis://127.0.0.1:${String(port)}`,
     port,
+    ...(admin === undefined ? {} : { admin }),
     kill,
     start,
     stop: async () => {
