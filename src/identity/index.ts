@@ -11,7 +11,7 @@ export type { ReplayVerdict } from './replay-cache.ts';
 export { startTokenService, TOKEN_SERVICE_NAME, TOKEN_SERVICE_PORT, tokenServiceDnsNames, tokenServiceUrl } from './server.ts';
 export type { RunningTokenService, ServingTls, TokenServiceServerOptions } from './server.ts';
 export { parseCaBundle, TokenServiceClient, TokenServiceConfigError, tokenServiceEndpoint } from './token-service-client.ts';
-export type { TokenServiceAnswer, TokenServiceEndpoint, TokenServiceEndpointOptions } from './token-service-client.ts';
+export type { TokenServiceAnswer, TokenServiceConfigProblem, TokenServiceEndpoint, TokenServiceEndpointOptions } from './token-service-client.ts';
 export { AgentTokenSource, refreshDelayMs, retryDelayMs, tokenServiceFetcher } from './token-source.ts';
 export type { AgentTokenSourceOptions, FetchedToken } from './token-source.ts';
 export { AGENT_TOKEN_AUDIENCE, SERVICE_ACCOUNT_TOKEN_AUDIENCE, TokenService } from './token-service.ts';

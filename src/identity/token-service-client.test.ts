@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CertificateAuthority, Pem } from '../webhook/certs.ts';
 import { createCertificateAuthority } from '../webhook/certs.ts';
-import { parseCaBundle, TokenServiceClient, TokenServiceConfigError, tokenServiceEndpoint } from './token-service-client.ts';
+import { parseCaBundle, TokenServiceClient, tokenServiceEndpoint } from './token-service-client.ts';
 import { tokenServiceFetcher } from './token-source.ts';
 
 let ca: CertificateAuthority;
@@ -19,17 +19,17 @@ beforeAll(async () => {
 
 describe('the token service endpoint a sidecar accepts', () => {
   it.each([
-    ['a plain HTTP URL', 'http://portcullis-tokens.portcullis-system.svc:8443', {}, /is plain HTTP: the pod's ServiceAccount token would cross the network in clear/],
-    ['an https URL without a CA', 'https://portcullis-tokens.portcullis-system.svc:8443', {}, /needs the CA that signs the token service's certificate/],
-    ['an https URL with an empty CA', 'https://portcullis-tokens.portcullis-system.svc:8443', { ca: '  \n' }, /needs the CA/],
-    ['a CA that is not PEM', 'https://t.example:8443', { ca: 'not a certificate' }, /the token service CA holds no PEM certificate/],
-    ['a URL with credentials', 'https://user:secret@t.example:8443', {}, /may hold only a scheme, a host, a port and a path/],
-    ['a URL with a query', 'https://t.example:8443/?x=1', {}, /may hold only/],
-    ['another scheme', 'ftp://t.example', {}, /is not an https URL/],
-    ['no URL at all', 'portcullis-tokens:8443', {}, /is not an https URL|is not a URL/],
-  ])('refuses %s, saying why', (_name, url, options, message) => {
+    ['a plain HTTP URL', 'http://portcullis-tokens.portcullis-system.svc:8443', {}, 'plain_http', /is plain HTTP: the pod's ServiceAccount token would cross the network in clear/],
+    ['an https URL without a CA', 'https://portcullis-tokens.portcullis-system.svc:8443', {}, 'ca_missing', /needs the CA that signs the token service's certificate/],
+    ['an https URL with an empty CA', 'https://portcullis-tokens.portcullis-system.svc:8443', { ca: '  \n' }, 'ca_missing', /needs the CA/],
+    ['a CA that is not PEM', 'https://t.example:8443', { ca: 'not a certificate' }, 'ca_invalid', /the token service CA holds no PEM certificate/],
+    ['a URL with credentials', 'https://user:secret@t.example:8443', {}, 'url_invalid', /may hold only a scheme, a host, a port and a path/],
+    ['a URL with a query', 'https://t.example:8443/?x=1', {}, 'url_invalid', /may hold only/],
+    ['another scheme', 'ftp://t.example', {}, 'url_invalid', /is not an https URL/],
+    ['no URL at all', 'portcullis-tokens:8443', {}, 'url_invalid', /is not an https URL|is not a URL/],
+  ])('refuses %s, saying why', (_name, url, options, problem, message) => {
     expect(() => tokenServiceEndpoint(url, options)).toThrow(message);
-    expect(() => tokenServiceEndpoint(url, options)).toThrow(TokenServiceConfigError);
+    expect(() => tokenServiceEndpoint(url, options)).toThrow(expect.objectContaining({ name: 'TokenServiceConfigError', problem }));
   });
 
   it('takes plain HTTP only when it is allowed by name, and then trusts no CA', () => {

@@ -8,9 +8,18 @@ import type { Agent as HttpAgent, IncomingMessage, OutgoingHttpHeaders } from 'n
 import { Agent as PlainAgent, request as plainRequest } from 'node:http';
 import { Agent as TlsAgent, request as tlsRequest } from 'node:https';
 
+/** What is wrong with a token service's settings, for the caller to say which of its own to change. */
+export type TokenServiceConfigProblem = 'url_invalid' | 'plain_http' | 'ca_missing' | 'ca_invalid';
+
 /** A token service URL or CA the sidecar will not use, with the reason. */
 export class TokenServiceConfigError extends Error {
   override readonly name = 'TokenServiceConfigError';
+  readonly problem: TokenServiceConfigProblem;
+
+  constructor(problem: TokenServiceConfigProblem, message: string) {
+    super(message);
+    this.problem = problem;
+  }
 }
 
 /**
@@ -21,16 +30,16 @@ export class TokenServiceConfigError extends Error {
 export function parseCaBundle(pem: string): string[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
   const outside = pem.replace(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g, '').trim();
-  if (blocks.length === 0) throw new TokenServiceConfigError('holds no PEM certificate (-----BEGIN CERTIFICATE-----)');
-  if (outside !== '') throw new TokenServiceConfigError(`holds text outside its PEM certificates: ${JSON.stringify(outside.slice(0, 40))}`);
+  if (blocks.length === 0) throw new TokenServiceConfigError('ca_invalid', 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)');
+  if (outside !== '') throw new TokenServiceConfigError('ca_invalid', `holds text outside its PEM certificates: ${JSON.stringify(outside.slice(0, 40))}`);
   return blocks.map((block, index) => {
     let certificate: X509Certificate;
     try {
       certificate = new X509Certificate(block);
     } catch (error) {
-      throw new TokenServiceConfigError(`certificate ${String(index + 1)} does not parse: ${error instanceof Error ? error.message : String(error)}`);
+      throw new TokenServiceConfigError('ca_invalid', `certificate ${String(index + 1)} does not parse: ${error instanceof Error ? error.message : String(error)}`);
     }
-    if (!certificate.ca) throw new TokenServiceConfigError(`certificate ${String(index + 1)} (${certificate.subject}) is not a CA certificate`);
+    if (!certificate.ca) throw new TokenServiceConfigError('ca_invalid', `certificate ${String(index + 1)} (${certificate.subject}) is not a CA certificate`);
     return block;
   });
 }
@@ -55,26 +64,26 @@ export function tokenServiceEndpoint(service: string, options: TokenServiceEndpo
   try {
     url = new URL(service);
   } catch {
-    throw new TokenServiceConfigError(`${JSON.stringify(service)} is not a URL`);
+    throw new TokenServiceConfigError('url_invalid', `${JSON.stringify(service)} is not a URL`);
   }
   if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
-    throw new TokenServiceConfigError(`${JSON.stringify(service)} may hold only a scheme, a host, a port and a path`);
+    throw new TokenServiceConfigError('url_invalid', `${JSON.stringify(service)} may hold only a scheme, a host, a port and a path`);
   }
   if (url.protocol === 'http:') {
     if (options.allowPlainHttp !== true) {
-      throw new TokenServiceConfigError(`${JSON.stringify(service)} is plain HTTP: the pod's ServiceAccount token would cross the network in clear; use https (plain HTTP is for development only, when allowed by name)`);
+      throw new TokenServiceConfigError('plain_http', `${JSON.stringify(service)} is plain HTTP: the pod's ServiceAccount token would cross the network in clear; use https (plain HTTP is for development only, when allowed by name)`);
     }
     return { url: withoutTrailingSlash(url), ca: undefined };
   }
-  if (url.protocol !== 'https:') throw new TokenServiceConfigError(`${JSON.stringify(service)} is not an https URL`);
+  if (url.protocol !== 'https:') throw new TokenServiceConfigError('url_invalid', `${JSON.stringify(service)} is not an https URL`);
   if (options.ca === undefined || options.ca.trim() === '') {
-    throw new TokenServiceConfigError(`${JSON.stringify(service)} needs the CA that signs the token service's certificate; no other CA is trusted for it`);
+    throw new TokenServiceConfigError('ca_missing', `${JSON.stringify(service)} needs the CA that signs the token service's certificate; no other CA is trusted for it`);
   }
   let ca: string[];
   try {
     ca = parseCaBundle(options.ca);
   } catch (error) {
-    if (error instanceof TokenServiceConfigError) throw new TokenServiceConfigError(`the token service CA ${error.message}`);
+    if (error instanceof TokenServiceConfigError) throw new TokenServiceConfigError(error.problem, `the token service CA ${error.message}`);
     throw error;
   }
   return { url: withoutTrailingSlash(url), ca };

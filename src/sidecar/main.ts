@@ -11,7 +11,7 @@ import type { CounterStoreConfig } from './counters/index.ts';
 import { counterStoreConfig, redisLoginOf } from './counters/index.ts';
 import type { ApiConnection } from './kube-config.ts';
 import { KubeConfigError, loadApiConnection, localFiles } from './kube-config.ts';
-import type { TokenServiceEndpoint } from '../identity/token-service-client.ts';
+import type { TokenServiceConfigProblem, TokenServiceEndpoint } from '../identity/token-service-client.ts';
 import { TokenServiceConfigError, tokenServiceEndpoint } from '../identity/token-service-client.ts';
 import type { SidecarOptions, SidecarTokenOptions } from './sidecar.ts';
 import { Sidecar } from './sidecar.ts';
@@ -97,13 +97,25 @@ interface TokenFlags {
   serviceAccountToken: string | undefined;
   /** The CA's PEM, read from --token-service-ca or taken from $PORTCULLIS_TOKEN_SERVICE_CA. */
   ca: string | undefined;
+  /** --token-service-ca, when given. */
+  caFile: string | undefined;
   allowPlainHttp: boolean;
 }
+
+/** Which flag to change, by what is wrong with the token service's settings. */
+const TOKEN_SERVICE_HINTS: Record<TokenServiceConfigProblem, string> = {
+  url_invalid: '',
+  plain_http: ' (--allow-http-token-service)',
+  ca_missing: ' (--token-service-ca or $PORTCULLIS_TOKEN_SERVICE_CA)',
+  ca_invalid: ' (--token-service-ca or $PORTCULLIS_TOKEN_SERVICE_CA)',
+};
 
 function tokenOptions(flags: TokenFlags): SidecarTokenOptions | undefined {
   const { service, issuer } = flags;
   if (service === undefined || service === '') {
     if (issuer !== undefined) throw new UsageError('--token-issuer needs --token-service');
+    if (flags.caFile !== undefined) throw new UsageError('--token-service-ca needs --token-service');
+    if (flags.allowPlainHttp) throw new UsageError('--allow-http-token-service needs --token-service');
     return undefined;
   }
   let endpoint: TokenServiceEndpoint;
@@ -111,8 +123,7 @@ function tokenOptions(flags: TokenFlags): SidecarTokenOptions | undefined {
     endpoint = tokenServiceEndpoint(service, { ...(flags.ca === undefined ? {} : { ca: flags.ca }), allowPlainHttp: flags.allowPlainHttp });
   } catch (error) {
     if (!(error instanceof TokenServiceConfigError)) throw error;
-    const hint = error.message.includes('plain HTTP') ? ' (--allow-http-token-service)' : error.message.includes('needs the CA') ? ' (--token-service-ca or $PORTCULLIS_TOKEN_SERVICE_CA)' : '';
-    throw new UsageError(`--token-service: ${error.message}${hint}`);
+    throw new UsageError(`--token-service: ${error.message}${TOKEN_SERVICE_HINTS[error.problem]}`);
   }
   return {
     endpoint,
@@ -128,6 +139,7 @@ async function tokensFrom(values: Partial<Record<'token-service' | 'token-issuer
     issuer: values['token-issuer'],
     serviceAccountToken: values['service-account-token'],
     ca: await tokenServiceCa(values['token-service-ca'], process.env.PORTCULLIS_TOKEN_SERVICE_CA),
+    caFile: values['token-service-ca'],
     allowPlainHttp: values['allow-http-token-service'] === true,
   });
 }
