@@ -110,10 +110,22 @@ build_helm() {
   if [ -x "$dest/helm" ]; then return; fi
   require_go helm
   log "building helm $HELM_VERSION (cold: about 3 min, module downloads included)"
+  # As helm's Makefile stamps it: the Kubernetes version `helm template` and `helm lint` assume
+  # (else v1.20) is the one of the client-go it is built with (v0.N.M is 1.N).
+  local gomod client_go minor
+  gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  [ -f "$gomod" ] || die "could not download helm.sh/helm/v3@$HELM_VERSION through the Go module proxy"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod")"
+  minor="${client_go#v0.}"; minor="${minor%%.*}"
+  [ -n "$minor" ] || die "helm $HELM_VERSION's go.mod names no k8s.io/client-go version"
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
   # A folder of its own: two runs that build at once must not move each other's result away.
   local tmp; tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
-  with_progress helm env GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  with_progress helm env GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   if [ -x "$dest/helm" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
 }
