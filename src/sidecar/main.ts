@@ -30,7 +30,8 @@ declarations map proxied requests to tool and action.
 
 The agent is the one named here, never the caller's word; time and counters
 are the sidecar's own. With --token-service the sidecar holds the agent's
-token (sent upstream on every allowed call in x-portcullis-agent-token) and
+token (sent upstream in x-portcullis-agent-token with calls decided as a
+declared tool's, never on egress or CONNECT) and
 verifies a token forwarded in that header: its delegation chain becomes the
 call's delegation; without it, delegation is never set. A user token forwarded
 in x-portcullis-user-token is verified against the agent's
