@@ -29,7 +29,14 @@ export interface InjectionConfig {
   tokenServiceCa?: string;
   /** The operator's namespace, whose ConfigMap portcullis-trust holds the keys the sidecar verifies bundles with (the sidecar's default when unset). */
   trustNamespace?: string;
+  /** Counters in Redis (docs/counters.md): the URL, with no credentials; the password comes from the agent's Secret, mounted in the sidecar only. */
+  countersRedisUrl?: string;
 }
+
+/** The volume of the agent's Redis password (Secret portcullis-redis-AGENT), mounted in the authz sidecar and no other container. */
+export const REDIS_VOLUME = 'portcullis-redis';
+export const REDIS_MOUNT = '/var/run/secrets/portcullis-redis';
+export const REDIS_SECRET_PREFIX = 'portcullis-redis-';
 
 /** The sidecar reads the token service's CA from this variable (its --token-service-ca default). */
 export const TOKEN_SERVICE_CA_ENV = 'PORTCULLIS_TOKEN_SERVICE_CA';
@@ -129,6 +136,7 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
       // The injected Envoy runs ext_proc after ext_authz (envoy-bootstrap.ts), which rewrites sanitized calls.
       '--sanitize-with-ext-proc',
       ...(config.tokenService === undefined ? [] : [`--token-service=${config.tokenService}`, `--service-account-token=${TOKEN_MOUNT}/token`]),
+      ...(config.countersRedisUrl === undefined ? [] : ['--counters=redis', `--redis-url=${config.countersRedisUrl}`, `--redis-password-file=${REDIS_MOUNT}/password`]),
     ],
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
@@ -143,7 +151,10 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
     readinessProbe: { ...probe, periodSeconds: 5 },
     resources: structuredClone(SIDECAR_RESOURCES),
     securityContext: RESTRICTED,
-    volumeMounts: [{ name: TOKEN_VOLUME, mountPath: TOKEN_MOUNT, readOnly: true }],
+    volumeMounts: [
+      { name: TOKEN_VOLUME, mountPath: TOKEN_MOUNT, readOnly: true },
+      ...(config.countersRedisUrl === undefined ? [] : [{ name: REDIS_VOLUME, mountPath: REDIS_MOUNT, readOnly: true }]),
+    ],
   };
 }
 
@@ -192,6 +203,15 @@ export function sidecarContainers(config: InjectionConfig, context: PodContext):
 const SIDECAR_NAMES: readonly string[] = [AUTHZ_CONTAINER, ENVOY_CONTAINER];
 const notOurs = (c: V1Container): boolean => !SIDECAR_NAMES.includes(c.name);
 
+/** An application container is never given the sidecar's Redis password. */
+function withoutRedisMount(c: V1Container): V1Container {
+  const mounts = c.volumeMounts?.filter((m) => m.name !== REDIS_VOLUME);
+  return mounts === undefined ? c : { ...c, volumeMounts: mounts };
+}
+
+/** An application container: pointed at Envoy, without the sidecar's Redis password. */
+const applicationContainer = (c: V1Container): V1Container => withoutRedisMount({ ...c, env: withProxyEnv(c.env) });
+
 /** The pod with Portcullis injected; the input is not changed. */
 export function inject(original: V1Pod, config: InjectionConfig, context: PodContext): V1Pod {
   const pod = structuredClone(original);
@@ -199,19 +219,25 @@ export function inject(original: V1Pod, config: InjectionConfig, context: PodCon
   pod.spec = spec;
   const sidecars = sidecarContainers(config, context);
 
-  spec.containers = spec.containers.filter(notOurs).map((c) => ({ ...c, env: withProxyEnv(c.env) }));
+  spec.containers = spec.containers.filter(notOurs).map(applicationContainer);
   spec.initContainers = (spec.initContainers ?? []).filter(notOurs);
   if (config.nativeSidecars) {
     // First, so they are up before the application's own init containers run, which go through them too.
-    spec.initContainers = [...sidecars, ...spec.initContainers.map((c) => ({ ...c, env: withProxyEnv(c.env) }))];
+    spec.initContainers = [...sidecars, ...spec.initContainers.map(applicationContainer)];
   } else {
     // Without native sidecars the application's init containers run before the proxy exists.
     spec.containers = [...sidecars, ...spec.containers];
+    spec.initContainers = spec.initContainers.map(withoutRedisMount);
   }
   if (spec.initContainers.length === 0) delete spec.initContainers;
-  spec.volumes = [...(spec.volumes ?? []).filter((v) => v.name !== TOKEN_VOLUME), tokenVolume()];
   // A projected token needs a named ServiceAccount; the pod runs as `default` anyway when it names none.
   spec.serviceAccountName ??= 'default';
+  spec.volumes = [
+    ...(spec.volumes ?? []).filter((v) => v.name !== TOKEN_VOLUME && v.name !== REDIS_VOLUME),
+    tokenVolume(),
+    // The agent is the pod's ServiceAccount: its own password, which its tenant's platform team creates (docs/counters.md).
+    ...(config.countersRedisUrl === undefined ? [] : [{ name: REDIS_VOLUME, secret: { secretName: `${REDIS_SECRET_PREFIX}${spec.serviceAccountName}` } }]),
+  ];
 
   const record: InjectedRecord = { version: config.version, tenant: context.tenant, containers: sidecars.map((c) => c.name), native: config.nativeSidecars };
   pod.metadata ??= {};
