@@ -6,7 +6,9 @@
 // on the agent and measures the time from just before kubectl starts to the first answer denied
 // with portcullis:agent-suspended (the path: API server → operator watch → compile, sign, write
 // the bundle → sidecar watch → verify, load). Then the agent is resumed and the loop waits for
-// allow again. Also: token issuance by the operator's token service over HTTPS (a real TokenReview
+// allow again. Then the same with an invalid policy present (the tenant blocked, its policies not
+// compiled): the suspension goes out as the last good bundle with the agent's new standing. Also:
+// token issuance by the operator's token service over HTTPS (a real TokenReview
 // per exchange), one at a time and with 16 in flight.
 // Operator, sidecar, API server, etcd and this process share the machine's cores.
 
@@ -100,22 +102,24 @@ try {
   await eventually('the sidecar to allow the payment', async () => ((await decide(base).catch(() => undefined))?.decision === 'allow' ? true : undefined), 60_000);
 
   // ---- 1. time-to-contain ---------------------------------------------
-  const contain: number[] = [];
-  const afterPatch: number[] = [];
-  for (let trial = 0; trial < TRIALS; trial++) {
-    const started = performance.now();
-    const denied = firstAnswer(base, (a) => a.decision === 'deny' && a.rule === 'portcullis:agent-suspended');
-    await kubectl(plane, ['patch', 'agentidentity', AGENT, '-n', NS, '--type=merge', '-p', '{"spec":{"suspended":true}}']);
-    const patched = performance.now();
-    const at = await denied;
-    contain.push(at - started);
-    afterPatch.push(Math.max(0, at - patched));
-    await kubectl(plane, ['patch', 'agentidentity', AGENT, '-n', NS, '--type=merge', '-p', '{"spec":{"suspended":false}}']);
-    await firstAnswer(base, (a) => a.decision === 'allow');
-    process.stdout.write(`trial ${String(trial + 1)}/${String(TRIALS)}: contained in ${(at - started).toFixed(0)} ms\n`);
-  }
-  contain.sort((a, b) => a - b);
-  afterPatch.sort((a, b) => a - b);
+  const trials = async (label: string): Promise<{ contain: number[]; afterPatch: number[] }> => {
+    const contain: number[] = [];
+    const afterPatch: number[] = [];
+    for (let trial = 0; trial < TRIALS; trial++) {
+      const started = performance.now();
+      const denied = firstAnswer(base, (a) => a.decision === 'deny' && a.rule === 'portcullis:agent-suspended');
+      await kubectl(plane, ['patch', 'agentidentity', AGENT, '-n', NS, '--type=merge', '-p', '{"spec":{"suspended":true}}']);
+      const patched = performance.now();
+      const at = await denied;
+      contain.push(at - started);
+      afterPatch.push(Math.max(0, at - patched));
+      await kubectl(plane, ['patch', 'agentidentity', AGENT, '-n', NS, '--type=merge', '-p', '{"spec":{"suspended":false}}']);
+      await firstAnswer(base, (a) => a.decision === 'allow');
+      process.stdout.write(`${label} trial ${String(trial + 1)}/${String(TRIALS)}: contained in ${(at - started).toFixed(0)} ms\n`);
+    }
+    return { contain: contain.sort((a, b) => a - b), afterPatch: afterPatch.sort((a, b) => a - b) };
+  };
+  const { contain, afterPatch } = await trials('valid tenant');
   const p99 = percentile(contain, 99);
   figures.push(
     figure(`time-to-contain p50 (kubectl patch suspended → first denied call, ${String(TRIALS)} trials)`, percentile(contain, 50), 'ms'),
@@ -123,6 +127,27 @@ try {
     figure('time-to-contain p50 from the patch accepted (kubectl start-up excluded)', percentile(afterPatch, 50), 'ms'),
     figure('time-to-contain p99 from the patch accepted', percentile(afterPatch, 99), 'ms'),
   );
+
+  // ---- 1b. time-to-contain with an invalid policy present -----------------
+  // RE2 has no look-behind: the API server takes the policy, the compiler refuses it, and the
+  // tenant is blocked until it is fixed. The suspension must not wait for that fix.
+  await apply([{
+    apiVersion: 'portcullis.dev/v1alpha1', kind: 'ToolPolicy', metadata: { name: 'broken', namespace: NS },
+    spec: { subjects: { agents: [AGENT] }, rules: [{ name: 'lookbehind', tool: 'stripe-payments', decision: 'allow', when: [{ param: 'account', regex: '(?<=x)y' }] }] },
+  }]);
+  await eventually('the invalid policy to block the tenant', async () => {
+    const compiled = (await kubectl(plane, ['get', 'toolpolicy', 'broken', '-n', NS, '-o', 'jsonpath={.status.conditions[?(@.type=="Compiled")].status}'], { allowFailure: true })).stdout.trim();
+    return compiled === 'False' ? true : undefined;
+  }, 30_000);
+  const blocked = await trials('blocked tenant');
+  const blockedP99 = percentile(blocked.contain, 99);
+  figures.push(
+    figure(`time-to-contain p50 with an invalid policy present (tenant blocked, ${String(TRIALS)} trials)`, percentile(blocked.contain, 50), 'ms'),
+    figure(`time-to-contain p99 with an invalid policy present (${String(TRIALS)} trials)`, blockedP99, 'ms', { text: `<= ${String(CONTAIN_TARGET_MS)} ms`, met: blockedP99 <= CONTAIN_TARGET_MS }),
+    figure('time-to-contain p50 with an invalid policy present, from the patch accepted', percentile(blocked.afterPatch, 50), 'ms'),
+    figure('time-to-contain p99 with an invalid policy present, from the patch accepted', percentile(blocked.afterPatch, 99), 'ms'),
+  );
+  await kubectl(plane, ['delete', 'toolpolicy', 'broken', '-n', NS]);
 
   // ---- 2. token issuance ------------------------------------------------
   // The token service lets one ServiceAccount exchange 5 a second (burst 20): spread the load over
