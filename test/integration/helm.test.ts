@@ -271,14 +271,25 @@ describe('values that change what is rendered', () => {
   });
 });
 
+// An egress rule of the user's (values networkPolicy.extraEgress, agentNetworkPolicy.extraEgress).
+const REDIS_EGRESS = { to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'redis' } } }], ports: [{ protocol: 'TCP', port: 6379 }] };
+
 describe('the chart on the API server', () => {
   beforeAll(async () => {
     await ensureNamespace(plane, RELEASE_NS);
     await ensureNamespace(plane, 'helm-agents');
   });
 
-  it('renders objects the API server accepts by server-side apply', async () => {
-    const objects = await render({ release: RELEASE, namespace: RELEASE_NS, set: ['agentNetworkPolicy.namespaces={helm-agents}'] });
+  it('renders objects the API server accepts by server-side apply, egress rules of the values included', async () => {
+    const objects = await render({
+      release: RELEASE,
+      namespace: RELEASE_NS,
+      set: ['agentNetworkPolicy.namespaces={helm-agents}', 'agentNetworkPolicy.toolNamespaces={tools}'],
+      setJson: [`agentNetworkPolicy.extraEgress=${JSON.stringify([REDIS_EGRESS])}`, `networkPolicy.extraEgress=${JSON.stringify([REDIS_EGRESS])}`],
+    });
+    const egressOf = (namespace: string): unknown[] => (objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.namespace === namespace)?.spec as { egress: unknown[] }).egress;
+    expect(egressOf('helm-agents').at(-1)).toEqual(REDIS_EGRESS);
+    expect(egressOf(RELEASE_NS).at(-1)).toEqual(REDIS_EGRESS);
     const result = await kubectl(plane, ['apply', '--server-side', '--field-manager=helm-test', '--dry-run=server', '-f', '-'], {
       input: objects.map((o) => stringify(o)).join('---\n'),
     });
