@@ -51,6 +51,7 @@ export function numberRefusal(numeral: string): string | undefined {
   return `the number ${numeral} is not exactly the double it reads as (${String(value)}): a tool that reads it with more precision would see another value`;
 }
 const LITERALS = ['true', 'false', 'null'] as const;
+// eslint-disable-next-line no-control-regex -- a JSON string may hold neither a raw control character nor an unread escape
 const ESCAPE_OR_CONTROL = /[\\\u0000-\u001f]/;
 
 class Scanner {
