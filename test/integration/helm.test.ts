@@ -298,6 +298,22 @@ describe('the chart on the API server', () => {
     expect(applied.every((line) => line.endsWith('serverside-applied (server dry run)'))).toBe(true);
   });
 
+  it('renders with namespace.create=true what kubectl apply --server-side creates in one go, the Namespace first (helm template as GitOps tools use it)', async () => {
+    // helm install itself cannot: it stores the release in the namespace before creating anything,
+    // so with helm install the namespace comes from --create-namespace.
+    const namespace = 'helm-portcullis-applied';
+    const objects = await render({ release: 'applied-portcullis', namespace, set: ['namespace.create=true'] });
+    expect(objects.map(keyOf)[0]).toBe(`Namespace ${namespace}`);
+    const manifest = objects.map((o) => stringify(o)).join('---\n');
+    const applied = await kubectl(plane, ['apply', '--server-side', '--field-manager=helm-test', '-f', '-'], { input: manifest });
+    expect(applied.stdout.trim().split('\n')).toHaveLength(objects.length);
+    const labels = await kubectl(plane, ['get', 'namespace', namespace, '-o', 'jsonpath={.metadata.labels}']);
+    expect(JSON.parse(labels.stdout)).toMatchObject({ 'portcullis.dev/injection': 'disabled' });
+    const deployment = await kubectl(plane, ['get', 'deployment', 'portcullis-operator', '-n', namespace, '-o', 'jsonpath={.spec.replicas}']);
+    expect(deployment.stdout).toBe('2');
+    await kubectl(plane, ['delete', '--wait=false', '-f', '-'], { input: manifest });
+  });
+
   it("takes the chart's CRDs by server-side apply over those installed, as the upgrade policy says", async () => {
     const result = await kubectl(plane, ['apply', '--server-side', '--force-conflicts', '--dry-run=server', '-f', join(CHART, 'crds')]);
     expect(result.stdout.trim().split('\n').sort()).toEqual(['agentidentities', 'approvalrequests', 'egressrules', 'toolpolicies']
