@@ -12,11 +12,14 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import { agent, toolPolicy, withRoles } from '../../src/compiler/test-support.ts';
 import type { Operator } from '../../src/operator/operator.ts';
 import { counterAclUser, counterKeyPrefix } from '../../src/sidecar/counters/acl.ts';
+import { createCounterStore } from '../../src/sidecar/counters/index.ts';
+import { createSidecarMetrics } from '../../src/sidecar/metrics.ts';
 import { RESERVE_SCRIPT } from '../../src/sidecar/counters/redis-scripts.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, spawnTracked } from '../harness/cluster.ts';
@@ -260,6 +263,22 @@ describe('the sidecar, logged in as its own ACL user', () => {
 });
 
 describe('the Redis URL', () => {
+  it("may name a database: the agent's user counts there too, under its own prefix only", async () => {
+    const store = createCounterStore({ kind: 'redis', url: `${redis.url}/3`, login: { username: counterAclUser(OTHER_SCOPE), password: passwords.other } }, { metrics: createSidecarMetrics(), log: pino({ level: 'silent' }) });
+    try {
+      await store.ready();
+      const obligations = { calls: [], rate: [{ key: 'search', rps: 1, burst: 2 }], spend: [] };
+      const reservation = await store.reserve(OTHER_SCOPE, { tool: 'search' }, obligations, new Date());
+      expect(reservation.counters.rate).toEqual({ search: 2 });
+      const inDb3 = client(redis.admin);
+      await inDb3.connect();
+      await inDb3.select(3);
+      expect(await inDb3.keys('*')).toEqual([`${counterKeyPrefix(OTHER_SCOPE)}rate:1:2:search`]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it.each([
     ['a password', (port: number, secret: string) => `redis://:${secret}@127.0.0.1:${String(port)}`],
     ['a password in the query', (port: number, secret: string) => `redis://127.0.0.1:${String(port)}?password=${secret}`],

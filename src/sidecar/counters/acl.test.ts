@@ -1,7 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { aclPasswordHash, CLIENT_COMMANDS, counterAclFileLine, counterAclRules, counterAclSetUser, counterAclUser, counterKeyPrefix, SCRIPT_COMMANDS } from './acl.ts';
-import { counterStoreConfig, redisLoginOf } from './index.ts';
+import { pino } from 'pino';
+import { createSidecarMetrics } from '../metrics.ts';
+import { counterStoreConfig, createCounterStore, redisLoginOf } from './index.ts';
 import type { CounterScope } from './plan.ts';
 import { planReservation } from './plan.ts';
 import { RESERVE_SCRIPT, SETTLE_SCRIPT } from './redis-scripts.ts';
@@ -146,5 +148,20 @@ describe('the Redis login', () => {
     } catch (error) {
       expect(String(error)).not.toContain('s3cret');
     }
+  });
+});
+
+describe('a counter store in Redis', () => {
+  it.each([
+    ['warns when it logs in as the default user', undefined, true],
+    ["stays quiet with the agent's own user", { username: 'portcullis/finance/finance-prod/payments-agent', password: 'p' }, false],
+  ])('%s', async (_, login, warns) => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => { lines.push(line); } });
+    // Nothing listens on port 1: the store is made and closed without a server.
+    const store = createCounterStore({ kind: 'redis', url: 'redis://127.0.0.1:1', ...(login === undefined ? {} : { login }) }, { metrics: createSidecarMetrics(), log });
+    await store.close();
+    expect(lines.some((line) => line.includes('counters in Redis as its default user'))).toBe(warns);
+    expect(lines.join('')).not.toContain('"p"');
   });
 });

@@ -51,6 +51,9 @@ export function redisLoginOf(scope: CounterScope, fileContent: string, file: str
 }
 
 export function createCounterStore(config: CounterStoreConfig, deps: { metrics: SidecarMetrics; log: Logger }): CountingStore {
+  if (config.kind === 'redis' && config.login === undefined) {
+    deps.log.warn('counters in Redis as its default user, with no password: where that user is on, the application can reach and reset them too (docs/counters.md, Redis security)');
+  }
   const backend =
     config.kind === 'memory'
       ? new MemoryBackend()
