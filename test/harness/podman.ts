@@ -77,7 +77,7 @@ export class Podman {
     try {
       await run('podman', ['--version']);
     } catch {
-      return 'podman is not installed (hack/image.sh installs it)';
+      return 'podman is missing or does not run (podman --version failed; hack/image.sh installs it)';
     }
     try {
       await this.run(['run', '--rm', '--network', 'host', '--entrypoint', '/usr/local/bin/node', this.image, '-e', '0'], 60_000);

@@ -74,7 +74,8 @@ async function ready(port: number, container: Container): Promise<void> {
   }, 90_000, 250);
 }
 
-describe.skipIf(cannotStart !== undefined)('the image', () => {
+// The reason is in the name, so the suite's closing lines say why these did not run.
+describe.skipIf(cannotStart !== undefined)(cannotStart === undefined ? 'the image' : `the image (SKIPPED: ${cannotStart})`, () => {
   beforeAll(async () => {
     await podman.load();
     const kubeconfig = await operatorKubeconfigFile();
