@@ -40,3 +40,26 @@ describe('the webhook settings', () => {
     expect(options.injection).toMatchObject({ tokenService: 'https://portcullis-tokens.portcullis-system.svc:8443', tokenServiceCa: 'PEM' });
   });
 });
+
+describe('the counters Redis of injected sidecars', () => {
+  const log = pino({ level: 'silent' });
+  const tokens = { url: 'https://portcullis-tokens.portcullis-system.svc:8443', ca: 'PEM' };
+
+  it('is off by default: each injected sidecar counts in memory', () => {
+    expect(webhookOptions({}, 'portcullis-system', kubeConfig, log, tokens).injection.countersRedisUrl).toBeUndefined();
+  });
+
+  it('is injected as given with --counters-redis-url', () => {
+    const options = webhookOptions({ 'counters-redis-url': 'redis://redis.portcullis-system:6379/0' }, 'portcullis-system', kubeConfig, log, tokens);
+    expect(options.injection.countersRedisUrl).toBe('redis://redis.portcullis-system:6379/0');
+  });
+
+  it.each([
+    ['a URL with a password, which the pod spec would show', 'redis://:hunter2@redis:6379', /--counters-redis-url: the Redis URL redis:\/\/redis:6379 carries credentials/],
+    ['a URL of another scheme', 'http://redis:6379', /--counters-redis-url: "http:\/\/redis:6379" is not a redis:\/\/ or rediss:\/\/ URL/],
+  ])('refuses %s, naming the flag and never the password', (_name, url, message) => {
+    const attempt = (): unknown => webhookOptions({ 'counters-redis-url': url }, 'portcullis-system', kubeConfig, log, tokens);
+    expect(attempt).toThrow(message);
+    expect(attempt).not.toThrow(/hunter2/);
+  });
+});

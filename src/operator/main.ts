@@ -19,6 +19,8 @@ import { rotateTokenKeyring, startTokenService, TOKEN_KEYS_SECRET, tokenServiceD
 import type { RunningWebhook, WebhookOptions } from '../webhook/index.ts';
 import { startWebhook } from '../webhook/index.ts';
 import { ensureServingCerts, mountedServingTls } from '../webhook/serving-certs.ts';
+// The module itself, not counters/index.ts: the operator checks the URL and never loads the Redis client.
+import { checkRedisUrl } from '../sidecar/counters/redis-url.ts';
 import type { Logger } from 'pino';
 
 export const VERSION = '0.1.0';
@@ -31,6 +33,7 @@ interface WebhookFlags {
   'cert-dir'?: string;
   'sidecar-image'?: string;
   'envoy-image'?: string;
+  'counters-redis-url'?: string;
 }
 
 /** The Secret holding the token service's CA and serving certificate, when the operator manages them. */
@@ -115,7 +118,17 @@ function injectionSettings(flags: WebhookFlags, tokens: { url: string; ca?: stri
     version: VERSION,
     tokenService: tokens.url,
     ...(tokens.ca === undefined ? {} : { tokenServiceCa: tokens.ca }),
+    ...(flags['counters-redis-url'] === undefined ? {} : { countersRedisUrl: countersRedisUrl(flags['counters-redis-url']) }),
   };
+}
+
+/** The Redis injected sidecars keep their counters in, checked as the sidecar would check it. */
+function countersRedisUrl(url: string): string {
+  try {
+    return checkRedisUrl(url);
+  } catch (error) {
+    throw new UsageError(`--counters-redis-url: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
 /** The webhook, when --webhook-address asks for it; it injects the token service's URL and CA. */
@@ -149,6 +162,9 @@ Flags:
   --cert-dir DIR             where cert-manager's Secret is mounted (tls.crt, tls.key)
   --sidecar-image IMAGE      the image injected as the authz sidecar (default ghcr.io/portcullis-dev/portcullis:VERSION)
   --envoy-image IMAGE        the Envoy image injected as the proxy (default envoyproxy/envoy:v1.36.0)
+  --counters-redis-url URL   injected sidecars count in this Redis (redis://host:port[/db], no credentials), each
+                             as its agent's own ACL user with the password of Secret portcullis-redis-SERVICEACCOUNT
+                             (portcullis redis acl); default: each sidecar counts in memory
   --lease-duration D         leader Lease duration (default 15s)
   --renew-deadline D         how long the leader tries to renew before stepping down (default 10s)
   --retry-period D           how often candidates try to take or renew the Lease (default 2s)
@@ -179,6 +195,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       'cert-dir': { type: 'string' },
       'sidecar-image': { type: 'string' },
       'envoy-image': { type: 'string' },
+      'counters-redis-url': { type: 'string' },
       'lease-duration': { type: 'string' },
       'renew-deadline': { type: 'string' },
       'retry-period': { type: 'string' },

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Adjustment, ReservationPlan, Reserved, Settled } from './plan.ts';
 import { RESERVE_SCRIPT, SETTLE_SCRIPT } from './redis-scripts.ts';
+import { checkRedisUrl } from './redis-url.ts';
 import type { CounterBackend } from './store.ts';
 
 declare module 'ioredis' {
@@ -38,26 +39,6 @@ export interface RedisBackendOptions {
 const DEFAULT_COMMAND_TIMEOUT_MS = 500;
 const DEFAULT_MAX_RECONNECT_DELAY_MS = 1000;
 
-/**
- * Checks a --redis-url: redis:// or rediss:// with a host, and no credentials.
- * A user or password in the URL (or in its query, which the client also reads
- * options from) would stand in the pod's spec for anyone who can read the pod.
- */
-export function checkRedisUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new Error(`${JSON.stringify(url)} is not a URL (expected redis://host:port)`);
-  }
-  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new Error(`${JSON.stringify(url)} is not a redis:// or rediss:// URL`);
-  if (parsed.hostname === '') throw new Error(`${JSON.stringify(url)} names no host`);
-  // Quoted without what could be a password.
-  const shown = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
-  if (parsed.username !== '' || parsed.password !== '') throw new Error(`the Redis URL ${shown} carries credentials: give the password in --redis-password-file (the user is the agent's own)`);
-  if (parsed.search !== '' || parsed.hash !== '') throw new Error(`the Redis URL ${shown} has a query or fragment: give only redis://host:port[/db]`);
-  return url;
-}
 
 function numbers(values: readonly string[], from: number, count: number, what: string): number[] {
   const out = values.slice(from, from + count).map(Number);
