@@ -143,7 +143,9 @@ function conditionsFor(ref: ResourceRef, key: string, outcome: CompileOutcome, i
   }
   const own = outcome.problems.get(key) ?? [];
   const inForceNow = inForce.generations[key] === ref.generation;
-  const kept = inForce.revision === undefined ? 'no bundle is in force yet' : `revision ${inForce.revision} stays in force`;
+  // An agent's standing goes out while the tenant is blocked (containment.ts): say so, or the status would say it waits.
+  const standing = ref.kind === 'AgentIdentity' && inForce.revision !== undefined ? `; its suspension and revokedBefore are in force at revision ${inForce.revision}` : '';
+  const kept = inForce.revision === undefined ? 'no bundle is in force yet' : `revision ${inForce.revision} stays in force${standing}`;
   if (own.length > 0) {
     const [first] = own;
     const message = summarizeProblems(own.map((p) => p.message));

@@ -115,9 +115,12 @@ async function genuineBundle(): Promise<Bundle> {
 }
 
 /** A ConfigMap dressed as the tenant's bundle: the operator's labels and an unsigned manifest claiming `revision`. */
-function dressedBundle(name: string, revision: string): V1ConfigMap {
+function dressedBundle(name: string, revision: string, resourceVersion?: string): V1ConfigMap {
   const manifest = { revision, roots: ['portcullis'], metadata: { tenant: TENANT, resources: {} } };
-  return { metadata: { name, namespace: LOBBY, labels: { ...OUR_LABELS, 'app.kubernetes.io/component': 'bundle' } }, data: { '.manifest': JSON.stringify(manifest), 'data.json': '{}' } };
+  return {
+    metadata: { name, namespace: LOBBY, labels: { ...OUR_LABELS, 'app.kubernetes.io/component': 'bundle' }, ...(resourceVersion === undefined ? {} : { resourceVersion }) },
+    data: { '.manifest': JSON.stringify(manifest), 'data.json': '{}' },
+  };
 }
 
 async function setStanding(spec: { suspended?: boolean; revokedBefore?: string }): Promise<void> {
@@ -225,8 +228,8 @@ describe('a user bound to edit in a namespace of no tenant', () => {
     const before = await genuineBundle();
     const reportedBefore = await foreignObjects();
     const current = await attacker.readNamespacedConfigMap({ name: BUNDLE, namespace: LOBBY });
-    const dressed = dressedBundle(BUNDLE, `${(MAX_REVISION_SEQUENCE - 1n).toString()}-${'a'.repeat(16)}`);
-    expect(await statusOf(attacker.replaceNamespacedConfigMap({ name: BUNDLE, namespace: LOBBY, body: { ...dressed, metadata: { ...dressed.metadata, resourceVersion: current.metadata?.resourceVersion ?? '' } } }))).toBe('allowed');
+    const dressed = dressedBundle(BUNDLE, `${(MAX_REVISION_SEQUENCE - 1n).toString()}-${'a'.repeat(16)}`, current.metadata?.resourceVersion ?? '');
+    expect(await statusOf(attacker.replaceNamespacedConfigMap({ name: BUNDLE, namespace: LOBBY, body: dressed }))).toBe('allowed');
     await eventually('the changed ConfigMap to be reported again', async () => ((await foreignObjects()) > reportedBefore ? true : undefined));
 
     await apply([paymentsPolicy('payments', 6000)]);
@@ -279,6 +282,13 @@ describe('a tenant editor who applies an invalid policy', () => {
     // The policies are the last good ones: the broken policy is nowhere in the bundle.
     expect(JSON.stringify(contained.data)).not.toContain('broken');
     expect((await policyCondition('broken', 'Ready'))?.status).toBe('False');
+    // The agent's status says its suspension is in force, not that it waits.
+    const agent = await eventually('the agent status to name the revision its standing is in', async () => {
+      const got = (await custom.getNamespacedCustomObject({ group: 'portcullis.dev', version: 'v1alpha1', namespace: NS, plural: 'agentidentities', name: AGENT })) as { status?: { suspended?: boolean; conditions?: { type: string; message?: string }[] } };
+      const ready = got.status?.conditions?.find((c) => c.type === 'Ready');
+      return ready?.message?.includes(`its suspension and revokedBefore are in force at revision ${contained.manifest.revision}`) === true ? got : undefined;
+    });
+    expect(agent.status?.suspended).toBe(true);
   });
 
   it('a resumption reaches it too, and the invalid policy never takes effect', async () => {
