@@ -144,7 +144,7 @@ describe('tokens of this pod only', () => {
   const OTHER_POD = { name: 'finance-agent-2c4e', uid: 'uid-2c4e' };
   const PLANNER_POD = { name: 'planner-agent-5b1a', uid: 'uid-5b1a' };
 
-  function inPod(own?: string): AgentTokens {
+  function inPod(own?: string, podUid?: string): AgentTokens {
     return new AgentTokens({
       identity: { namespace: 'finance', agent: 'finance-agent' },
       tenant: 'finance',
@@ -153,6 +153,7 @@ describe('tokens of this pod only', () => {
       policy: () => everyoneActive,
       ...(own === undefined ? {} : { own: { current: own, renew: (): void => undefined } }),
       pod: THIS_POD.name,
+      ...(podUid === undefined ? {} : { podUid }),
       now: () => NOW,
     });
   }
@@ -176,6 +177,16 @@ describe('tokens of this pod only', () => {
     ["of this agent's own, issued to another pod", () => mint({ pod: OTHER_POD }), /from pod finance-agent-2c4e, not from this pod/],
   ])('refuses a forwarded token %s', async (_name, token, reason) => {
     expect(refusal(await inPod().verify(carrying(await token())))).toMatch(reason);
+  });
+
+  it('compares uids when the sidecar knows its own: a pod re-created under the same name is another pod', async () => {
+    const earlier = { name: THIS_POD.name, uid: 'uid-of-an-earlier-pod' };
+    expect(await inPod(await mint({ pod: THIS_POD }), THIS_POD.uid).verify(new Map())).toEqual({ facts: {}, forwarded: false });
+    expect(refusal(await inPod(await mint({ pod: earlier }), THIS_POD.uid).verify(new Map()))).toMatch(
+      /own agent token was issued to pod finance-agent-7d9f \(uid uid-of-an-earlier-pod\), an earlier pod of that name, not to this pod \(uid uid-7d9f\)/,
+    );
+    const forwarded = await delegated({ pod: PLANNER_POD, act: { sub: agentSubject('finance', 'finance-agent'), pod: earlier } });
+    expect(refusal(await inPod(undefined, THIS_POD.uid).verify(carrying(forwarded)))).toMatch(/act from pod finance-agent-7d9f \(uid uid-of-an-earlier-pod\), an earlier pod of that name, not from this pod/);
   });
 
   it('refuses a forwarded token in which this agent acts for itself', async () => {

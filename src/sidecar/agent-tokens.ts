@@ -43,6 +43,11 @@ export interface AgentTokensOptions {
    * must have been issued to this pod. Unset outside a pod, where no pod is checked.
    */
   pod?: string;
+  /**
+   * The uid of that pod (POD_UID), compared too when given: a pod re-created under the same name
+   * is another pod, and a token issued to the old one is not this one's.
+   */
+  podUid?: string;
   maxDelegationDepth?: number;
   /** One-time tokens are accepted once per sidecar. */
   replayCache?: ReplayCache;
@@ -59,14 +64,16 @@ function unverifiedClaims(token: string): Partial<AgentTokenClaims> | undefined 
   }
 }
 
-/** The name of an unverified `pod` claim, when it has the shape the token service writes. */
-function podNameOf(pod: unknown): string | undefined {
-  const name = typeof pod === 'object' && pod !== null ? (pod as { name?: unknown }).name : undefined;
-  return typeof name === 'string' ? name : undefined;
+/** The name and uid of an unverified `pod` claim, as far as it has the shape the token service writes. */
+function podOf(pod: unknown): { name?: string; uid?: string } {
+  if (typeof pod !== 'object' || pod === null) return {};
+  const { name, uid } = pod as { name?: unknown; uid?: unknown };
+  return { ...(typeof name === 'string' ? { name } : {}), ...(typeof uid === 'string' ? { uid } : {}) };
 }
 
-function podText(pod: string | undefined): string {
-  return pod === undefined ? 'no pod' : `pod ${pod}`;
+function podText(pod: { name?: string; uid?: string }, withUid: boolean): string {
+  if (pod.name === undefined) return 'no pod';
+  return withUid ? `pod ${pod.name} (uid ${pod.uid ?? 'none'})` : `pod ${pod.name}`;
 }
 
 /** Every agent named by a token: its principal, then the actors of its `act` chain. */
@@ -121,10 +128,9 @@ export class AgentTokens {
       return { refuse: `the forwarded agent token is for ${actor} to act, not for this agent (${agentSubject(namespace, agent)})` };
     }
     // The principal's pod (and those of earlier actors) are other pods: only the acting one is ours.
-    const pod = this.options.pod;
-    if (pod !== undefined && actingPod(verified.claims)?.name !== pod) {
-      return { refuse: `the forwarded agent token was issued for ${actor} to act from ${podText(actingPod(verified.claims)?.name)}, not from this pod (${pod})` };
-    }
+    const acting = podOf(actingPod(verified.claims));
+    const other = this.otherPod(acting, 'from');
+    if (other !== undefined) return { refuse: `the forwarded agent token was issued for ${actor} to act from ${other}` };
     const standing = this.standingOf(agentsOf(verified.claims), verified.claims.iat);
     if (standing !== undefined) return { refuse: standing };
     return { facts: verified.delegation.length === 0 ? {} : { delegation: verified.delegation }, forwarded: true };
@@ -150,10 +156,8 @@ export class AgentTokens {
     if (token === undefined) return 'the sidecar holds no current agent token (the token service has not issued one)';
     const claims = unverifiedClaims(token);
     const iat = claims?.iat;
-    const pod = this.options.pod;
-    if (pod !== undefined && podNameOf(claims?.pod) !== pod) {
-      return `the sidecar's own agent token was issued to ${podText(podNameOf(claims?.pod))}, not to this pod (${pod})`;
-    }
+    const other = this.otherPod(podOf(claims?.pod), 'to');
+    if (other !== undefined) return `the sidecar's own agent token was issued to ${other}`;
     const { namespace, agent } = this.options.identity;
     const revokedBefore = this.options.policy()?.standing(namespace, agent)?.revokedBefore;
     if (revokedBefore !== undefined && (typeof iat !== 'number' || iat * 1000 < revokedBefore.getTime())) {
@@ -177,6 +181,18 @@ export class AgentTokens {
       }
     }
     return undefined;
+  }
+
+  /**
+   * How a token's pod differs from this sidecar's ("pod X, not this pod (Y)"), or undefined when
+   * it is this pod: by name, and by uid when the sidecar knows its own. Outside a pod nothing is checked.
+   */
+  private otherPod(pod: { name?: string; uid?: string }, preposition: 'to' | 'from'): string | undefined {
+    const { pod: name, podUid } = this.options;
+    if (name === undefined) return undefined;
+    if (pod.name !== name) return `${podText(pod, false)}, not ${preposition} this pod (${name})`;
+    if (podUid === undefined || pod.uid === podUid) return undefined;
+    return `${podText(pod, true)}, an earlier pod of that name, not ${preposition} this pod (uid ${podUid})`;
   }
 
   private now(): Date {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { tracingRequested } from './main.ts';
+import { podFrom, tracingRequested } from './main.ts';
 import { tracingConfig } from './telemetry.ts';
 
 const VARIABLES = [
@@ -25,5 +25,15 @@ describe('loading the OpenTelemetry SDK only for tracing', () => {
   it('skips it when no exporter or endpoint is named', () => {
     expect(tracingRequested({ OTEL_TRACES_SAMPLER: 'always_on', OTEL_SERVICE_NAME: 'x', OTEL_EXPORTER_OTLP_ENDPOINT: ' ' })).toBe(false);
     expect(tracingRequested({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' })).toBe(true);
+  });
+});
+
+describe('the pod the sidecar runs in', () => {
+  it.each([
+    ['name and uid from the downward API, as injection sets them', { POD_NAME: 'finance-agent-7d9f', POD_UID: 'uid-7d9f' }, { podName: 'finance-agent-7d9f', podUid: 'uid-7d9f' }],
+    ['the name alone, for a sidecar injected before the uid was', { POD_NAME: 'finance-agent-7d9f' }, { podName: 'finance-agent-7d9f' }],
+    ['nothing outside a pod', {}, {}],
+  ])('is %s', (_name, env: Record<string, string>, expected) => {
+    expect(podFrom(env)).toEqual(expected);
   });
 });

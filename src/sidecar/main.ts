@@ -254,6 +254,12 @@ function required(value: string | undefined, flag: string, env: string): string 
   return value;
 }
 
+/** The pod the sidecar runs in, as the downward API tells it (POD_NAME, POD_UID); nothing outside a pod. */
+export function podFrom(env: Readonly<Record<string, string | undefined>>): { podName?: string; podUid?: string } {
+  const { POD_NAME: podName, POD_UID: podUid } = env;
+  return { ...(podName === undefined ? {} : { podName }), ...(podUid === undefined ? {} : { podUid }) };
+}
+
 export async function sidecarCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -332,7 +338,7 @@ export async function sidecarCommand(args: string[]): Promise<number> {
     counters,
     ...(tokens === undefined ? {} : { tokens }),
     ...(values['sanitize-with-ext-proc'] === true ? { sanitizeWithExtProc: true } : {}),
-    ...(process.env.POD_NAME === undefined ? {} : { podName: process.env.POD_NAME }),
+    ...podFrom(process.env),
     log,
   });
   for (const observer of [audit.observer, ...telemetry.observers]) sidecar.authorizer.observe(observer);

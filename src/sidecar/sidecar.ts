@@ -55,6 +55,8 @@ export interface SidecarOptions {
   sanitizeWithExtProc?: boolean;
   /** The pod the sidecar runs in, named in the events it records. */
   podName?: string;
+  /** That pod's uid: agent tokens must name it too. */
+  podUid?: string;
   /** The token service: the sidecar holds an agent token and verifies forwarded ones. Off unless given. */
   tokens?: SidecarTokenOptions;
 }
@@ -85,6 +87,7 @@ function agentTokensFor(options: SidecarOptions, tokens: SidecarTokenOptions, po
   const verifier = new AgentTokens({
     identity: options.identity, tenant: options.tenant, issuer: tokens.issuer ?? tokens.endpoint.url, jwks, policy, own: source,
     ...(options.podName === undefined ? {} : { pod: options.podName }),
+    ...(options.podUid === undefined ? {} : { podUid: options.podUid }),
   });
   return { source, verifier, client };
 }

@@ -140,6 +140,8 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
     ],
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      // Agent tokens name the pod by uid too: a pod re-created under the same name is another pod.
+      { name: 'POD_UID', valueFrom: { fieldRef: { fieldPath: 'metadata.uid' } } },
       { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
       // The agent is the AgentIdentity named like the pod's ServiceAccount.
       { name: 'PORTCULLIS_AGENT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
