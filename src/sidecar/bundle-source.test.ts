@@ -2,12 +2,12 @@ import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BundleKey, SigningKeyPair } from '../bundle/index.ts';
 import { formatRevision, generateSigningKey, signBundle, toConfigMapData, toJwks, WASM_MODULE_PATH } from '../bundle/index.ts';
-import type { AuthorizationDecision, PolicyArtifact } from '../compiler/index.ts';
+import { minimumRevisionConfigMap } from '../bundle/revision.ts';
 import type { BundleRefusal } from './bundle-events.ts';
 import { BundleSource } from './bundle-source.ts';
-import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { ConfigMap, ConfigMapApi, WatchEvent } from './configmap-watch.ts';
 import { createSidecarMetrics } from './metrics.ts';
+import { loadStandIn } from './test-support.ts';
 
 const AGENT_NS = 'finance';
 const OPERATOR_NS = 'portcullis-system';
@@ -59,13 +59,6 @@ async function trust(...keys: SigningKeyPair[]): Promise<{ data: Record<string, 
   return { data: { 'jwks.json': JSON.stringify(await toJwks(new Map<string, BundleKey>(keys.map((k) => [k.keyId, k.publicKey])))) } };
 }
 
-const loadStandIn = (artifact: PolicyArtifact): Promise<LoadedPolicy> =>
-  Promise.resolve({
-    revision: artifact.revision,
-    tenant: artifact.data.portcullis.tenant,
-    authorize: (): AuthorizationDecision => ({ decision: 'allow', enforced: true, policy: 'p', rule: 'r', revision: artifact.revision, reasons: [] }),
-    obligations: () => ({ calls: [], rate: [], spend: [] }), standing: () => undefined,
-  });
 
 async function started(api: FakeApi): Promise<{ source: BundleSource; refusals: BundleRefusal[]; metrics: ReturnType<typeof createSidecarMetrics> }> {
   const refusals: BundleRefusal[] = [];
@@ -89,9 +82,52 @@ describe('BundleSource', () => {
     api.put(AGENT_NS, 'portcullis-bundle', await bundle(9, attackerKey));
     api.put(OPERATOR_NS, 'portcullis-trust', await trust(operatorKey));
     const { source, refusals } = await started(api);
-    expect(api.asked.sort()).toEqual([`${AGENT_NS}/portcullis-bundle`, `${OPERATOR_NS}/portcullis-trust`]);
+    expect(api.asked.sort()).toEqual([`${AGENT_NS}/portcullis-bundle`, `${OPERATOR_NS}/${minimumRevisionConfigMap(AGENT_NS)}`, `${OPERATOR_NS}/portcullis-trust`].sort());
     expect(source.policy).toBeUndefined();
     expect(refusals).toEqual([expect.objectContaining({ code: 'bundle_key_unknown', keeping: undefined })]);
+    await source.stop();
+  });
+
+  it.each([
+    ['an older genuine bundle replayed is refused at start', 3, 5, undefined, 'bundle_revision_regressed'],
+    ['the bundle at the minimum revision loads', 5, 5, formatRevision(5, DIGEST), undefined],
+    ['a newer bundle than the minimum loads', 6, 5, formatRevision(6, DIGEST), undefined],
+  ])('with the tenant minimum revision in the operator namespace, %s', async (_name, sequence, minimum, loaded, code) => {
+    const api = new FakeApi();
+    api.put(OPERATOR_NS, 'portcullis-trust', await trust(operatorKey));
+    api.put(OPERATOR_NS, minimumRevisionConfigMap(AGENT_NS), { data: { revision: formatRevision(minimum, 'b'.repeat(16)) } });
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(sequence, operatorKey));
+    const { source, refusals } = await started(api);
+    expect(source.policy?.revision).toBe(loaded);
+    expect(refusals.map((r) => r.code)).toEqual(code === undefined ? [] : [code]);
+    await source.stop();
+  });
+
+  it('keeps the bundle in force when the minimum revision rises past it: the newer bundle is on its way', async () => {
+    const api = new FakeApi();
+    api.put(OPERATOR_NS, 'portcullis-trust', await trust(operatorKey));
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(3, operatorKey));
+    const { source, refusals } = await started(api);
+    api.put(OPERATOR_NS, minimumRevisionConfigMap(AGENT_NS), { data: { revision: formatRevision(4, DIGEST) } });
+    await source.settled();
+    expect(source.policy?.revision).toBe(formatRevision(3, DIGEST));
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(4, operatorKey));
+    await source.settled();
+    expect(source.policy?.revision).toBe(formatRevision(4, DIGEST));
+    expect(refusals).toEqual([]);
+    await source.stop();
+  });
+
+  it('reports a minimum revision that holds no revision once, and applies none', async () => {
+    const api = new FakeApi();
+    api.put(OPERATOR_NS, 'portcullis-trust', await trust(operatorKey));
+    api.put(OPERATOR_NS, minimumRevisionConfigMap(AGENT_NS), { data: { revision: '99999999999999999999-aaaaaaaaaaaaaaaa' } });
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(3, operatorKey));
+    const { source, refusals } = await started(api);
+    expect(source.policy?.revision).toBe(formatRevision(3, DIGEST));
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(4, operatorKey));
+    await source.settled();
+    expect(refusals.map((r) => r.code)).toEqual(['minimum_revision_invalid']);
     await source.stop();
   });
 

@@ -1,9 +1,10 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Bundle, BundleKey, SigningKeyPair } from '../bundle/index.ts';
 import { formatRevision, generateSigningKey, signBundle, toConfigMapData, toJwks, WASM_MODULE_PATH } from '../bundle/index.ts';
-import type { AuthorizationDecision, PolicyArtifact } from '../compiler/index.ts';
+import type { PolicyArtifact } from '../compiler/index.ts';
 import type { BundleState, Finding, LoadedPolicy, ObservedConfigMap } from './bundle-verdict.ts';
 import { judge, judgeBundle } from './bundle-verdict.ts';
+import { loadStandIn } from './test-support.ts';
 
 let operatorKey: SigningKeyPair;
 let rotatedKey: SigningKeyPair;
@@ -41,14 +42,6 @@ async function trustConfigMap(...trusted: SigningKeyPair[]): Promise<ObservedCon
   return { version: nextVersion(), data: { 'jwks.json': JSON.stringify(jwks) } };
 }
 
-/** A stand-in for PolicyEvaluator.load: the verdict's logic, not the WASM, is under test here. */
-const loadStandIn = (artifact: PolicyArtifact): Promise<LoadedPolicy> =>
-  Promise.resolve({
-    revision: artifact.revision,
-    tenant: artifact.data.portcullis.tenant,
-    authorize: (): AuthorizationDecision => ({ decision: 'allow', enforced: true, policy: 'p', rule: 'r', revision: artifact.revision, reasons: [] }),
-    obligations: () => ({ calls: [], rate: [], spend: [] }), standing: () => undefined,
-  });
 
 /** The sidecar's judgements in turn, as its watches see the two ConfigMaps change. */
 class Sidecar {
