@@ -4,27 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { applicationContainers, isInjected, proxyMismatches, sidecarMismatches } from './expected.ts';
 import type { InjectionConfig } from './inject.ts';
 import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, INJECTED_ANNOTATION, PROXY_ENV, withProxyEnv } from './inject.ts';
+import type { PodModifier } from './test-support.ts';
+import { agentPod, FINANCE, INJECTION } from './test-support.ts';
 
-const config: InjectionConfig = {
-  sidecarImage: 'ghcr.io/portcullis-dev/portcullis@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef',
-  envoyImage: 'envoyproxy/envoy:v1.36.0',
-  version: '0.1.0',
-  nativeSidecars: true,
-};
-const context = { tenant: 'finance' };
-
-type PodModifier = (pod: V1Pod) => void;
-
-function pod(...modifiers: PodModifier[]): V1Pod {
-  const built: V1Pod = {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: 'agent', namespace: 'finance', annotations: { 'portcullis.dev/inject': 'true' } },
-    spec: { serviceAccountName: 'finance-agent', containers: [{ name: 'agent', image: 'agent:1' }] },
-  };
-  for (const modify of modifiers) modify(built);
-  return built;
-}
+// By digest: what is compared is the image as configured, to the letter.
+const config: InjectionConfig = { ...INJECTION, sidecarImage: 'ghcr.io/portcullis-dev/portcullis@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' };
+const context = FINANCE;
+const pod = agentPod;
 
 const injected = (...modifiers: PodModifier[]): V1Pod => {
   const built = inject(pod(), config, context);

@@ -2,28 +2,13 @@ import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import type { InjectionConfig } from './inject.ts';
 import { AUTHZ_CONTAINER, ENVOY_CONTAINER, inject, REDIS_MOUNT, REDIS_VOLUME } from './inject.ts';
+import type { PodModifier } from './test-support.ts';
+import { agentPod, FINANCE, INJECTION } from './test-support.ts';
 
-const base: InjectionConfig = {
-  sidecarImage: 'ghcr.io/portcullis-dev/portcullis:0.1.0',
-  envoyImage: 'envoyproxy/envoy:v1.36.0',
-  version: '0.1.0',
-  nativeSidecars: true,
-};
+const base = INJECTION;
 const withRedis: InjectionConfig = { ...base, countersRedisUrl: 'redis://redis.portcullis-system:6379/0' };
-const context = { tenant: 'finance' };
-
-type PodModifier = (pod: V1Pod) => void;
-
-function pod(...modifiers: PodModifier[]): V1Pod {
-  const built: V1Pod = {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: 'agent-0', namespace: 'finance', annotations: { 'portcullis.dev/inject': 'true' } },
-    spec: { serviceAccountName: 'finance-agent', containers: [{ name: 'agent', image: 'agent:1' }] },
-  };
-  for (const modify of modifiers) modify(built);
-  return built;
-}
+const context = FINANCE;
+const pod = agentPod;
 
 /** The application mounts the sidecar's Redis password volume (or brings a volume of that name). */
 const mountingRedisVolume: PodModifier = (p) => {

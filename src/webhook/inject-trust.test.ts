@@ -1,16 +1,10 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import type { InjectionConfig } from './inject.ts';
 import { AUTHZ_CONTAINER, inject } from './inject.ts';
+import { agentPod as buildAgentPod, INJECTION } from './test-support.ts';
 
-const config: InjectionConfig = { sidecarImage: 'ghcr.io/portcullis-dev/portcullis:0.1.0', envoyImage: 'envoyproxy/envoy:v1.36.0', version: '0.1.0', nativeSidecars: true };
-
-const agentPod: V1Pod = {
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name: 'agent-0', namespace: 'finance', annotations: { 'portcullis.dev/inject': 'true' } },
-  spec: { serviceAccountName: 'finance-agent', containers: [{ name: 'agent', image: 'agent:1' }] },
-};
+const config = INJECTION;
+const agentPod = buildAgentPod();
 
 function authzArgs(injected: V1Pod): string[] {
   return [...(injected.spec?.initContainers ?? []), ...(injected.spec?.containers ?? [])].find((c) => c.name === AUTHZ_CONTAINER)?.args ?? [];
