@@ -78,6 +78,19 @@ export function nextRevision(previous: string | undefined, contentDigest: string
   return formatRevision(sequence + 1n, contentDigest);
 }
 
+/** The key of the minimum-revision ConfigMap that holds the revision. */
+export const MINIMUM_REVISION_KEY = 'revision';
+
+/**
+ * The ConfigMap, in the operator's namespace, holding the lowest revision a sidecar of `tenant`
+ * loads when it starts: an older genuine bundle replayed into the tenant namespace is refused
+ * even by a sidecar that has no revision of its own to compare with yet. Named by a digest of
+ * the tenant, since a tenant label may hold characters a ConfigMap name may not.
+ */
+export function minimumRevisionConfigMap(tenant: string): string {
+  return `portcullis-min-revision-${sha256Hex(tenant).slice(0, 16)}`;
+}
+
 export function sha256Hex(bytes: Uint8Array | string): string {
   return createHash('sha256').update(bytes).digest('hex');
 }

@@ -1,12 +1,12 @@
 // Keeps the newest good bundle of the namespace loaded: watches the trust
-// ConfigMap in the operator's namespace and the bundle ConfigMap in the
-// agent's namespace through the API, judges every change (bundle-verdict.ts)
+// ConfigMap and the tenant's minimum revision in the operator's namespace and
+// the bundle ConfigMap in the agent's namespace through the API, judges every change (bundle-verdict.ts)
 // and swaps the evaluator in one assignment, so a decision sees the old policy
 // or the new one, never a mix. A refused bundle is counted and reported; the
 // last good one keeps answering — unless the trust no longer vouches for it,
 // and then nothing does until a bundle verifies.
 import type { Logger } from 'pino';
-import { parseRevision } from '../bundle/revision.ts';
+import { minimumRevisionConfigMap, parseRevision } from '../bundle/revision.ts';
 import type { BundleRefusal } from './bundle-events.ts';
 import type { BundleState, Finding, JudgeOptions, LoadedPolicy, ObservedConfigMap } from './bundle-verdict.ts';
 import { BUNDLE_CONFIGMAP, judge, TRUST_CONFIGMAP } from './bundle-verdict.ts';
@@ -42,6 +42,7 @@ export class BundleSource {
   /** Each ConfigMap is watched by name: no other ConfigMap is read. */
   private readonly bundle: ConfigMapWatch;
   private readonly trust: ConfigMapWatch;
+  private readonly minimum: ConfigMapWatch;
   private readonly options: BundleSourceOptions;
   /** One judgement at a time; a change during one asks for another after it. */
   private judging: Promise<void> = Promise.resolve();
@@ -62,6 +63,7 @@ export class BundleSource {
     });
     this.bundle = watch(options.namespace, BUNDLE_CONFIGMAP);
     this.trust = watch(options.trustNamespace, TRUST_CONFIGMAP);
+    this.minimum = watch(options.trustNamespace, minimumRevisionConfigMap(options.tenant));
   }
 
   /** The loaded policy, or undefined while no bundle that verifies under the trust in force is loaded. */
@@ -69,15 +71,15 @@ export class BundleSource {
     return this.state.loaded?.policy;
   }
 
-  /** Resolves once both ConfigMaps were listed (or their first list failed: retried meanwhile) and judged. */
+  /** Resolves once every ConfigMap was listed (or its first list failed: retried meanwhile) and judged. */
   async start(): Promise<void> {
-    await Promise.all([this.bundle.start(), this.trust.start()]);
+    await Promise.all([this.bundle.start(), this.trust.start(), this.minimum.start()]);
     this.schedule();
     await this.settled();
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.bundle.stop(), this.trust.stop()]);
+    await Promise.all([this.bundle.stop(), this.trust.stop(), this.minimum.stop()]);
     await this.settled();
   }
 
@@ -100,7 +102,9 @@ export class BundleSource {
     const { tenant, trustNamespace, load } = this.options;
     const bundle = observed(this.bundle.current);
     const trust = observed(this.trust.current);
-    const judgement = await judge(this.state, { ...(bundle === undefined ? {} : { bundle }), ...(trust === undefined ? {} : { trust }) }, { tenant, trustNamespace, ...(load === undefined ? {} : { load }) });
+    const minimum = observed(this.minimum.current);
+    const seen = { ...(bundle === undefined ? {} : { bundle }), ...(trust === undefined ? {} : { trust }), ...(minimum === undefined ? {} : { minimum }) };
+    const judgement = await judge(this.state, seen, { tenant, trustNamespace, ...(load === undefined ? {} : { load }) });
     this.state = judgement.state;
     for (const finding of judgement.findings) this.report(finding);
   }

@@ -4,10 +4,12 @@
 // The trust is judged first: when its keys change, the loaded bundle is
 // verified again and unloaded if it no longer verifies; then the bundle
 // ConfigMap is judged against the trust in force, its revision compared only
-// with a bundle that verified under that trust. No Kubernetes client here: the
-// watch (bundle-source.ts) hands in what it saw.
+// with a bundle that verified under that trust and with the tenant's minimum
+// revision, which the operator keeps next to the trust. No Kubernetes client
+// here: the watch (bundle-source.ts) hands in what it saw.
 import type { BundleJwks, BundleKey } from '../bundle/index.ts';
-import { BundleError, fromConfigMapData, fromJwks, verifyBundle } from '../bundle/index.ts';
+import { BundleError, BundleRevisionRegressedError, fromConfigMapData, fromJwks, parseRevision, verifyBundle } from '../bundle/index.ts';
+import { MINIMUM_REVISION_KEY, minimumRevisionConfigMap } from '../bundle/revision.ts';
 import type { AgentStanding, AuthorizationDecision, Obligations, PolicyArtifact, TenantData, ToolData } from '../compiler/index.ts';
 import { PolicyEvaluator } from '../compiler/index.ts';
 import { toolTableOf, ToolTableError } from './tools.ts';
@@ -27,10 +29,12 @@ export interface ObservedConfigMap {
 export interface Observed {
   bundle?: ObservedConfigMap;
   trust?: ObservedConfigMap;
+  /** The tenant's minimum revision, kept by the operator next to the trust (minimumRevisionConfigMap). */
+  minimum?: ObservedConfigMap;
 }
 
 /** Codes of refusals that are not the bundle's own (src/bundle/errors.ts has those). */
-export type SidecarRejectionCode = 'trust_invalid' | 'policy_load_failed' | 'tools_invalid';
+export type SidecarRejectionCode = 'trust_invalid' | 'policy_load_failed' | 'tools_invalid' | 'minimum_revision_invalid';
 
 /** What the sidecar needs of a loaded bundle: PolicyEvaluator, or a stand-in in tests. */
 export interface LoadedPolicy {
@@ -68,6 +72,8 @@ export interface BundleState {
   loaded?: LoadedBundle;
   /** The version of the bundle ConfigMap last refused under `trust`: judged again only when the trust changes. */
   refused?: string;
+  /** The version of the minimum-revision ConfigMap last judged ('' while there is none), so an invalid one is reported once. */
+  minimumSeen?: string;
 }
 
 export type Finding =
@@ -132,6 +138,8 @@ export interface VerdictOptions {
   publicKeys: ReadonlyMap<string, BundleKey>;
   /** The revision of the loaded bundle, which verified under the same keys: an older one is refused, the same one is unchanged. */
   loaded?: string;
+  /** The lowest revision the operator allows the tenant: an older bundle is refused, even with nothing loaded. */
+  minimum?: string;
   load?: (artifact: PolicyArtifact) => Promise<LoadedPolicy>;
 }
 
@@ -151,6 +159,9 @@ export async function judgeBundle(bundle: Omit<ObservedConfigMap, 'version'>, op
     const trust = { publicKeys: options.publicKeys, tenant: options.tenant, ...(options.loaded === undefined ? {} : { minRevision: options.loaded }) };
     const verified = await verifyBundle(signed, trust);
     if (verified.manifest.revision === options.loaded) return { kind: 'unchanged' };
+    if (options.minimum !== undefined && parseRevision(verified.manifest.revision).sequence < parseRevision(options.minimum).sequence) {
+      throw new BundleRevisionRegressedError(`revision ${verified.manifest.revision} is older than ${options.minimum}, the lowest the operator allows tenant ${options.tenant}`);
+    }
     // verifyBundle checked data.json parses; the evaluator checks it is a compiled tenant.
     artifact = { wasm: verified.wasm, data: verified.data as { portcullis: TenantData }, revision: verified.manifest.revision };
   } catch (error) {
@@ -207,19 +218,46 @@ async function judgeTrust(state: BundleState, observed: ObservedConfigMap | unde
 }
 
 /**
- * The sidecar's next state after a change of either ConfigMap, and what to
+ * The tenant's minimum revision from its ConfigMap; undefined when there is none. An invalid one
+ * (the operator's namespace is not the tenant's to write) is reported once and counts as none.
+ */
+function judgeMinimum(state: BundleState, observed: ObservedConfigMap | undefined, where: string): { minimum: string | undefined; findings: Finding[] } {
+  if (observed === undefined) return { minimum: undefined, findings: [] };
+  const text = observed.data?.[MINIMUM_REVISION_KEY];
+  const problem = text === undefined ? `has no ${MINIMUM_REVISION_KEY}` : revisionProblem(text);
+  if (problem === undefined) return { minimum: text, findings: [] };
+  if (observed.version === state.minimumSeen) return { minimum: undefined, findings: [] };
+  return { minimum: undefined, findings: [{ kind: 'refused', code: 'minimum_revision_invalid', message: `${where} ${problem}; no minimum revision applies`, keeping: state.loaded?.policy.revision }] };
+}
+
+/** Why a text is no revision, or undefined when it is one. */
+function revisionProblem(text: string): string | undefined {
+  try {
+    parseRevision(text);
+    return undefined;
+  } catch (error) {
+    if (error instanceof BundleError) return `holds no revision: ${error.message}`;
+    throw error;
+  }
+}
+
+/**
+ * The sidecar's next state after a change of any ConfigMap it follows, and what to
  * report. In order: the trust ConfigMap is judged (a valid one replaces the
  * keys; a missing or invalid one leaves the last valid keys in force); when
  * the keys changed, the loaded bundle is verified again and unloaded if it no
  * longer verifies — then no revision floor remains, so the bundle ConfigMap
  * loads if it verifies, even at a lower revision; last, the bundle ConfigMap
- * is judged against the keys in force and the revision of a bundle that
- * verified under them. Never throws for anything a ConfigMap holds.
+ * is judged against the keys in force, the revision of a bundle that
+ * verified under them, and the tenant's minimum revision (which refuses an
+ * older bundle even when none is loaded, and never unloads one). Never throws
+ * for anything a ConfigMap holds.
  */
 export async function judge(state: BundleState, observed: Observed, options: JudgeOptions): Promise<Judgement> {
   const where = `${options.trustNamespace}/${TRUST_CONFIGMAP}`;
   const trust = await judgeTrust(state, observed.trust, where);
-  const findings = [...trust.findings];
+  const minimum = judgeMinimum(state, observed.minimum, `${options.trustNamespace}/${minimumRevisionConfigMap(options.tenant)}`);
+  const findings = [...trust.findings, ...minimum.findings];
   let loaded = state.loaded;
   let refused = trust.changed ? undefined : state.refused;
   if (trust.changed && trust.trust !== undefined && loaded !== undefined) {
@@ -234,6 +272,7 @@ export async function judge(state: BundleState, observed: Observed, options: Jud
   const next = (): BundleState => ({
     ...(trust.trust === undefined ? {} : { trust: trust.trust }),
     trustSeen: observed.trust?.version ?? '',
+    minimumSeen: observed.minimum?.version ?? '',
     ...(loaded === undefined ? {} : { loaded }),
     ...(refused === undefined ? {} : { refused }),
   });
@@ -243,7 +282,13 @@ export async function judge(state: BundleState, observed: Observed, options: Jud
   // The ConfigMap as loaded (verified under the keys in force), or as refused under them: nothing new to judge.
   if (bundle.version === loaded?.source.version || bundle.version === refused) return { state: next(), findings };
   refused = undefined;
-  const verdict = await judgeBundle(bundle, { tenant: options.tenant, publicKeys: trust.trust.keys, ...(loaded === undefined ? {} : { loaded: loaded.policy.revision }), ...(options.load === undefined ? {} : { load: options.load }) });
+  const verdict = await judgeBundle(bundle, {
+    tenant: options.tenant,
+    publicKeys: trust.trust.keys,
+    ...(loaded === undefined ? {} : { loaded: loaded.policy.revision }),
+    ...(minimum.minimum === undefined ? {} : { minimum: minimum.minimum }),
+    ...(options.load === undefined ? {} : { load: options.load }),
+  });
   switch (verdict.kind) {
     case 'load':
       findings.push({ kind: 'loaded', policy: verdict.policy, previous: loaded?.policy.revision });
