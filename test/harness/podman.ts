@@ -50,6 +50,10 @@ export class Podman {
     return this.#env.image;
   }
 
+  get archive(): string {
+    return this.#env.archive;
+  }
+
   /** The global flags and variables that point podman at the project's settings and storage. */
   get #globalArgs(): string[] {
     return ['--root', `${this.#env.containerRoot}/storage`, '--runroot', `${this.#env.containerRoot}/run`];
