@@ -363,3 +363,28 @@ describe('user tokens and fail modes', () => {
     ]);
   });
 });
+
+describe('regexes are bounded in what they cost every sidecar of the tenant', () => {
+  const rule = (i: number, regex: string): string => `    - name: r${i}\n      tool: stripe\n      decision: allow\n      when: [ { param: v, regex: ${JSON.stringify(regex)} } ]\n`;
+
+  it('refuses one regex that compiles to more than 10,000 RE2 instructions, naming its size', () => {
+    const [error] = errorsOf(policyWith(rule(0, '[\\p{L}\\p{N}]{1000}'.repeat(11))));
+    expect(error?.code).toBe('regex_error');
+    expect(error?.location).toMatchObject({ rule: 'r0', field: 'spec.rules[0].when[0].regex' });
+    expect(error?.message).toMatch(/compiles to \d+ RE2 instructions, more than the 10000 one regex may/);
+  });
+
+  it("refuses a policy whose regexes together compile to more than 250,000 instructions, on its rules", () => {
+    const rules = Array.from({ length: 300 }, (_, i) => rule(i, `x${i}[\\p{L}\\p{N}]{1000}`)).join('');
+    const errors = errorsOf(policyWith(rules));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]?.code).toBe('regex_error');
+    expect(errors[0]?.location).toMatchObject({ field: 'spec.rules' });
+    expect(errors[0]?.message).toMatch(/the policy's regexes compile to 3\d{5} RE2 instructions, more than the 250000 one policy may/);
+  });
+
+  it('accepts a thousand ordinary regexes and the largest bounded ones a policy writes', () => {
+    const rules = Array.from({ length: 1000 }, (_, i) => rule(i, i % 100 === 0 ? '.{1,1000}' : `^acct-${i}-[0-9]{10,12}$`)).join('');
+    expect(errorsOf(policyWith(rules))).toEqual([]);
+  });
+});

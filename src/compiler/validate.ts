@@ -87,6 +87,8 @@ function messageOf(error: ErrorObject): string {
 /** Collects problems of one resource, each with its field and (inside spec.rules) its rule name. */
 class Problems {
   readonly list: CompileError[] = [];
+  /** The RE2 instructions of the resource's regexes so far. */
+  regexInstructions = 0;
   private readonly resource: string;
   private readonly object: Json;
 
@@ -124,13 +126,24 @@ function objects(value: unknown): [number, Json][] {
   return list(value).flatMap((item, i): [number, Json][] => (isObject(item) ? [[i, item]] : []));
 }
 
-/** Checks that a RE2 engine accepts the pattern; returns RE2's complaint otherwise. */
-export function re2SyntaxError(pattern: string): string | undefined {
+/**
+ * How large a regex may compile. RE2 bounds repetition counts, but a bounded
+ * repetition of a large class (`[\p{L}\p{N}]{1000}`) still compiles to a
+ * thousand instructions, and every sidecar of the tenant holds every regex
+ * compiled: about 80 bytes an instruction, and time to compile at every
+ * bundle load. So one regex may compile to at most 10,000 RE2 instructions
+ * (`.{1,1000}` is 2,001), and one policy's regexes to at most 250,000 (about
+ * 20 MB and half a second), as RE2's own max_mem bounds a program.
+ */
+export const MAX_REGEX_INSTRUCTIONS = 10_000;
+export const MAX_POLICY_REGEX_INSTRUCTIONS = 250_000;
+
+/** The size of the RE2 program of a pattern, or RE2's complaint when it rejects it. */
+export function re2Program(pattern: string): { instructions: number } | { complaint: string } {
   try {
-    RE2JS.compile(pattern);
-    return undefined;
+    return { instructions: RE2JS.compile(pattern).programSize() };
   } catch (error) {
-    return error instanceof Error ? error.message : String(error);
+    return { complaint: error instanceof Error ? error.message : String(error) };
   }
 }
 
@@ -185,9 +198,17 @@ function checkParamCondition(problems: Problems, path: Path, condition: Json): v
   const { min, max, gt, lt, regex } = condition;
   if (typeof min === 'number' && typeof max === 'number' && min > max) problems.add([...path, 'min'], 'min must not be greater than max');
   if (typeof gt === 'number' && typeof lt === 'number' && gt >= lt) problems.add([...path, 'gt'], 'gt must be less than lt');
-  if (typeof regex === 'string') {
-    const complaint = re2SyntaxError(regex);
-    if (complaint !== undefined) problems.add([...path, 'regex'], `RE2 rejects ${JSON.stringify(regex)}: ${complaint}`, 'regex_error');
+  if (typeof regex === 'string') checkRegex(problems, [...path, 'regex'], regex);
+}
+
+function checkRegex(problems: Problems, path: Path, regex: string): void {
+  const program = re2Program(regex);
+  if ('complaint' in program) {
+    problems.add(path, `RE2 rejects ${JSON.stringify(regex)}: ${program.complaint}`, 'regex_error');
+  } else if (program.instructions > MAX_REGEX_INSTRUCTIONS) {
+    problems.add(path, `${JSON.stringify(regex)} compiles to ${program.instructions} RE2 instructions, more than the ${MAX_REGEX_INSTRUCTIONS} one regex may (a large class repeated many times: bound it lower)`, 'regex_error');
+  } else {
+    problems.regexInstructions += program.instructions;
   }
 }
 
@@ -303,7 +324,12 @@ export function validateResource(kind: ResourceKind, object: Json, resource: str
     return problems.list;
   }
   const spec = object.spec as Json;
-  if (kind === 'ToolPolicy') checkToolPolicy(problems, spec);
+  if (kind === 'ToolPolicy') {
+    checkToolPolicy(problems, spec);
+    if (problems.regexInstructions > MAX_POLICY_REGEX_INSTRUCTIONS) {
+      problems.add(['spec', 'rules'], `the policy's regexes compile to ${problems.regexInstructions} RE2 instructions, more than the ${MAX_POLICY_REGEX_INSTRUCTIONS} one policy may: every sidecar of the tenant holds them compiled`, 'regex_error');
+    }
+  }
   if (kind === 'EgressRule') checkSubjects(problems, spec);
   if (kind === 'AgentIdentity') {
     checkDuration(problems, ['spec', 'tokenTTL'], spec.tokenTTL, '1m', '24h');
