@@ -88,8 +88,10 @@ export const MINIMUM_REVISION_KEY = 'revision';
  * the tenant, since a tenant label may hold characters a ConfigMap name may not.
  */
 export function minimumRevisionConfigMap(tenant: string): string {
-  return `portcullis-min-revision-${sha256Hex(tenant).slice(0, 16)}`;
+  return `${MINIMUM_REVISION_PREFIX}${sha256Hex(tenant).slice(0, 16)}`;
 }
+
+export const MINIMUM_REVISION_PREFIX = 'portcullis-min-revision-';
 
 export function sha256Hex(bytes: Uint8Array | string): string {
   return createHash('sha256').update(bytes).digest('hex');

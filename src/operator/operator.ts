@@ -41,6 +41,7 @@ import {
 } from './plan.ts';
 import type { Keyring } from './signing-keys.ts';
 import { standingSpecOf, withAgentStanding } from './containment.ts';
+import { MINIMUM_REVISION_KEY, MINIMUM_REVISION_PREFIX, minimumRevisionConfigMap } from '../bundle/revision.ts';
 import { ensureKeyring, readKeyring } from './signing-keys.ts';
 import { WorkQueue } from './workqueue.ts';
 
@@ -470,7 +471,8 @@ export class Operator {
     log: Logger,
   ): Promise<string> {
     const keyring = await this.currentKeyring(log);
-    const revision = nextRevision(previous, bundleContentDigest(content));
+    const minimum = this.minimumRevisionOf(tenant);
+    const revision = nextRevision(compareSequence(previous, minimum) >= 0 ? previous : minimum, bundleContentDigest(content));
     const signed = await signBundle({ ...content, manifest: { ...content.manifest, revision } }, keyring.active);
     const payload = toConfigMapData(signed);
     this.options.metrics.bundleBytes.set({ tenant }, configMapBytes(payload));
@@ -479,7 +481,36 @@ export class Operator {
     await this.publishTrust(keyring);
     await this.writeBundles(tenant, members, existing, revision, payload, log);
     this.lastGood.set(tenant, { revision, digest: payloadDigest(payload), generations });
+    if (compareSequence(revision, minimum) > 0) await this.raiseMinimumRevision(tenant, revision, minimum === undefined);
     return revision;
+  }
+
+  /**
+   * The lowest revision the tenant's sidecars may load, as last written to its
+   * ConfigMap in the operator's namespace (which tenants cannot write); an
+   * unreadable one counts as none.
+   */
+  private minimumRevisionOf(tenant: string): string | undefined {
+    const text = this.bundles.get(minimumRevisionConfigMap(tenant), this.options.namespace)?.data?.[MINIMUM_REVISION_KEY];
+    if (text === undefined) return undefined;
+    try {
+      parseRevision(text);
+      return text;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Raises the tenant's minimum revision to the one just written to every member
+   * namespace (never before: a sidecar keeps the bundle it runs, but a starting
+   * one would load nothing). A new tenant's record is added to the sidecars' read
+   * access in the operator namespace.
+   */
+  private async raiseMinimumRevision(tenant: string, revision: string, first: boolean): Promise<void> {
+    const record = minimumRevisionRecord(this.options.namespace, tenant, revision);
+    await this.applyTracked(record, payloadDigest({ data: record.data ?? {} }));
+    if (first) this.enqueue(TRUST_QUEUE_KEY);
   }
 
   private async writeBundles(tenant: string, members: readonly string[], existing: ReadonlyMap<string, V1ConfigMap>, revision: string, payload: ConfigMapData, log: Logger): Promise<void> {
@@ -514,7 +545,8 @@ export class Operator {
   private async reconcileTrust(): Promise<undefined> {
     const started = performance.now();
     await this.publishTrust(await this.currentKeyring(this.options.log));
-    for (const object of [trustReaderRole(this.options.namespace), trustReaderBinding(this.options.namespace)]) {
+    const minimumRevisionNames = this.bundles.list(this.options.namespace).map((cm) => cm.metadata?.name ?? '').filter((name) => name.startsWith(MINIMUM_REVISION_PREFIX));
+    for (const object of [trustReaderRole(this.options.namespace, minimumRevisionNames), trustReaderBinding(this.options.namespace)]) {
       const key = `${object.kind ?? ''}/${object.metadata?.namespace ?? ''}/trust`;
       const digest = JSON.stringify(object);
       if (this.accessApplied.get(key) === digest) continue;
@@ -784,8 +816,9 @@ export class Operator {
    * ConfigMap has its own reconcile.
    */
   private noticeForeignName(cm: V1ConfigMap): void {
-    const name = cm.metadata?.name;
+    const name = cm.metadata?.name ?? '';
     if (!this.elector.isLeader || name === BUNDLE_CONFIGMAP || name === TRUST_CONFIGMAP) return;
+    if (cm.metadata?.namespace === this.options.namespace && name.startsWith(MINIMUM_REVISION_PREFIX)) return;
     void this.reportForeign(cm, 'carries the labels of the operator, which writes no ConfigMap of that name');
   }
 
@@ -934,6 +967,8 @@ interface BundleSummary {
 function summarizeBundle(cm: V1ConfigMap): V1ConfigMap {
   const summary: BundleSummary = { digest: payloadDigest({ data: cm.data ?? {}, binaryData: cm.binaryData ?? {} }), manifest: readManifest(cm) };
   const trust = cm.metadata?.name === TRUST_CONFIGMAP;
+  // A minimum-revision record keeps its revision (bounded: a ConfigMap of that name elsewhere could be anyone's).
+  const minimum = cm.metadata?.name?.startsWith(MINIMUM_REVISION_PREFIX) === true ? cm.data?.[MINIMUM_REVISION_KEY]?.slice(0, 128) : undefined;
   return {
     metadata: {
       name: cm.metadata?.name,
@@ -944,6 +979,7 @@ function summarizeBundle(cm: V1ConfigMap): V1ConfigMap {
       annotations: { ...cm.metadata?.annotations, [SUMMARY_ANNOTATION]: JSON.stringify(summary) },
     },
     ...(trust ? { data: cm.data ?? {} } : {}),
+    ...(minimum === undefined ? {} : { data: { [MINIMUM_REVISION_KEY]: minimum } }),
   };
 }
 
@@ -977,6 +1013,16 @@ function bundleConfigMap(namespace: string, tenant: string, revision: string, pa
     },
     data: payload.data,
     binaryData: payload.binaryData,
+  };
+}
+
+/** The tenant's minimum revision, in the operator's namespace: see minimumRevisionConfigMap. */
+function minimumRevisionRecord(namespace: string, tenant: string, revision: string): V1ConfigMap {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { name: minimumRevisionConfigMap(tenant), namespace, labels: { ...commonLabels(tenant), 'app.kubernetes.io/component': 'minimum-revision' } },
+    data: { [MINIMUM_REVISION_KEY]: revision },
   };
 }
 

@@ -51,16 +51,18 @@ export const TRUST_READER = 'portcullis-trust-reader';
 const TRUST_READER_LABELS = { [MANAGED_BY_LABEL]: MANAGED_BY, 'app.kubernetes.io/name': 'portcullis', 'app.kubernetes.io/component': 'trust' };
 
 /**
- * Read of the trust ConfigMap by name, and of nothing else of the operator's
- * namespace. A list or watch that selects one name (fieldSelector
- * metadata.name=NAME), as the sidecar's do, is authorized by resourceNames.
+ * Read of the trust ConfigMap and of the tenants' minimum-revision ConfigMaps
+ * by name, and of nothing else of the operator's namespace. A list or watch
+ * that selects one name (fieldSelector metadata.name=NAME), as the sidecar's
+ * do, is authorized by resourceNames. Both hold nothing secret: public keys,
+ * and a revision per tenant.
  */
-export function trustReaderRole(namespace: string): V1Role {
+export function trustReaderRole(namespace: string, minimumRevisionNames: readonly string[] = []): V1Role {
   return {
     apiVersion: 'rbac.authorization.k8s.io/v1',
     kind: 'Role',
     metadata: { name: TRUST_READER, namespace, labels: TRUST_READER_LABELS },
-    rules: [{ apiGroups: [''], resources: ['configmaps'], resourceNames: [TRUST_CONFIGMAP], verbs: ['get', 'list', 'watch'] }],
+    rules: [{ apiGroups: [''], resources: ['configmaps'], resourceNames: [TRUST_CONFIGMAP, ...[...new Set(minimumRevisionNames)].sort()], verbs: ['get', 'list', 'watch'] }],
   };
 }
 

@@ -5,7 +5,9 @@
 // not sign, reports the dressed one, and every change of the tenant — a suspension first — still
 // reaches the spawned `portcullis sidecar`. A tenant editor who applies an invalid policy blocks
 // the tenant's policies, not its kill switch: suspension, resumption and revokedBefore reach the
-// sidecar while the tenant is blocked, and the invalid policy never takes effect.
+// sidecar while the tenant is blocked, and the invalid policy never takes effect. An older genuine
+// bundle replayed by a tenant editor is refused by a sidecar that restarts, even with the operator
+// down: the tenant's minimum revision sits in the operator's namespace.
 import type { KubeConfig, V1ConfigMap } from '@kubernetes/client-node';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { writeFile } from 'node:fs/promises';
@@ -14,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Bundle, BundleJwks } from '../../src/bundle/index.ts';
 import { fromConfigMapData, fromJwks, parseRevision, verifyBundle } from '../../src/bundle/index.ts';
-import { MAX_REVISION_SEQUENCE } from '../../src/bundle/revision.ts';
+import { MAX_REVISION_SEQUENCE, minimumRevisionConfigMap } from '../../src/bundle/revision.ts';
 import { createOperatorMetrics } from '../../src/operator/metrics.ts';
 import type { Operator } from '../../src/operator/operator.ts';
 import type { TrackedProcess } from '../harness/cluster.ts';
@@ -170,13 +172,8 @@ beforeAll(async () => {
   ]);
   attacker = (await serviceAccountKubeConfig(plane, LOBBY, ATTACKER)).makeApiClient(CoreV1Api);
   editor = await serviceAccountKubeConfig(plane, NS, EDITOR);
-  const kubeconfig = await agentKubeconfigFile(plane, NS, AGENT);
-  const httpPort = await freePort();
-  httpBase = `http://127.0.0.1:${String(httpPort)}`;
-  sidecar = await spawnTracked(plane, process.execPath, [
-    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', kubeconfig, '--agent', AGENT, '--namespace', NS, '--tenant', TENANT,
-    '--trust-namespace', OPERATOR_NS, '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', `127.0.0.1:${String(await freePort())}`,
-  ]);
+  sidecarKubeconfig = await agentKubeconfigFile(plane, NS, AGENT);
+  sidecar = await startSidecar();
   await eventually('the sidecar to load the genuine bundle', async () => ((await pay(4200).catch(() => undefined))?.decision === 'allow' ? true : undefined), 60_000);
 }, 120_000);
 
@@ -185,6 +182,18 @@ afterAll(async () => {
   await writeFile(join(plane.runDir, 'attack-operator-sidecar.log'), sidecar.output());
   await operator?.stop();
 });
+
+let sidecarKubeconfig: string;
+
+/** A `portcullis sidecar` process for the agent, answering on a new port (httpBase). */
+async function startSidecar(): Promise<TrackedProcess> {
+  const httpPort = await freePort();
+  httpBase = `http://127.0.0.1:${String(httpPort)}`;
+  return spawnTracked(plane, process.execPath, [
+    join(REPO_ROOT, 'bin', 'portcullis.js'), 'sidecar', '--kubeconfig', sidecarKubeconfig, '--agent', AGENT, '--namespace', NS, '--tenant', TENANT,
+    '--trust-namespace', OPERATOR_NS, '--http-address', `127.0.0.1:${String(httpPort)}`, '--grpc-address', `127.0.0.1:${String(await freePort())}`,
+  ]);
+}
 
 describe('a user bound to edit in a namespace of no tenant', () => {
   it('cannot read or write anything of the tenant namespace, but can write ConfigMaps of its own (the role is what it says)', async () => {
@@ -328,5 +337,46 @@ describe("the agent's ServiceAccount", () => {
     expect(await canI('watch', `configmaps/${BUNDLE}`)).toBe('yes');
     expect(await canI('get', 'configmaps/app-settings')).toBe('no');
     expect(await canI('list', 'configmaps')).toBe('no');
+  });
+});
+
+describe('a tenant editor who replays an older genuine bundle and restarts the pod', () => {
+  it('finds the restarted sidecar refusing it, even with the operator down: the minimum revision is out of the editor\'s reach', async () => {
+    const editorApi = editor.makeApiClient(CoreV1Api);
+    const older = await core.readNamespacedConfigMap({ name: BUNDLE, namespace: NS });
+    await timeToReach({ suspended: true }, 4200, (a) => a.rule === SUSPENDED_RULE);
+    const newer = await genuineBundle();
+    const minimumName = minimumRevisionConfigMap(TENANT);
+    await eventually('the minimum revision to reach the suspension', async () => {
+      const record = await core.readNamespacedConfigMap({ name: minimumName, namespace: OPERATOR_NS }).catch(() => undefined);
+      return record?.data?.revision === newer.manifest.revision ? true : undefined;
+    });
+    // The editor can neither write the record nor read past it.
+    expect(await statusOf(editorApi.patchNamespacedConfigMap({ name: minimumName, namespace: OPERATOR_NS, body: [{ op: 'replace', path: '/data/revision', value: older.metadata?.annotations?.['portcullis.dev/revision'] ?? '' }] }))).toBe(403);
+
+    await operator?.stop();
+    operator = undefined;
+    const current = await editorApi.readNamespacedConfigMap({ name: BUNDLE, namespace: NS });
+    expect(await statusOf(editorApi.replaceNamespacedConfigMap({ name: BUNDLE, namespace: NS, body: { metadata: current.metadata, data: older.data ?? {}, binaryData: older.binaryData ?? {} } }))).toBe('allowed');
+    await sidecar.kill('SIGTERM');
+    await writeFile(join(plane.runDir, 'attack-operator-sidecar-1.log'), sidecar.output());
+    sidecar = await startSidecar();
+    const answer = await eventually('the restarted sidecar to answer', () => pay(4200).catch(() => undefined), 30_000);
+    expect(answer.decision).toBe('deny');
+    expect(answer.rule).toBe('portcullis:no-bundle');
+    await eventually('the replay to be refused as regressed', () => (sidecar.output().includes('bundle_revision_regressed') ? true : undefined));
+
+    // The operator back, its bundle is put back and the suspension holds.
+    operator = await startScopedOperator(plane, 'opattack', OPERATOR_NS, metrics);
+    await eventually('the sidecar to load the bundle in force', async () => ((await pay(4200)).rule === SUSPENDED_RULE ? true : undefined), 30_000);
+    await timeToReach({ suspended: false }, 4200, (a) => a.decision === 'allow');
+  }, 120_000);
+
+  it("lets the agent's ServiceAccount read its tenant's minimum revision by name, and nothing else of the operator namespace", async () => {
+    const canI = async (verb: string, resource: string): Promise<string> =>
+      (await kubectl(plane, ['auth', 'can-i', verb, resource, '-n', OPERATOR_NS, `--as=system:serviceaccount:${NS}:${AGENT}`], { allowFailure: true })).stdout.trim();
+    expect(await canI('watch', `configmaps/${minimumRevisionConfigMap(TENANT)}`)).toBe('yes');
+    expect(await canI('list', 'configmaps')).toBe('no');
+    expect(await canI('get', 'secrets/portcullis-signing-keys')).toBe('no');
   });
 });
