@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the binaries the tests run against — kube-apiserver, kubectl, etcd,
 # opa, helm, and three programs on go-control-plane's generated Envoy types
-# (hack/tools/extauthz-client, hack/tools/extproc-client, hack/tools/envoy-check) — from source through
+# (hack/tools/extauthz-client, hack/tools/extproc-client, hack/tools/envoy-check) and Argo CD's Lua
+# health-check runner on gopher-lua (hack/tools/argocd-health) — from source through
 # the Go module proxy, at the versions pinned in
 # hack/versions.env, into a cache keyed by version. A second run finds them and
 # builds nothing. Prints, as its last line, nothing: callers read the paths with
@@ -10,9 +11,10 @@
 # Binaries that already exist are used instead of building:
 #   KUBEBUILDER_ASSETS=DIR          (envtest's convention: DIR/kube-apiserver, DIR/etcd, DIR/kubectl)
 #   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA, TEST_ASSET_HELM,
-#   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_EXTPROC_CLIENT, TEST_ASSET_ENVOY_CHECK  (explicit paths)
+#   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_EXTPROC_CLIENT, TEST_ASSET_ENVOY_CHECK,
+#   TEST_ASSET_ARGOCD_HEALTH  (explicit paths)
 #
-# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check
+# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check argocd-health
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,11 +32,11 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=true ;;
-    kube-apiserver|kubectl|etcd|opa|helm|extauthz-client|extproc-client|envoy-check) wanted+=("$arg") ;;
-    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check)" ;;
+    kube-apiserver|kubectl|etcd|opa|helm|extauthz-client|extproc-client|envoy-check|argocd-health) wanted+=("$arg") ;;
+    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check argocd-health)" ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check)
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check argocd-health)
 
 require_go() {
   command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set TEST_ASSET_* / KUBEBUILDER_ASSETS to existing binaries"
@@ -157,6 +159,29 @@ build_envoy_tool() {
   rm -rf "$dest" "$work"; mv "$dest.tmp" "$dest"
 }
 
+# Argo CD's Lua health checks, run as its controller runs them, on the
+# gopher-lua it embeds (hack/tools/argocd-health). Its source is part of the key.
+argocd_health_dir() {
+  local source_hash
+  source_hash="$(cat "$here/tools/argocd-health/main.go" "$here/tools/argocd-health/go.mod" | sha256sum | cut -c1-12)"
+  echo "$cache/argocd-health-$GOPHER_LUA_VERSION-$source_hash"
+}
+
+build_argocd_health() {
+  local dest; dest="$(argocd_health_dir)"
+  if [ -x "$dest/argocd-health" ]; then return; fi
+  require_go argocd-health
+  log "building argocd-health with gopher-lua $GOPHER_LUA_VERSION (cold: under a minute)"
+  local work; work="$(mktemp -d)"
+  cp "$here/tools/argocd-health/main.go" "$here/tools/argocd-health/go.mod" "$here/tools/argocd-health/go.sum" "$work/"
+  (cd "$work" && go mod edit -require="github.com/yuin/gopher-lua@$GOPHER_LUA_VERSION" && go mod tidy) \
+    || die "resolving github.com/yuin/gopher-lua $GOPHER_LUA_VERSION failed"
+  local tmp; tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
+  with_progress argocd-health env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/argocd-health" .
+  rm -rf "$work"
+  if [ -x "$dest/argocd-health" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
+}
+
 # path_of TOOL: an existing binary named by the environment, else the cached build.
 path_of() {
   local explicit=""
@@ -169,6 +194,7 @@ path_of() {
     extauthz-client) explicit="${TEST_ASSET_EXTAUTHZ_CLIENT:-}" ;;
     extproc-client) explicit="${TEST_ASSET_EXTPROC_CLIENT:-}" ;;
     envoy-check) explicit="${TEST_ASSET_ENVOY_CHECK:-}" ;;
+    argocd-health) explicit="${TEST_ASSET_ARGOCD_HEALTH:-}" ;;
   esac
   if [ -n "$explicit" ]; then echo "$explicit"; return; fi
   if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$1" ]; then echo "$KUBEBUILDER_ASSETS/$1"; return; fi
@@ -178,6 +204,7 @@ path_of() {
     opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
     helm) echo "$cache/helm-$HELM_VERSION/helm" ;;
     extauthz-client|extproc-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
+    argocd-health) echo "$(argocd_health_dir)/argocd-health" ;;
   esac
 }
 
@@ -191,13 +218,14 @@ env_name() {
     extauthz-client) echo TEST_ASSET_EXTAUTHZ_CLIENT ;;
     extproc-client) echo TEST_ASSET_EXTPROC_CLIENT ;;
     envoy-check) echo TEST_ASSET_ENVOY_CHECK ;;
+    argocd-health) echo TEST_ASSET_ARGOCD_HEALTH ;;
   esac
 }
 
 for tool in "${wanted[@]}"; do
   path="$(path_of "$tool")"
   if [ -x "$path" ]; then continue; fi
-  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_HELM='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' path_of "$tool")" ]; then
+  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_HELM='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' TEST_ASSET_ARGOCD_HEALTH='' path_of "$tool")" ]; then
     die "$(env_name "$tool") or KUBEBUILDER_ASSETS names $path, which is not an executable file"
   fi
   case "$tool" in
@@ -206,6 +234,7 @@ for tool in "${wanted[@]}"; do
     opa) build_opa ;;
     helm) build_helm ;;
     extauthz-client|extproc-client|envoy-check) build_envoy_tool "$tool" ;;
+    argocd-health) build_argocd_health ;;
   esac
   [ -x "$path" ] || die "$tool was built but $path is missing"
 done
