@@ -1,7 +1,7 @@
-// The package as npm users get it: `npm run build`, `npm pack`, the tarball installed into an
-// empty directory (its dependencies from the registry), and the installed `portcullis` command
-// run under this Node: --help, eval on config/samples, audit keygen and audit verify. Node does
-// not strip types under node_modules, so this passes only if the package ships JavaScript.
+// The package as npm users get it: `npm pack` (which builds dist/ first), the tarball installed
+// into an empty directory (its dependencies from the registry), and the installed `portcullis`
+// command run under this Node: --help, eval on config/samples, audit keygen and audit verify.
+// Node does not strip types under node_modules, so this passes only if the package ships JavaScript.
 
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -33,8 +33,8 @@ async function installed(args: string[]): Promise<Outcome> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'portcullis-package-'));
-  await run('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT });
-  const { stdout } = await run('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: REPO_ROOT });
+  // prepack builds dist/ first, as it does before every npm publish.
+  const { stdout } = await run('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024 });
   const tarball = join(dir, stdout.trim().split('\n').pop() ?? '');
   const consumer = join(dir, 'consumer');
   await run('mkdir', [consumer]);
