@@ -154,6 +154,7 @@ describe('the chart, checked by helm', () => {
     { name: 'the default values', set: [] },
     { name: 'cert-manager certificates, a ServiceMonitor and agent namespace policies', set: ['certificates.mode=cert-manager', 'metrics.serviceMonitor.enabled=true', 'agentNetworkPolicy.namespaces={finance,research}', 'namespace.create=true'] },
     { name: 'no NetworkPolicy and no PodDisruptionBudget', set: ['networkPolicy.enabled=false', 'podDisruptionBudget.enabled=false'] },
+    { name: 'the Grafana dashboard and the Argo CD health checks', set: ['grafana.dashboard.enabled=true', 'argocd.healthChecks.enabled=true'] },
   ])('passes helm lint --strict with $name', async ({ set }) => {
     const result = await helm(['lint', '--strict', CHART, ...set.flatMap((value) => ['--set', value])]);
     expect(result.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
