@@ -8,12 +8,12 @@ import { chmod, copyFile, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { SIDECAR_NODE_OPTIONS } from '../src/webhook/inject.ts';
+import { SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES } from '../src/webhook/inject.ts';
 import { eventually } from '../test/harness/cluster.ts';
 import { freePort, kubectl, REPO_ROOT, startControlPlane } from '../test/harness/control-plane.ts';
 import { agentKubeconfigFile } from '../test/harness/local-parts.ts';
 import type { Container } from '../test/harness/podman.ts';
-import { imageEnv, Podman } from '../test/harness/podman.ts';
+import { imageEnv, operatorPodSettings, Podman } from '../test/harness/podman.ts';
 import type { Figure } from './lib.ts';
 import { figure, report } from './lib.ts';
 
@@ -22,8 +22,6 @@ const MB = 1e6;
 const MIB = 2 ** 20;
 const DECISIONS = 2_000;
 const SIZE_TARGET_MB = 60;
-/** The operator's heap bound in config/manager/deployment.yaml. */
-const OPERATOR_NODE_OPTIONS = '--max-old-space-size=384';
 
 /** Builds (or rebuilds) the image and reads what hack/image.sh says about it. */
 async function buildImage(): Promise<Podman> {
@@ -102,10 +100,12 @@ try {
   await kubectl(plane, ['create', 'namespace', 'portcullis-system']);
   await podman.load();
   const opsPort = await freePort();
+  const pod = await operatorPodSettings();
   const operator = await podman.start(plane, {
     name: 'bench-operator',
     mounts: { [adminKubeconfig]: '/etc/portcullis/kubeconfig' },
-    env: { NODE_OPTIONS: OPERATOR_NODE_OPTIONS },
+    env: { NODE_OPTIONS: pod.nodeOptions },
+    memoryLimit: pod.memoryLimit,
     args: ['operator', '--kubeconfig', '/etc/portcullis/kubeconfig', '--identity', 'bench', '--ops-address', `127.0.0.1:${opsPort}`, '--token-address', '127.0.0.1:0', '--log-level', 'warn'],
   });
   containers.push(operator);
@@ -121,6 +121,7 @@ try {
     name: 'bench-sidecar',
     mounts: { [agentKubeconfig]: '/etc/portcullis/kubeconfig' },
     env: { NODE_OPTIONS: SIDECAR_NODE_OPTIONS },
+    memoryLimit: SIDECAR_RESOURCES.limits.memory,
     args: ['sidecar', '--kubeconfig', '/etc/portcullis/kubeconfig', '--agent', 'finance-agent', '--namespace', 'finance', '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', `127.0.0.1:${await freePort()}`, '--log-level', 'warn'],
   });
   containers.push(sidecar);
@@ -140,7 +141,7 @@ try {
   figures.push(figure('sidecar decisions, one client at a time over HTTP', DECISIONS / seconds, 'per s'));
   notes.push(
     `containers under podman ${(await run('podman', ['--version'])).stdout.trim().replace('podman version ', '')} with runc, host network, read-only root filesystem, user 65532; RSS is VmRSS of the container's node process`,
-    `the sidecar runs with the NODE_OPTIONS injection sets (${SIDECAR_NODE_OPTIONS}), the operator with config/manager's (${OPERATOR_NODE_OPTIONS})`,
+    `the sidecar runs with the NODE_OPTIONS and memory limit injection sets (${SIDECAR_NODE_OPTIONS}, ${SIDECAR_RESOURCES.limits.memory}), the operator with config/manager's (${pod.nodeOptions}, ${pod.memoryLimit})`,
     `archive: ${(await stat(archive)).size.toLocaleString('en')} bytes at dist/image/`,
   );
 } finally {

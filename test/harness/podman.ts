@@ -5,10 +5,13 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { parseAllDocuments } from 'yaml';
 import type { TrackedProcess } from './cluster.ts';
 import { spawnTracked } from './cluster.ts';
 import type { ControlPlaneInfo } from './control-plane.ts';
+import { REPO_ROOT } from './control-plane.ts';
 
 const run = promisify(execFile);
 
@@ -100,18 +103,48 @@ export class Podman {
   /**
    * A container of the image in the foreground under the run's reaper, as a restricted pod runs
    * it: host network, read-only root filesystem (podman gives it a fresh /tmp), no capabilities,
-   * no privilege escalation, the image's own non-root user. `mounts` are host file → container path, read-only.
+   * no privilege escalation, the image's own non-root user. `mounts` are host file → container path, read-only;
+   * `memoryLimit` is a Kubernetes quantity in Mi, the container's limit as in its pod.
    */
-  async start(plane: Pick<ControlPlaneInfo, 'runDir'>, options: { name: string; args: string[]; mounts?: Record<string, string>; env?: Record<string, string> }): Promise<Container> {
+  async start(plane: Pick<ControlPlaneInfo, 'runDir'>, options: { name: string; args: string[]; mounts?: Record<string, string>; env?: Record<string, string>; memoryLimit?: string }): Promise<Container> {
     const name = `${options.name}-${randomBytes(4).toString('hex')}`;
     const mounts = Object.entries(options.mounts ?? {}).flatMap(([host, inside]) => ['--volume', `${host}:${inside}:ro`]);
     const env = Object.entries(options.env ?? {}).flatMap(([key, value]) => ['--env', `${key}=${value}`]);
+    const memory = options.memoryLimit === undefined ? [] : ['--memory', podmanMemory(options.memoryLimit)];
     const process = await spawnTracked(plane, 'podman', [
       ...this.#globalArgs, 'run', '--rm', '--name', name, '--network', 'host', '--read-only',
-      '--cap-drop', 'all', '--security-opt', 'no-new-privileges', ...mounts, ...env, this.image, ...options.args,
+      '--cap-drop', 'all', '--security-opt', 'no-new-privileges', ...memory, ...mounts, ...env, this.image, ...options.args,
     ], this.#processEnv);
     return new Container(this, name, process);
   }
+}
+
+interface DeploymentDoc {
+  kind?: string;
+  spec?: { template?: { spec?: { containers?: { name: string; env?: { name: string; value?: string }[]; resources?: { limits?: { memory?: string } } }[] } } };
+}
+
+/** The operator container's NODE_OPTIONS and memory limit, as config/manager/deployment.yaml sets them. */
+export async function operatorPodSettings(): Promise<{ nodeOptions: string; memoryLimit: string }> {
+  const text = await readFile(join(REPO_ROOT, 'config', 'manager', 'deployment.yaml'), 'utf8');
+  const deployment = parseAllDocuments(text).map((doc) => doc.toJS() as DeploymentDoc).find((doc) => doc.kind === 'Deployment');
+  const container = deployment?.spec?.template?.spec?.containers?.find((c) => c.name === 'operator');
+  const nodeOptions = container?.env?.find((e) => e.name === 'NODE_OPTIONS')?.value;
+  const memoryLimit = container?.resources?.limits?.memory;
+  if (nodeOptions === undefined || memoryLimit === undefined) throw new Error('config/manager/deployment.yaml: no NODE_OPTIONS or memory limit on the operator container');
+  return { nodeOptions, memoryLimit };
+}
+
+/** A Kubernetes memory quantity in Mi (320Mi) as podman's --memory takes it (320m, also MiB). */
+function podmanMemory(quantity: string): string {
+  return `${mebibytes(quantity)}m`;
+}
+
+/** A Kubernetes memory quantity in Mi (320Mi), in MiB. */
+export function mebibytes(quantity: string): number {
+  const mib = /^(\d+)Mi$/.exec(quantity)?.[1];
+  if (mib === undefined) throw new Error(`memory quantity ${quantity}: expected one in Mi`);
+  return Number(mib);
 }
 
 export class Container {

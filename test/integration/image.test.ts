@@ -15,7 +15,8 @@ import { eventually, kubeConfigOf } from '../harness/cluster.ts';
 import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
 import { agentKubeconfigFile, serviceAccountKubeConfig } from '../harness/local-parts.ts';
 import type { Container } from '../harness/podman.ts';
-import { imageEnv, Podman } from '../harness/podman.ts';
+import { imageEnv, mebibytes, operatorPodSettings, Podman } from '../harness/podman.ts';
+import { SIDECAR_NODE_OPTIONS, SIDECAR_RESOURCES } from '../../src/webhook/inject.ts';
 
 const plane = inject('controlPlane');
 const kc = kubeConfigOf(plane);
@@ -80,9 +81,13 @@ describe.skipIf(cannotStart !== undefined)(cannotStart === undefined ? 'the imag
     await podman.load();
     const kubeconfig = await operatorKubeconfigFile();
     opsPort = await freePort();
+    const pod = await operatorPodSettings();
+    // With the heap bound and the memory limit of config/manager's Deployment.
     operator = await podman.start(plane, {
       name: 'portcullis-operator',
       mounts: { [kubeconfig]: '/etc/portcullis/kubeconfig' },
+      env: { NODE_OPTIONS: pod.nodeOptions },
+      memoryLimit: pod.memoryLimit,
       args: [
         'operator', '--kubeconfig', '/etc/portcullis/kubeconfig', '--namespace', OPERATOR_NS, '--identity', 'image-operator',
         '--ops-address', `127.0.0.1:${opsPort}`, '--token-address', '127.0.0.1:0',
@@ -124,9 +129,12 @@ describe.skipIf(cannotStart !== undefined)(cannotStart === undefined ? 'the imag
     const kubeconfig = await agentKubeconfigFile(plane, TENANT_NS, AGENT);
     await chmod(kubeconfig, 0o644);
     const httpPort = await freePort();
+    // With the heap bounds and the memory limit injection gives it.
     const sidecar = await podman.start(plane, {
       name: 'portcullis-sidecar',
       mounts: { [kubeconfig]: '/etc/portcullis/kubeconfig' },
+      env: { NODE_OPTIONS: SIDECAR_NODE_OPTIONS },
+      memoryLimit: SIDECAR_RESOURCES.limits.memory,
       args: [
         'sidecar', '--kubeconfig', '/etc/portcullis/kubeconfig', '--agent', AGENT, '--namespace', TENANT_NS, '--tenant', 'finance',
         '--trust-namespace', OPERATOR_NS, '--http-address', `127.0.0.1:${httpPort}`, '--grpc-address', `127.0.0.1:${await freePort()}`,
@@ -144,6 +152,6 @@ describe.skipIf(cannotStart !== undefined)(cannotStart === undefined ? 'the imag
     };
     expect(await authorize('USD')).toMatchObject({ status: 200, decision: 'allow', rule: 'small-payments' });
     expect(await authorize('GBP')).toMatchObject({ decision: 'deny' });
-    expect(await sidecar.rssBytes()).toBeGreaterThan(0);
+    expect(await sidecar.rssBytes()).toBeLessThan(mebibytes(SIDECAR_RESOURCES.limits.memory) * 2 ** 20);
   });
 });
