@@ -180,6 +180,8 @@ inputs_hash() {
 }
 
 build() {
+  # buildah builds with root's storage driver, and the tree is tried with chroot.
+  [ "$(id -u)" = 0 ] || fail "hack/image.sh runs as root (buildah's storage and chroot): sudo -E hack/image.sh"
   ensure_container_tools
   command -v strip >/dev/null 2>&1 || { apt_update_once; apt-get install -y -q --no-install-recommends binutils >&2 || fail "binutils (strip) missing"; }
   command -v cpio >/dev/null 2>&1 || { apt_update_once; apt-get install -y -q --no-install-recommends cpio >&2 || fail "cpio missing"; }
