@@ -16,7 +16,8 @@ import type { CompiledTenant } from '../compiler/compile.ts';
 import { CompileError, CompileErrors } from '../compiler/errors.ts';
 import type { Loaded, TenantResources } from '../compiler/manifests.ts';
 import { validateResource } from '../compiler/validate.ts';
-import { statusChanged } from './conditions.ts';
+import { statusChanged, summarizeProblems } from './conditions.ts';
+
 import { SIDECAR_ACCESS_NAME, sidecarRole, sidecarRoleBinding } from './sidecar-access.ts';
 import { ResilientInformer } from './informers.ts';
 import type { LeaderElectionOptions } from './leader.ts';
@@ -44,6 +45,9 @@ import { standingSpecOf, withAgentStanding } from './containment.ts';
 import { MINIMUM_REVISION_KEY, MINIMUM_REVISION_PREFIX, minimumRevisionConfigMap } from '../bundle/revision.ts';
 import { ensureKeyring, readKeyring } from './signing-keys.ts';
 import { WorkQueue } from './workqueue.ts';
+
+/** Events carry a short message: the first problems, then a count (the status has more room). */
+const EVENT_MESSAGE_LENGTH = 1_024;
 
 export const FIELD_MANAGER = 'portcullis-operator';
 const PLURALS: Record<ResourceKind, string> = { AgentIdentity: 'agentidentities', ToolPolicy: 'toolpolicies', EgressRule: 'egressrules' };
@@ -679,7 +683,15 @@ export class Operator {
           setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
         );
       } catch (error) {
-        if ((error as { code?: number } | null)?.code === 404) continue; // deleted meanwhile
+        const code = (error as { code?: number } | null)?.code;
+        if (code === 404) continue; // deleted meanwhile
+        this.options.metrics.statusWriteFailures.inc({ kind: update.ref.kind, code: String(code ?? 'none') });
+        // The API server refuses this status itself: writing it again cannot succeed, and a retry
+        // loop would only load it. Said in the log and the metric; the next change reconciles anew.
+        if (code === 422) {
+          log.error({ resource: resourceKey(update.ref.kind, update.ref.namespace, update.ref.name), err: error }, 'the API server refused the status; not retried');
+          continue;
+        }
         throw error;
       }
     }
@@ -692,11 +704,11 @@ export class Operator {
       const key = resourceKey(kind, object.metadata?.namespace ?? '', object.metadata?.name ?? '');
       const problems = outcome.problems.get(key);
       if (!problems) continue;
-      const message = problems.map((p) => p.message).join('; ');
+      const message = summarizeProblems(problems.map((p) => p.message), EVENT_MESSAGE_LENGTH);
       if (this.reported.get(key) === message) continue;
       this.reported.set(key, message);
       log.warn({ resource: key, problems }, 'invalid resource; the last good bundle stays in force');
-      await this.event(kind, object, 'Warning', 'InvalidPolicy', message.slice(0, 1024));
+      await this.event(kind, object, 'Warning', 'InvalidPolicy', message);
     }
   }
 
