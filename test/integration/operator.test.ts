@@ -201,6 +201,27 @@ describe('the operator', () => {
     expect(fixed.status?.bundleRevision).not.toBe(goodRevision);
   });
 
+  it('gives a policy with a thousand invalid regexes a status the API server accepts: the first problems, then a count', async () => {
+    await ensureNamespace(plane, 'regex-thousand');
+    const rules = Array.from({ length: 1000 }, (_, i) => ({ name: `r${i}`, tool: 'stripe-payments', decision: 'allow', when: [{ param: 'account', regex: `(?<=x${i})y` }] }));
+    await kubectl(plane, ['apply', '--server-side', '-f', '-'], { input: stringify(policy('regex-thousand', 'thousand', rules)) });
+    const refused = await eventually('the thousand-regex policy to be Ready=False', async () => {
+      const p = await toolPolicy('regex-thousand', 'thousand');
+      return ready(p)?.status === 'False' ? p : undefined;
+    }, 60_000);
+    expect(ready(refused)?.reason).toBe('RegexError');
+    expect(ready(refused)?.message).toContain('rule r0,');
+    expect(ready(refused)?.message).toMatch(/and 99\d more problems/);
+    expect(ready(refused)?.message.length).toBeLessThan(5_000);
+    const events = await eventually('its warning event', async () => {
+      const list = await core.listNamespacedEvent({ namespace: 'regex-thousand', fieldSelector: 'involvedObject.name=thousand' });
+      return list.items.length > 0 ? list.items : undefined;
+    });
+    expect(events[0]?.message?.length).toBeLessThanOrEqual(1_024);
+    expect(events[0]?.message).toMatch(/more problems$/);
+    await kubectl(plane, ['delete', 'namespace', 'regex-thousand', '--wait=false']);
+  });
+
   it('prunes the bundle from a namespace that leaves the tenant, and gives it the new tenant\'s', async () => {
     await apply([namespace('alpha-two', { 'portcullis.dev/tenant': 'beta' })]);
     const moved = await eventually('alpha-two to carry the beta bundle', async () => {
