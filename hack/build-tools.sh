@@ -176,6 +176,7 @@ build_argocd_health() {
   cp "$here/tools/argocd-health/main.go" "$here/tools/argocd-health/go.mod" "$here/tools/argocd-health/go.sum" "$work/"
   (cd "$work" && go mod edit -require="github.com/yuin/gopher-lua@$GOPHER_LUA_VERSION" && go mod tidy) \
     || die "resolving github.com/yuin/gopher-lua $GOPHER_LUA_VERSION failed"
+  mkdir -p "$cache"
   local tmp; tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
   with_progress argocd-health env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/argocd-health" .
   rm -rf "$work"

@@ -267,7 +267,7 @@ describe('the argocd-cm keys', () => {
     expect(merged.data).toEqual({ ...(await scriptsByKey()), url: 'https://argocd.example.com', 'resource.customizations.health.example.com_Widget': 'return {status = "Healthy"}' });
   });
 
-  it('renders from the chart, when asked, as ConfigMap portcullis-argocd-health-checks holding the same keys', async () => {
+  it('renders from the chart, when asked, as ConfigMap portcullis-argocd-health-checks holding the same keys, which merge into argocd-cm as the README says', async () => {
     const helm = process.env.TEST_ASSET_HELM;
     if (helm === undefined || helm === '') throw new Error('TEST_ASSET_HELM is not set: run `source hack/lib.sh && ensure_tools`');
     const render = (set: string[]): Promise<{ stdout: string }> => new Promise((resolve, reject) => {
@@ -284,5 +284,16 @@ describe('the argocd-cm keys', () => {
     expect(await carriers([])).toEqual([]);
     const [carrier] = await carriers(['argocd.healthChecks.enabled=true']);
     expect(carrier?.data).toEqual(await scriptsByKey());
+
+    // The README's merge: the carrier's data, read with -o jsonpath='{.data}', as a merge patch of argocd-cm.
+    await ensureNamespace(plane, 'portcullis-system');
+    await kubectl(plane, ['apply', '-f', '-'], { input: stringify(carrier) });
+    await ensureNamespace(plane, 'argocd');
+    await kubectl(plane, ['create', 'configmap', 'argocd-cm', '-n', 'argocd', '--from-literal=url=https://argocd.example.com'], { allowFailure: true });
+    await kubectl(plane, ['patch', 'configmap', 'argocd-cm', '-n', 'argocd', '--type=merge', '-p', '{"data":{"resource.customizations.health.portcullis.dev_ToolPolicy":"stale"}}']);
+    const data = (await kubectl(plane, ['get', 'configmap', 'portcullis-argocd-health-checks', '-n', 'portcullis-system', '-o', 'jsonpath={.data}'])).stdout;
+    await kubectl(plane, ['patch', 'configmap', 'argocd-cm', '-n', 'argocd', '--type', 'merge', '-p', `{"data": ${data}}`]);
+    const merged = JSON.parse((await kubectl(plane, ['get', 'configmap', 'argocd-cm', '-n', 'argocd', '-o', 'json'])).stdout) as { data: Record<string, string> };
+    expect(merged.data).toMatchObject({ ...(await scriptsByKey()), url: 'https://argocd.example.com' });
   });
 });
