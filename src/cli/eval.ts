@@ -76,6 +76,24 @@ function exitCodeOf(answer: AuthorizationDecision, exitCode: boolean): number {
   return exitCode && answer.decision !== 'allow' ? NOT_ALLOWED_EXIT_CODE : 0;
 }
 
+/** The call of --input, read as strictly as the sidecar reads it. */
+export async function readCall(path: string, io: CliIo): Promise<unknown> {
+  const text = await io.readInput(path);
+  try {
+    // The sidecar's own parser: duplicate or case-variant keys and numbers a double cannot hold are refused here as there.
+    return parseStrictJson(text);
+  } catch (error) {
+    throw new UsageError(`--input ${path} is not strict JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/** Decides the call, prints the answer and returns the exit status (eval's, and kubectl portcullis why's). */
+export function printDecision(evaluator: Pick<PolicyEvaluator, 'authorize'>, input: unknown, io: CliIo, exitCode: boolean): number {
+  const answer = evaluator.authorize(input);
+  io.stdout(`${JSON.stringify(answer, null, 2)}\n`);
+  return exitCodeOf(answer, exitCode);
+}
+
 export async function evalCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -101,14 +119,7 @@ export async function evalCommand(args: string[], io: CliIo): Promise<number> {
   if (files.length === 0 && values.bundle === undefined) throw new UsageError('eval needs manifests, -f FILE|DIR, or a bundle, --bundle BUNDLE');
   if (files.length > 0 && values.bundle !== undefined) throw new UsageError('eval takes manifests (-f) or a bundle (--bundle), not both');
   if (values.input === undefined) throw new UsageError('eval needs the call: --input FILE, or --input - for standard input');
-  const text = await io.readInput(values.input);
-  let input: unknown;
-  try {
-    // The sidecar's own parser: duplicate or case-variant keys and numbers a double cannot hold are refused here as there.
-    input = parseStrictJson(text);
-  } catch (error) {
-    throw new UsageError(`--input ${values.input} is not strict JSON: ${error instanceof Error ? error.message : String(error)}`);
-  }
+  const input = await readCall(values.input, io);
   let evaluator: PolicyEvaluator;
   try {
     evaluator = await evaluatorFor(values, input, io);
@@ -117,7 +128,5 @@ export async function evalCommand(args: string[], io: CliIo): Promise<number> {
     io.stderr(`portcullis: bundle refused (${error.code}): ${error.message}\n`);
     return 1;
   }
-  const answer = evaluator.authorize(input);
-  io.stdout(`${JSON.stringify(answer, null, 2)}\n`);
-  return exitCodeOf(answer, values['exit-code'] === true);
+  return printDecision(evaluator, input, io, values['exit-code'] === true);
 }

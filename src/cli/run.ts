@@ -17,6 +17,13 @@ Commands:
   redis    set up the Redis of the counters: the ACL user of an agent's sidecar
   help     show this text, or the text of a command: portcullis help eval, portcullis help audit verify
 
+Cluster commands (kubeconfig and context as kubectl has them; as a kubectl
+plugin: kubectl portcullis COMMAND):
+  status   each tenant: its resources, Ready, the bundle revision in force, its namespaces, why not Ready
+  why      decide one call against the bundle a namespace enforces now, read and verified from the cluster
+  suspend  suspend an agent (its AgentIdentity's spec.suspended), optionally waiting until it is in force
+  resume   resume a suspended agent
+
 Run portcullis COMMAND --help (or COMMAND SUBCOMMAND --help) for the flags of a command.
 
 Exit status: 0 done, 1 failed (see each command), 2 the command was called wrong.
@@ -40,6 +47,10 @@ const COMMANDS: Readonly<Record<string, () => Promise<LoadedCommand>>> = {
   operator: async () => { const m = await import('../operator/main.ts'); return { run: (args) => m.operatorCommand(args), usage: m.OPERATOR_USAGE }; },
   sidecar: async () => { const m = await import('../sidecar/main.ts'); return { run: (args) => m.sidecarCommand(args), usage: m.SIDECAR_USAGE }; },
   redis: async () => { const m = await import('./redis.ts'); return { run: m.redisCommand, usage: m.REDIS_USAGE, subcommands: m.REDIS_SUBCOMMANDS }; },
+  status: async () => { const m = await import('./status.ts'); return { run: m.statusCommand, usage: m.STATUS_USAGE }; },
+  why: async () => { const m = await import('./why.ts'); return { run: m.whyCommand, usage: m.WHY_USAGE }; },
+  suspend: async () => { const m = await import('./suspend.ts'); return { run: m.suspendCommand, usage: m.SUSPEND_USAGE }; },
+  resume: async () => { const m = await import('./suspend.ts'); return { run: m.resumeCommand, usage: m.RESUME_USAGE }; },
 };
 
 function isParseArgsError(error: unknown): error is Error {
