@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Condition } from '../api/index.ts';
 import { connect } from './kube.ts';
-import type { Gathered, GatheredResource } from './status.ts';
+import type { Gathered, GatheredResource, SeenBundle } from './status.ts';
 import { formatStatus, summarize, table } from './status.ts';
 import { revisionInForce } from './suspend.ts';
 import { placeCall } from './why.ts';
@@ -88,7 +88,7 @@ const REV = '3-0123456789abcdef';
 interface MutableCluster {
   namespaces: Gathered['namespaces'][number][];
   resources: GatheredResource[];
-  bundles: Map<string, string>;
+  bundles: Map<string, SeenBundle>;
 }
 
 function cluster(modify: (g: MutableCluster) => void = () => undefined): Gathered {
@@ -105,7 +105,11 @@ function cluster(modify: (g: MutableCluster) => void = () => undefined): Gathere
       resource('EgressRule', 'alpha-two', 'openai', condition('True', 'InForce', `in force at bundle revision ${REV}`)),
       resource('AgentIdentity', 'solo', 'lone', condition('True', 'InForce', 'in force at bundle revision 1-fedcba9876543210')),
     ],
-    bundles: new Map([['alpha-one', REV], ['alpha-two', REV], ['solo', '1-fedcba9876543210']]),
+    bundles: new Map<string, SeenBundle>([
+      ['alpha-one', { revision: REV, verdict: true }],
+      ['alpha-two', { revision: REV, verdict: true }],
+      ['solo', { revision: '1-fedcba9876543210', verdict: true }],
+    ]),
   };
   modify(gathered);
   return gathered;
@@ -117,7 +121,7 @@ describe('kubectl portcullis status', () => {
     expect(rest).toEqual([]);
     expect(alpha).toEqual({
       tenant: 'alpha', ready: 'True', agents: 1, toolPolicies: 1, egressRules: 1, revisions: [REV],
-      namespaces: [{ name: 'alpha-one', revision: REV }, { name: 'alpha-two', revision: REV }], notReady: [],
+      namespaces: [{ name: 'alpha-one', revision: REV, verified: true }, { name: 'alpha-two', revision: REV, verified: true }], notReady: [],
     });
     expect(solo?.tenant).toBe('solo');
   });
@@ -147,10 +151,27 @@ describe('kubectl portcullis status', () => {
       ready: 'Unknown',
       problem: { object: 'Namespace alpha-two', ready: 'Unknown', reason: 'NoBundle', message: 'no ConfigMap portcullis-bundle yet' },
     },
+    {
+      name: 'a bundle that does not verify is refused: the tenant is not Ready and the revision it names is not in force',
+      modify: (g: MutableCluster): void => {
+        g.bundles.set('alpha-two', { revision: '9-0123456789abcdef', verdict: { code: 'bundle_digest_mismatch', message: 'data.json does not match its signed digest' } });
+      },
+      ready: 'False',
+      problem: { object: 'Namespace alpha-two', ready: 'False', reason: 'BundleRefused', message: 'its portcullis-bundle does not verify (bundle_digest_mismatch): data.json does not match its signed digest' },
+    },
   ])('$name', ({ modify, ready, problem }) => {
     const alpha = summarize(cluster(modify))[0];
     expect(alpha?.ready).toBe(ready);
     expect(alpha?.notReady).toEqual([problem]);
+    expect(alpha?.revisions).toEqual([REV]);
+  });
+
+  it('shows the revisions of bundles it could not check, as not verified', () => {
+    const alpha = summarize(cluster((g) => {
+      g.bundles.set('alpha-one', { revision: REV });
+      g.bundles.set('alpha-two', { revision: REV });
+    }))[0];
+    expect(alpha).toMatchObject({ ready: 'True', revisions: [REV], namespaces: [{ name: 'alpha-one', revision: REV, verified: false }, { name: 'alpha-two', revision: REV, verified: false }] });
   });
 
   it('prints a kubectl-style table, then why a tenant is not Ready', () => {

@@ -11,6 +11,9 @@ import { delimiter, join } from 'node:path';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 
+/** Where the operator runs and keeps the trust, unless --operator-namespace says otherwise. */
+export const DEFAULT_OPERATOR_NAMESPACE = 'portcullis-system';
+
 /** The connection flags every cluster command takes, for parseArgs. */
 export const CONNECTION_OPTIONS = {
   kubeconfig: { type: 'string' },

@@ -3,35 +3,43 @@
 // anything is not Ready, as the operator reported it. What is read from the
 // cluster is gathered first; the summary and its table are computed purely.
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import type { V1ConfigMap } from '@kubernetes/client-node';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import type { Condition } from '../api/index.ts';
 import { GROUP, VERSION } from '../api/index.ts';
-import { MANIFEST_FILE } from '../bundle/index.ts';
+import type { BundleKey } from '../bundle/index.ts';
+import { BundleError, fromConfigMapData, MANIFEST_FILE, verifyBundle } from '../bundle/index.ts';
 import type { ResourceKind } from '../operator/plan.ts';
 import { BUNDLE_CONFIGMAP, takesBundle, tenantOfNamespace } from '../operator/plan.ts';
+import { parseTrust, TRUST_CONFIGMAP, TrustInvalidError } from '../sidecar/bundle-verdict.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import type { Connection } from './kube.ts';
-import { ask, connect, CONNECTION_FLAGS, CONNECTION_OPTIONS, withClusterErrors } from './kube.ts';
+import { ask, askOptional, ClusterError, connect, CONNECTION_FLAGS, CONNECTION_OPTIONS, DEFAULT_OPERATOR_NAMESPACE, withClusterErrors } from './kube.ts';
 
 export const STATUS_USAGE = `Usage: kubectl portcullis status [TENANT...] [-n NAMESPACE] [-o wide|json|yaml]
 
 Shows each tenant as the operator reports it: how many AgentIdentities,
 ToolPolicies and EgressRules it has, whether all of them are Ready, the bundle
-revision in force (read from the ConfigMap ${BUNDLE_CONFIGMAP} of each of its
-namespaces), the namespaces that hold it, and why anything is not Ready.
-Every tenant is shown unless TENANTs or -n (the tenant of that namespace) say
-which.
+revision in force (the ConfigMap ${BUNDLE_CONFIGMAP} of each of its namespaces,
+verified with the keys of ${TRUST_CONFIGMAP} as the sidecars verify it), the
+namespaces that hold it, and why anything is not Ready. Every tenant is shown
+unless TENANTs or -n (the tenant of that namespace) say which. It reads
+namespaces, the three kinds and the bundle ConfigMaps of the whole cluster.
 
 Flags:
   -o, --output FORMAT      table (default), wide (a row per namespace too), json or yaml
+  --operator-namespace NS  where the operator keeps ${TRUST_CONFIGMAP} (default ${DEFAULT_OPERATOR_NAMESPACE})
 ${CONNECTION_FLAGS}
   -h, --help               show this text
 
 READY is True when every resource is Ready for its current generation and
-every namespace holds the bundle, False when anything is not Ready, Unknown
-while the operator has not reported the current generation of everything.
+every namespace holds a bundle that verifies, False when anything is not Ready
+or a bundle is refused, Unknown while the operator has not reported the
+current generation of everything or a namespace has no bundle yet. Without
+the trust (not found, or not readable) the revisions are shown unverified,
+and a warning says so.
 
 Exit status: 0 shown, 1 the cluster cannot be asked, 2 the command was called wrong.
 `;
@@ -43,8 +51,15 @@ const KINDS: readonly ResourceKind[] = ['AgentIdentity', 'ToolPolicy', 'EgressRu
 export interface Gathered {
   namespaces: readonly { name: string; labels: Readonly<Record<string, string>> }[];
   resources: readonly GatheredResource[];
-  /** namespace → the revision its bundle ConfigMap's manifest names ('' when it names none). */
-  bundles: ReadonlyMap<string, string>;
+  /** namespace → its bundle ConfigMap, as judged. */
+  bundles: ReadonlyMap<string, SeenBundle>;
+}
+
+/** A bundle ConfigMap: the revision its manifest names ('' when none), and whether it verified. */
+export interface SeenBundle {
+  revision: string;
+  /** Verified: true; refused: why; not checked (no trust): undefined. */
+  verdict?: true | { code: string; message: string };
 }
 
 export interface GatheredResource {
@@ -73,7 +88,8 @@ export interface TenantStatus {
   egressRules: number;
   /** The revisions in force in its namespaces, distinct, in order. */
   revisions: string[];
-  namespaces: { name: string; revision: string | null }[];
+  /** The revision of each namespace's bundle; null when it has none, or it is refused. */
+  namespaces: { name: string; revision: string | null; verified: boolean }[];
   notReady: Problem[];
 }
 
@@ -104,10 +120,13 @@ export function summarize(gathered: Gathered): TenantStatus[] {
     const tenant = tenantOfNamespace(ns);
     tenantOfNs.set(ns.name, tenant);
     const entry = tenants.get(tenant) ?? { tenant, ready: 'True', agents: 0, toolPolicies: 0, egressRules: 0, revisions: [], namespaces: [], notReady: [] };
-    const revision = gathered.bundles.get(ns.name);
-    entry.namespaces.push({ name: ns.name, revision: revision ?? null });
-    if (revision === undefined) entry.notReady.push({ object: `Namespace ${ns.name}`, ready: 'Unknown', reason: 'NoBundle', message: `no ConfigMap ${BUNDLE_CONFIGMAP} yet` });
-    else if (!entry.revisions.includes(revision)) entry.revisions.push(revision);
+    const bundle = gathered.bundles.get(ns.name);
+    const refused = bundle?.verdict !== undefined && bundle.verdict !== true ? bundle.verdict : undefined;
+    const revision = bundle === undefined || refused !== undefined ? null : bundle.revision;
+    entry.namespaces.push({ name: ns.name, revision, verified: bundle?.verdict === true });
+    if (bundle === undefined) entry.notReady.push({ object: `Namespace ${ns.name}`, ready: 'Unknown', reason: 'NoBundle', message: `no ConfigMap ${BUNDLE_CONFIGMAP} yet` });
+    if (refused !== undefined) entry.notReady.push({ object: `Namespace ${ns.name}`, ready: 'False', reason: 'BundleRefused', message: `its ${BUNDLE_CONFIGMAP} does not verify (${refused.code}): ${refused.message}` });
+    if (revision !== null && !entry.revisions.includes(revision)) entry.revisions.push(revision);
     tenants.set(tenant, entry);
   }
   for (const resource of [...gathered.resources].sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`))) {
@@ -135,7 +154,7 @@ export function formatStatus(tenants: readonly TenantStatus[], wide: boolean): s
   const rows = tenants.map((t) => [t.tenant, t.ready, String(t.agents), String(t.toolPolicies), String(t.egressRules), t.revisions.length === 0 ? '<none>' : t.revisions.join(','), t.namespaces.map((n) => n.name).join(',')]);
   let text = table([header, ...rows]);
   if (wide) {
-    text += `\n${table([['TENANT', 'NAMESPACE', 'REVISION'], ...tenants.flatMap((t) => t.namespaces.map((n) => [t.tenant, n.name, n.revision ?? '<none>']))])}`;
+    text += `\n${table([['TENANT', 'NAMESPACE', 'REVISION', 'VERIFIED'], ...tenants.flatMap((t) => t.namespaces.map((n) => [t.tenant, n.name, n.revision ?? '<none>', String(n.verified)]))])}`;
   }
   for (const t of tenants.filter((x) => x.notReady.length > 0)) {
     text += `\nTenant ${t.tenant} is not Ready:\n${t.notReady.map((p) => `  ${p.object}: Ready=${p.ready} ${p.reason}: ${p.message}\n`).join('')}`;
@@ -153,7 +172,34 @@ function revisionOf(data: Readonly<Record<string, string>> | undefined): string 
   }
 }
 
-async function gather(connection: Connection): Promise<Gathered> {
+/** How a bundle ConfigMap is judged: verified with the trust's keys for the namespace's tenant, as a sidecar verifies it. */
+async function judged(configMap: V1ConfigMap, tenant: string, keys: ReadonlyMap<string, BundleKey> | undefined): Promise<SeenBundle> {
+  const revision = revisionOf(configMap.data);
+  if (keys === undefined) return { revision };
+  try {
+    await verifyBundle(fromConfigMapData({ data: configMap.data ?? {}, binaryData: configMap.binaryData ?? {} }), { publicKeys: keys, tenant });
+    return { revision, verdict: true };
+  } catch (error) {
+    if (!(error instanceof BundleError)) throw error;
+    return { revision, verdict: { code: error.code, message: error.message } };
+  }
+}
+
+/** The trust's keys; undefined, with a warning, when they cannot be read: the revisions are then shown unverified. */
+async function trustKeys(core: CoreV1Api, connection: Connection, operatorNamespace: string, io: CliIo): Promise<ReadonlyMap<string, BundleKey> | undefined> {
+  const where = `${operatorNamespace}/${TRUST_CONFIGMAP}`;
+  try {
+    const trust = await askOptional(connection, `read ConfigMap ${where}`, () => core.readNamespacedConfigMap({ name: TRUST_CONFIGMAP, namespace: operatorNamespace }));
+    if (trust === undefined) throw new ClusterError(`no ConfigMap ${where} (see --operator-namespace)`);
+    return await parseTrust(trust.data, where);
+  } catch (error) {
+    if (!(error instanceof ClusterError) && !(error instanceof TrustInvalidError)) throw error;
+    io.stderr(`portcullis: warning: the bundles are not verified: ${error.message}\n`);
+    return undefined;
+  }
+}
+
+async function gather(connection: Connection, operatorNamespace: string, io: CliIo): Promise<Gathered> {
   const core = connection.kubeConfig.makeApiClient(CoreV1Api);
   const custom = connection.kubeConfig.makeApiClient(CustomObjectsApi);
   const namespaces = await ask(connection, 'list namespaces', () => core.listNamespace());
@@ -167,11 +213,15 @@ async function gather(connection: Connection): Promise<Gathered> {
       resources.push({ kind, namespace: item.metadata?.namespace ?? '', name: item.metadata?.name ?? '', generation: item.metadata?.generation ?? 0, status: item.status });
     }
   }
-  return {
-    namespaces: namespaces.items.map((ns) => ({ name: ns.metadata?.name ?? '', labels: ns.metadata?.labels ?? {} })),
-    resources,
-    bundles: new Map(bundles.items.map((cm) => [cm.metadata?.namespace ?? '', revisionOf(cm.data)])),
-  };
+  const views = namespaces.items.map((ns) => ({ name: ns.metadata?.name ?? '', labels: ns.metadata?.labels ?? {} }));
+  const tenantOf = new Map(views.map((ns) => [ns.name, tenantOfNamespace(ns)]));
+  const keys = await trustKeys(core, connection, operatorNamespace, io);
+  const seen = new Map<string, SeenBundle>();
+  for (const cm of bundles.items) {
+    const namespace = cm.metadata?.namespace ?? '';
+    seen.set(namespace, await judged(cm, tenantOf.get(namespace) ?? namespace, keys));
+  }
+  return { namespaces: views, resources, bundles: seen };
 }
 
 const OUTPUTS = ['table', 'wide', 'json', 'yaml'] as const;
@@ -186,7 +236,7 @@ function outputOf(value: string | undefined): Output {
 export async function statusCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: { ...CONNECTION_OPTIONS, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+    options: { ...CONNECTION_OPTIONS, output: { type: 'string', short: 'o' }, 'operator-namespace': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: true,
   });
   if (values.help === true) {
@@ -196,7 +246,7 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
   const output = outputOf(values.output);
   return withClusterErrors(io, async () => {
     const connection = connect(values);
-    let tenants = summarize(await gather(connection));
+    let tenants = summarize(await gather(connection, values['operator-namespace'] ?? DEFAULT_OPERATOR_NAMESPACE, io));
     if (positionals.length > 0) tenants = tenants.filter((t) => positionals.includes(t.tenant));
     if (connection.namespaceGiven) tenants = tenants.filter((t) => t.namespaces.some((n) => n.name === connection.namespace));
     if (output === 'json') io.stdout(`${JSON.stringify({ tenants }, null, 2)}\n`);

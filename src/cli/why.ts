@@ -5,6 +5,7 @@
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import { parseArgs } from 'node:util';
+import type { BundleKey } from '../bundle/index.ts';
 import { parseRevision } from '../bundle/index.ts';
 import { MINIMUM_REVISION_KEY, minimumRevisionConfigMap } from '../bundle/revision.ts';
 import { tenantOfNamespace } from '../operator/plan.ts';
@@ -13,10 +14,8 @@ import { printDecision, readCall } from './eval.ts';
 import type { CliIo } from './io.ts';
 import { UsageError } from './io.ts';
 import type { Connection } from './kube.ts';
-import { askOptional, ClusterError, connect, CONNECTION_FLAGS, CONNECTION_OPTIONS, withClusterErrors } from './kube.ts';
+import { askOptional, ClusterError, connect, CONNECTION_FLAGS, CONNECTION_OPTIONS, DEFAULT_OPERATOR_NAMESPACE, withClusterErrors } from './kube.ts';
 import { namespaceOf } from './tenants.ts';
-
-export const DEFAULT_OPERATOR_NAMESPACE = 'portcullis-system';
 
 export const WHY_USAGE = `Usage: kubectl portcullis why --input FILE|- [-n NAMESPACE] [--exit-code]
 
@@ -101,7 +100,7 @@ async function decide(connection: Connection, flags: WhyFlags, io: CliIo): Promi
   if (trust === undefined) throw new ClusterError(`no trust: no ConfigMap ${trustWhere}, so no bundle can be verified (is the operator in namespace ${flags.operatorNamespace}? see --operator-namespace)`);
   const minimumWhere = `${flags.operatorNamespace}/${minimumRevisionConfigMap(tenant)}`;
   const minimumMap = await askOptional(connection, `read ConfigMap ${minimumWhere}`, () => core.readNamespacedConfigMap({ name: minimumRevisionConfigMap(tenant), namespace: flags.operatorNamespace }));
-  let publicKeys;
+  let publicKeys: Map<string, BundleKey>;
   try {
     publicKeys = await parseTrust(trust.data, trustWhere);
   } catch (error) {
@@ -111,11 +110,12 @@ async function decide(connection: Connection, flags: WhyFlags, io: CliIo): Promi
   }
   const minimum = minimumOf(minimumMap, minimumWhere, io);
   const verdict = await judgeBundle({ data: bundle.data ?? {}, binaryData: bundle.binaryData ?? {} }, { tenant, publicKeys, ...(minimum === undefined ? {} : { minimum }) });
-  if (verdict.kind !== 'load') {
-    const reason = verdict.kind === 'reject' ? `(${verdict.code}): ${verdict.message}` : '';
-    io.stderr(`portcullis: bundle refused ${reason} [${bundleWhere}, tenant ${tenant}]\n`);
+  if (verdict.kind === 'reject') {
+    io.stderr(`portcullis: bundle refused (${verdict.code}): ${verdict.message} [${bundleWhere}, tenant ${tenant}]\n`);
     return 1;
   }
+  // Judged with no revision loaded before it, a bundle that verifies is always loaded.
+  if (verdict.kind !== 'load') throw new Error(`a first bundle was judged ${verdict.kind}`);
   io.stderr(`portcullis: ${bundleWhere}: tenant ${tenant}, revision ${verdict.policy.revision}, verified with ${trustWhere}\n`);
   return printDecision(verdict.policy, call, io, flags.exitCode);
 }

@@ -119,24 +119,32 @@ describe('kubectl portcullis', () => {
   it('status: the tenant Ready, its counts, its revision in force and its namespaces, as a table and as JSON', async () => {
     const revision = await bundleRevision(ALPHA_ONE);
     const table = await eventually('kp-alpha Ready at the revision in force', async () => {
-      const run = await kubectlPlugin(['portcullis', 'status', TENANT]);
+      const run = await kubectlPlugin(['portcullis', 'status', TENANT, '--operator-namespace', OPERATOR_NS]);
       const row = run.stdout.split('\n')[1] ?? '';
       return run.code === 0 && row.split(/\s+/).join(' ') === `${TENANT} True 1 1 0 ${revision ?? ''} ${ALPHA_ONE},${ALPHA_TWO}` ? run.stdout : undefined;
     }, 30_000);
     expect(table.split('\n')[0]?.split(/\s+/)).toEqual(['TENANT', 'READY', 'AGENTS', 'POLICIES', 'EGRESS', 'REVISION', 'NAMESPACES']);
-    const json = await kubectlPlugin(['portcullis', 'status', '-n', ALPHA_TWO, '-o', 'json']);
+    const json = await kubectlPlugin(['portcullis', 'status', '-n', ALPHA_TWO, '-o', 'json', '--operator-namespace', OPERATOR_NS]);
+    expect(json.stderr).toBe('');
     expect(JSON.parse(json.stdout)).toEqual({
       tenants: [{
         tenant: TENANT, ready: 'True', agents: 1, toolPolicies: 1, egressRules: 0, revisions: [revision],
-        namespaces: [{ name: ALPHA_ONE, revision }, { name: ALPHA_TWO, revision }], notReady: [],
+        namespaces: [{ name: ALPHA_ONE, revision, verified: true }, { name: ALPHA_TWO, revision, verified: true }], notReady: [],
       }],
     });
+  });
+
+  it('status: without the trust, the revisions are shown unverified, and a warning says so', async () => {
+    const run = await kubectlPlugin(['portcullis', 'status', TENANT, '--operator-namespace', 'kp-nowhere', '-o', 'json']);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain('portcullis: warning: the bundles are not verified: no ConfigMap kp-nowhere/portcullis-trust');
+    expect((JSON.parse(run.stdout) as { tenants: { namespaces: { verified: boolean }[] }[] }).tenants[0]?.namespaces.map((n) => n.verified)).toEqual([false, false]);
   });
 
   it('status: says which resource keeps a tenant from Ready, and why, as the operator wrote it', async () => {
     await apply([policy(BETA, 'broken', { name: 'odd', tool: 'stripe-payments', decision: 'allow', when: [{ param: 'account', regex: '([' }] })]);
     const run = await eventually('kp-beta not Ready', async () => {
-      const r = await kubectlPlugin(['portcullis', 'status', BETA]);
+      const r = await kubectlPlugin(['portcullis', 'status', BETA, '--operator-namespace', OPERATOR_NS]);
       return r.stdout.includes(`ToolPolicy ${BETA}/broken: Ready=False`) ? r : undefined;
     }, 30_000);
     expect(run.stdout.split('\n')[1]?.split(/\s+/).slice(0, 2)).toEqual([BETA, 'False']);
