@@ -56,6 +56,15 @@ describe('the cluster a command talks to', () => {
     expect(() => connect({ kubeconfig: first, context: 'prod' })).toThrow('--context prod: no such context in the kubeconfig (it has: dev, ops)');
   });
 
+  it.each([
+    { name: 'a file that is not YAML', text: 'clusters: [ {name: x', says: 'is not a kubeconfig: ' },
+    { name: 'a kubeconfig that names no current context', text: stringify({ apiVersion: 'v1', kind: 'Config', clusters: [] }), says: 'no cluster configured (the kubeconfig names no current context)' },
+  ])('refuses $name, saying so', async ({ text, says }) => {
+    const file = join(dir, 'broken.yaml');
+    await writeFile(file, text);
+    expect(() => connect({ kubeconfig: file })).toThrow(says);
+  });
+
   it('refuses to guess a cluster when there is no kubeconfig at all', () => {
     expect(() => connect({}, { HOME: dir })).toThrow(`no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG (${join(dir, '.kube', 'config')} does not exist)`);
   });

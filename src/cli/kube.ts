@@ -41,7 +41,7 @@ function loadMerged(kubeConfig: KubeConfig, files: readonly string[]): void {
   let currentContext = '';
   for (const file of present) {
     const one = new KubeConfig();
-    one.loadFromFile(file);
+    loadFile(one, file);
     for (const cluster of one.getClusters()) if (!clusters.has(cluster.name)) clusters.set(cluster.name, cluster);
     for (const user of one.getUsers()) if (!users.has(user.name)) users.set(user.name, user);
     for (const context of one.getContexts()) if (!contexts.has(context.name)) contexts.set(context.name, context);
@@ -66,16 +66,26 @@ export interface Connection {
   namespaceGiven: boolean;
 }
 
+/** A kubeconfig file, loaded; one that is not a kubeconfig is a ClusterError naming it (a file that cannot be read stays a file error). */
+function loadFile(kubeConfig: KubeConfig, file: string): void {
+  try {
+    kubeConfig.loadFromFile(file);
+  } catch (error) {
+    if (typeof (error as NodeJS.ErrnoException | null)?.syscall === 'string') throw error;
+    throw new ClusterError(`${file} is not a kubeconfig: ${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}`);
+  }
+}
+
 /** The kubeconfig, context and namespace the flags and environment select. */
 export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Connection {
   const kubeConfig = new KubeConfig();
   const home = env.HOME ?? homedir();
   if (flags.kubeconfig !== undefined) {
-    kubeConfig.loadFromFile(flags.kubeconfig);
+    loadFile(kubeConfig, flags.kubeconfig);
   } else if ((env.KUBECONFIG ?? '') !== '') {
     loadMerged(kubeConfig, (env.KUBECONFIG ?? '').split(delimiter).filter((file) => file !== ''));
   } else if (existsSync(join(home, '.kube', 'config'))) {
-    kubeConfig.loadFromFile(join(home, '.kube', 'config'));
+    loadFile(kubeConfig, join(home, '.kube', 'config'));
   } else if (existsSync(SERVICE_ACCOUNT_TOKEN)) {
     kubeConfig.loadFromCluster();
   } else {
@@ -89,9 +99,10 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
     }
     kubeConfig.setCurrentContext(flags.context);
   }
-  const context = kubeConfig.getCurrentContext();
+  // A kubeconfig without current-context leaves it undefined, whatever its type says.
+  const context = (kubeConfig.getCurrentContext() as string | undefined) ?? '';
   if (kubeConfig.getCurrentCluster() === null) {
-    throw new ClusterError(`no cluster configured${context === '' ? '' : ` for context ${context}`}: pass --kubeconfig FILE or --context NAME, or set KUBECONFIG`);
+    throw new ClusterError(`no cluster configured${context === '' ? ' (the kubeconfig names no current context)' : ` for context ${context}`}: pass --kubeconfig FILE or --context NAME, or set KUBECONFIG`);
   }
   const fromContext = kubeConfig.getContextObject(context)?.namespace;
   const namespace = flags.namespace ?? (fromContext !== undefined && fromContext !== '' ? fromContext : 'default');
