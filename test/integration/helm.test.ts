@@ -166,6 +166,7 @@ describe('the chart, checked by helm', () => {
     { name: 'a misspelt value', set: 'replica=2', says: "additional properties 'replica' not allowed" },
     { name: 'a digest that is not one', set: 'image.digest=latest', says: "at '/image/digest': 'latest' does not match pattern" },
     { name: 'an extra argument that is not a flag', set: 'operator.extraArgs={workers}', says: "at '/operator/extraArgs/0': 'workers' does not match pattern '^--'" },
+    { name: 'a Redis URL with a password in it', set: 'operator.countersRedisUrl=redis://agent:secret@redis:6379', says: "at '/operator/countersRedisUrl': 'redis://agent:secret@redis:6379' does not match pattern" },
     { name: 'a namespace name Kubernetes refuses', set: 'agentNetworkPolicy.namespaces={Finance}', says: "at '/agentNetworkPolicy/namespaces/0': 'Finance' does not match pattern" },
   ])('refuses $name, naming the value (values.schema.json)', async ({ set, says }) => {
     const result = await helm(['template', 'portcullis', CHART, '--set', set], { allowFailure: true });
@@ -263,12 +264,12 @@ describe('values that change what is rendered', () => {
     expect(find(objects, 'ClusterRole', 'team-a-portcullis-operator-webhook').kind).toBe('ClusterRole');
   });
 
-  it('passes the images to inject, the extra flags and the digest through', async () => {
+  it('passes the images to inject, the Redis of the counters, the extra flags and the digest through', async () => {
     const digest = `sha256:${'a'.repeat(64)}`;
-    const objects = await render({ set: [`image.digest=${digest}`, 'operator.sidecarImage=registry.example/portcullis:1', 'operator.extraArgs={--workers=8}'] });
+    const objects = await render({ set: [`image.digest=${digest}`, 'operator.sidecarImage=registry.example/portcullis:1', 'operator.extraArgs={--workers=8}', 'operator.countersRedisUrl=rediss://redis.counters.svc:6380/1'] });
     const [operator] = podSpecOf(find(objects, 'Deployment', 'portcullis-operator')).containers as [Container & { image: string }];
     expect(operator.image).toBe(`ghcr.io/portcullis-dev/portcullis@${digest}`);
-    expect(operator.args).toEqual(expect.arrayContaining(['--sidecar-image=registry.example/portcullis:1', '--workers=8']));
+    expect(operator.args).toEqual(expect.arrayContaining(['--sidecar-image=registry.example/portcullis:1', '--workers=8', '--counters-redis-url=rediss://redis.counters.svc:6380/1']));
   });
 });
 
