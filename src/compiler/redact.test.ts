@@ -156,3 +156,11 @@ describe('redact properties', () => {
     );
   });
 });
+
+describe('integers that carry a card number', () => {
+  it('are redacted beyond 2^53 too, as the answer redaction reads them', () => {
+    const { params, redacted } = redact({ card: -4146192850243993600, order: 9007199254740993000 }, ['credit_card']);
+    expect(params).toEqual({ card: '-[REDACTED:credit_card]', order: 9007199254740993000 });
+    expect(redacted).toEqual(['card:credit_card']);
+  });
+});

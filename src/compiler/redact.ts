@@ -99,7 +99,9 @@ function redactValue(plan: RedactionPlan, value: unknown, segments: readonly str
   if (typeof value === 'string') {
     return redactText(plan, value, path, field);
   }
-  if (typeof value === 'number' && Number.isSafeInteger(value)) {
+  // An integer can carry a card number, a 19-digit one beyond 2^53 too: read as JavaScript writes
+  // it, every digit (below 10^21, where it would switch to an exponent), as the answer's reader does.
+  if (typeof value === 'number' && Number.isInteger(value) && Math.abs(value) < 1e21) {
     const text = String(value);
     const redacted = redactText(plan, text, path, field);
     return redacted === text ? value : redacted;
