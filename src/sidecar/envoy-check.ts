@@ -15,7 +15,7 @@ import { parseStrictJson, StrictJsonError } from './strict-json.ts';
 import { USER_TOKEN_HEADER } from './user-tokens.ts';
 import { normalPath, queryParams, foldName, TargetRefusal } from './request-target.ts';
 import type { ToolTable } from './tools.ts';
-import { hostOwner, matchRoute, readAs } from './tools.ts';
+import { caseVariantReason, hostOwner, matchRoute } from './tools.ts';
 
 /** AttributeContext.HttpRequest as @grpc/proto-loader decodes it (keepCase, longs as strings). */
 export interface HttpAttributes {
@@ -217,19 +217,10 @@ interface Progress {
   traceparent?: string;
 }
 
-/**
- * Refuses a parameter whose path differs only in letter case from one the
- * policies read (?Name=secret where a rule reads name): a tool that matches
- * names case-insensitively would act on it, while the policy judged its
- * absence. Walks only along paths the policies read.
- */
-function refuseCaseVariants(tools: ToolTable, params: Record<string, unknown>, path: readonly string[] = []): void {
-  for (const [name, value] of Object.entries(params)) {
-    const at = [...path, name];
-    const read = readAs(tools, at);
-    if (typeof read === 'object') refuse(`the parameter ${at.join('.')} differs only in letter case from ${read.caseOf}, which the policy reads`);
-    if (read === 'read' && value !== null && typeof value === 'object' && !Array.isArray(value)) refuseCaseVariants(tools, value as Record<string, unknown>, at);
-  }
+/** Refuses a parameter the policies read under another letter case (tools.ts caseVariantReason). */
+function refuseCaseVariants(tools: ToolTable, params: Record<string, unknown>): void {
+  const reason = caseVariantReason(tools, params);
+  if (reason !== undefined) refuse(reason);
 }
 
 /** The path and query of a request to a tool's host, in normal form; refuses anything two parsers could read differently. */

@@ -8,6 +8,7 @@ import type { LoadedPolicy } from './bundle-verdict.ts';
 import type { HttpServerOptions } from './http-server.ts';
 import { createHttpServer, createStatusServer } from './http-server.ts';
 import { createSidecarMetrics } from './metrics.ts';
+import { toolTable } from './tools.ts';
 
 /** A policy that checks the call's shape as the real one does and allows it. */
 const allowAll: LoadedPolicy = {
@@ -24,10 +25,10 @@ let server: Server | undefined;
 
 let seen: unknown[] = [];
 
-async function serve(policy: LoadedPolicy | undefined, maxBodyBytes?: number, verify?: HttpServerOptions['verify']): Promise<string> {
+async function serve(policy: LoadedPolicy | undefined, maxBodyBytes?: number, verify?: HttpServerOptions['verify'], tools?: HttpServerOptions['tools']): Promise<string> {
   const metrics = createSidecarMetrics();
   const authorizer = new Authorizer({ identity: { namespace: 'finance', agent: 'finance-agent' }, tenant: 'finance', policy: () => policy, metrics, observers: [(r) => { seen.push(r.context); }] });
-  server = createHttpServer({ authorizer, registry: metrics.registry, ...(maxBodyBytes === undefined ? {} : { maxBodyBytes }), ...(verify === undefined ? {} : { verify }) });
+  server = createHttpServer({ authorizer, registry: metrics.registry, ...(maxBodyBytes === undefined ? {} : { maxBodyBytes }), ...(verify === undefined ? {} : { verify }), ...(tools === undefined ? {} : { tools }) });
   const listening = server;
   await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
   return `http://127.0.0.1:${(listening.address() as AddressInfo).port}`;
@@ -43,6 +44,15 @@ const post = (base: string, body: string, contentType = 'application/json'): Pro
   fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': contentType }, body });
 
 describe('the sidecar HTTP listener', () => {
+  it('denies a call whose params name, in another letter case, one the policies read, as the proxied path does', async () => {
+    const base = await serve(allowAll, undefined, undefined, () => toolTable([], [['name']]));
+    const denied = (await (await post(base, '{"tool": "files", "params": {"Name": "secret"}}')).json()) as { decision: string; reasons: string[] };
+    expect(denied.decision).toBe('deny');
+    expect(denied.reasons).toEqual(['the parameter Name differs only in letter case from name, which the policy reads']);
+    const allowed = (await (await post(base, '{"tool": "files", "params": {"name": "secret"}}')).json()) as { decision: string };
+    expect(allowed.decision).toBe('allow');
+  });
+
   it('answers a call with the decision, its id in the body and a header', async () => {
     const base = await serve(allowAll);
     const response = await post(base, '{"tool": "stripe-payments", "params": {"amount": 1}}');

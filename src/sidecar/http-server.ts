@@ -11,6 +11,8 @@ import { InputError } from '../compiler/index.ts';
 import type { Authorizer, CallContext, VerifiedFacts } from './authorizer.ts';
 import { SIDECAR_RULES } from './authorizer.ts';
 import { parseStrictJson, StrictJsonError } from './strict-json.ts';
+import type { ToolTable } from './tools.ts';
+import { caseVariantReason } from './tools.ts';
 
 export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
 /** Calls are small JSON documents; anything larger is refused before it is parsed. */
@@ -29,6 +31,8 @@ export interface HttpServerOptions extends StatusOptions {
   maxBodyBytes?: number;
   /** Checks the agent token forwarded with a call (as on the proxied path); a refusal is a deny. */
   verify?: (headers: ReadonlyMap<string, string>) => Promise<VerifiedFacts | { refuse: string }>;
+  /** The loaded bundle's tool table: params the policies read under another letter case are refused, as on the proxied path. */
+  tools?: () => ToolTable;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -86,6 +90,13 @@ function isJsonContentType(value: string | undefined): boolean {
   return type === 'application/json';
 }
 
+/** Why the call's params cannot be judged for their letter case (see caseVariantReason), if they cannot. */
+function caseVariantOfCall(call: object, tools: (() => ToolTable) | undefined): string | undefined {
+  const params = (call as { params?: unknown }).params;
+  if (tools === undefined || params === null || typeof params !== 'object' || Array.isArray(params)) return undefined;
+  return caseVariantReason(tools(), params as Record<string, unknown>);
+}
+
 async function authorizeCall(request: IncomingMessage, response: ServerResponse, options: HttpServerOptions): Promise<void> {
   if (!isJsonContentType(request.headers['content-type'])) throw new HttpError(415, 'the call must be sent as application/json');
   const text = await readBody(request, options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
@@ -107,6 +118,12 @@ async function authorizeCall(request: IncomingMessage, response: ServerResponse,
     return;
   }
   if (verdict !== undefined) context.verified = verdict;
+  const caseVariant = caseVariantOfCall(call, options.tools);
+  if (caseVariant !== undefined) {
+    const refused = options.authorizer.refuse(caseVariant, context);
+    send(response, 200, refused, { [DECISION_ID_HEADER]: refused.decisionId });
+    return;
+  }
   try {
     const decision = await options.authorizer.authorize(call as Record<string, unknown>, context);
     send(response, 200, decision, { [DECISION_ID_HEADER]: decision.decisionId });

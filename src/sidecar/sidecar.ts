@@ -156,10 +156,10 @@ export class Sidecar {
       if (this.tokenSource !== undefined && this.tokenSource.current === undefined) return 'no agent token has been issued yet';
       return undefined;
     };
-    this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, verify: identityHooks.verify });
-    this.statusServer = options.status === undefined ? undefined : createStatusServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady });
     // The tool table of the loaded bundle, so tool declarations change with it.
     const tools = (): ReturnType<typeof toolTableOf> => toolTableOf(this.bundles.policy);
+    this.httpServer = createHttpServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady, verify: identityHooks.verify, tools });
+    this.statusServer = options.status === undefined ? undefined : createStatusServer({ authorizer: this.authorizer, registry: this.metrics.registry, notReady });
     this.grpcServer = createGrpcServer({ authorizer: this.authorizer, tools, log: options.log, ...identityHooks, ...(options.sanitizeWithExtProc === true ? { sanitizeDownstream: true } : {}) });
     // ext_proc verifies forwarded tokens only for requests ext_authz did not decide (it reuses ext_authz's decision).
     addExternalProcessor(this.grpcServer, { authorizer: this.authorizer, tools, log: options.log, verify: identityHooks.verify });

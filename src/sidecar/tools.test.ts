@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AuthorizationDecision } from '../compiler/index.ts';
 import type { LoadedPolicy } from './bundle-verdict.ts';
-import { matchRoute, NO_TOOLS, readAs, toolTable, toolTableOf, ToolTableError } from './tools.ts';
+import { caseVariantReason, matchRoute, NO_TOOLS, readAs, toolTable, toolTableOf, ToolTableError } from './tools.ts';
 
 const TOOLS = [
   {
@@ -123,5 +123,24 @@ describe('toolTableOf', () => {
     expect(toolTableOf(first)).toBe(toolTableOf(first));
     const second = policy([{ name: 'records', mcp: { host: 'ehr.svc', path: '/mcp' } }]);
     expect(matchRoute(toolTableOf(second), { host: 'ehr.svc', port: 80, method: 'POST', path: '/mcp' })).toEqual({ kind: 'mcp', tool: 'records' });
+  });
+});
+
+describe('caseVariantReason', () => {
+  const reading = toolTable([], [['name'], ['account', 'owner']]);
+
+  it.each([
+    ['a parameter in another letter case than a policy reads', { Name: 'secret' }, 'the parameter Name differs only in letter case from name, which the policy reads'],
+    ['a nested one, along a path the policies read', { account: { OWNER: 'x' } }, 'the parameter account.OWNER differs only in letter case from account.owner, which the policy reads'],
+  ])('refuses %s', (_name, params, reason) => {
+    expect(caseVariantReason(reading, params)).toBe(reason);
+  });
+
+  it.each([
+    ['parameters as the policies read them', { name: 'a', account: { owner: 'b' } }],
+    ['parameters no policy reads, in any case', { Other: 1, other: 2 }],
+    ['no parameters', {}],
+  ])('lets through %s', (_name, params) => {
+    expect(caseVariantReason(reading, params)).toBeUndefined();
   });
 });

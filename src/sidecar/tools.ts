@@ -76,6 +76,26 @@ export function readAs(table: ToolTable, path: readonly string[]): 'read' | 'oth
   return { caseOf: (JSON.parse(first) as string[]).join('.') };
 }
 
+/**
+ * Why a call's params cannot be judged: a parameter whose path differs only in
+ * letter case from one the policies read (`Name` where a rule reads `name`). A
+ * tool that matches names case-insensitively would act on it, while the policy
+ * judged its absence. Walks only along paths the policies read; undefined when
+ * there is no such parameter.
+ */
+export function caseVariantReason(table: ToolTable, params: Record<string, unknown>, path: readonly string[] = []): string | undefined {
+  for (const [name, value] of Object.entries(params)) {
+    const at = [...path, name];
+    const read = readAs(table, at);
+    if (typeof read === 'object') return `the parameter ${at.join('.')} differs only in letter case from ${read.caseOf}, which the policy reads`;
+    if (read === 'read' && value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const inner = caseVariantReason(table, value as Record<string, unknown>, at);
+      if (inner !== undefined) return inner;
+    }
+  }
+  return undefined;
+}
+
 export type RouteMatch =
   /** A declared HTTP tool and, when the tool declares actions, the action. */
   | { kind: 'tool'; tool: string; action?: string }
