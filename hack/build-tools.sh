@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the binaries the tests run against — kube-apiserver, kubectl, etcd,
-# opa, helm, and three programs on go-control-plane's generated Envoy types
+# opa, helm, kube-score, and three programs on go-control-plane's generated Envoy types
 # (hack/tools/extauthz-client, hack/tools/extproc-client, hack/tools/envoy-check) and Argo CD's Lua
 # health-check runner on gopher-lua (hack/tools/argocd-health) — from source through
 # the Go module proxy, at the versions pinned in
@@ -10,11 +10,11 @@
 #
 # Binaries that already exist are used instead of building:
 #   KUBEBUILDER_ASSETS=DIR          (envtest's convention: DIR/kube-apiserver, DIR/etcd, DIR/kubectl)
-#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA, TEST_ASSET_HELM,
+#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_OPA, TEST_ASSET_HELM, TEST_ASSET_KUBE_SCORE,
 #   TEST_ASSET_EXTAUTHZ_CLIENT, TEST_ASSET_EXTPROC_CLIENT, TEST_ASSET_ENVOY_CHECK,
 #   TEST_ASSET_ARGOCD_HEALTH  (explicit paths)
 #
-# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check argocd-health
+# Usage: hack/build-tools.sh [--print-env] [TOOL...]   TOOL: kube-apiserver kubectl etcd opa helm kube-score extauthz-client extproc-client envoy-check argocd-health
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,11 +32,11 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=true ;;
-    kube-apiserver|kubectl|etcd|opa|helm|extauthz-client|extproc-client|envoy-check|argocd-health) wanted+=("$arg") ;;
-    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check argocd-health)" ;;
+    kube-apiserver|kubectl|etcd|opa|helm|kube-score|extauthz-client|extproc-client|envoy-check|argocd-health) wanted+=("$arg") ;;
+    *) die "unknown argument '$arg' (expected --print-env or one of: kube-apiserver kubectl etcd opa helm kube-score extauthz-client extproc-client envoy-check argocd-health)" ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa helm extauthz-client extproc-client envoy-check argocd-health)
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kubectl etcd opa helm kube-score extauthz-client extproc-client envoy-check argocd-health)
 
 require_go() {
   command -v go >/dev/null 2>&1 || die "Go is required to build ${1} from source (https://go.dev/dl/), or set TEST_ASSET_* / KUBEBUILDER_ASSETS to existing binaries"
@@ -132,6 +132,19 @@ build_helm() {
   if [ -x "$dest/helm" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
 }
 
+build_kube_score() {
+  local dest="$cache/kube-score-$KUBE_SCORE_VERSION"
+  if [ -x "$dest/kube-score" ]; then return; fi
+  require_go kube-score
+  log "building kube-score $KUBE_SCORE_VERSION (cold: about 1 min, module downloads included)"
+  mkdir -p "$cache"
+  local tmp; tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
+  with_progress kube-score env GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X main.version=${KUBE_SCORE_VERSION#v}" \
+    "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+  if [ -x "$dest/kube-score" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
+}
+
 # Go programs built on go-control-plane's generated Envoy types, one folder
 # each under hack/tools/: extauthz-client (sends ext_authz Check requests as
 # Envoy does), extproc-client (drives ext_proc Process streams as Envoy does)
@@ -192,6 +205,7 @@ path_of() {
     etcd) explicit="${TEST_ASSET_ETCD:-}" ;;
     opa) explicit="${TEST_ASSET_OPA:-}" ;;
     helm) explicit="${TEST_ASSET_HELM:-}" ;;
+    kube-score) explicit="${TEST_ASSET_KUBE_SCORE:-}" ;;
     extauthz-client) explicit="${TEST_ASSET_EXTAUTHZ_CLIENT:-}" ;;
     extproc-client) explicit="${TEST_ASSET_EXTPROC_CLIENT:-}" ;;
     envoy-check) explicit="${TEST_ASSET_ENVOY_CHECK:-}" ;;
@@ -204,6 +218,7 @@ path_of() {
     etcd) echo "$cache/etcd-$ETCD_VERSION/etcd" ;;
     opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
     helm) echo "$cache/helm-$HELM_VERSION/helm" ;;
+    kube-score) echo "$cache/kube-score-$KUBE_SCORE_VERSION/kube-score" ;;
     extauthz-client|extproc-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
     argocd-health) echo "$(argocd_health_dir)/argocd-health" ;;
   esac
@@ -216,6 +231,7 @@ env_name() {
     etcd) echo TEST_ASSET_ETCD ;;
     opa) echo TEST_ASSET_OPA ;;
     helm) echo TEST_ASSET_HELM ;;
+    kube-score) echo TEST_ASSET_KUBE_SCORE ;;
     extauthz-client) echo TEST_ASSET_EXTAUTHZ_CLIENT ;;
     extproc-client) echo TEST_ASSET_EXTPROC_CLIENT ;;
     envoy-check) echo TEST_ASSET_ENVOY_CHECK ;;
@@ -226,7 +242,7 @@ env_name() {
 for tool in "${wanted[@]}"; do
   path="$(path_of "$tool")"
   if [ -x "$path" ]; then continue; fi
-  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_HELM='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' TEST_ASSET_ARGOCD_HEALTH='' path_of "$tool")" ]; then
+  if [ "$path" != "$(KUBEBUILDER_ASSETS='' TEST_ASSET_KUBE_APISERVER='' TEST_ASSET_KUBECTL='' TEST_ASSET_ETCD='' TEST_ASSET_OPA='' TEST_ASSET_HELM='' TEST_ASSET_KUBE_SCORE='' TEST_ASSET_EXTAUTHZ_CLIENT='' TEST_ASSET_EXTPROC_CLIENT='' TEST_ASSET_ENVOY_CHECK='' TEST_ASSET_ARGOCD_HEALTH='' path_of "$tool")" ]; then
     die "$(env_name "$tool") or KUBEBUILDER_ASSETS names $path, which is not an executable file"
   fi
   case "$tool" in
@@ -234,6 +250,7 @@ for tool in "${wanted[@]}"; do
     etcd) build_etcd ;;
     opa) build_opa ;;
     helm) build_helm ;;
+    kube-score) build_kube_score ;;
     extauthz-client|extproc-client|envoy-check) build_envoy_tool "$tool" ;;
     argocd-health) build_argocd_health ;;
   esac
