@@ -67,6 +67,17 @@ describe('inject', () => {
     expect(injected.spec?.containers.map((c) => c.name)).toEqual(['agent']);
   });
 
+  it.each([
+    { name: 'the authz sidecar', container: AUTHZ_CONTAINER },
+    { name: 'Envoy', container: ENVOY_CONTAINER },
+  ])('bounds $name in CPU, memory and ephemeral storage, and pulls its image at every start', ({ container }) => {
+    const sidecar = inject(pod('a'), config, context).spec?.initContainers?.find((c) => c.name === container);
+    for (const bounds of [sidecar?.resources?.requests, sidecar?.resources?.limits]) {
+      expect(Object.keys(bounds ?? {}).sort()).toEqual(['cpu', 'ephemeral-storage', 'memory']);
+    }
+    expect(sidecar?.imagePullPolicy).toBe('Always');
+  });
+
   it('points every application container, and the init containers that run after the proxy, at Envoy', () => {
     const injected = inject(pod('a', withInitContainer, withEnv('HTTPS_PROXY', 'http://evil:1')), config, context);
     const proxy = `http://127.0.0.1:${PORTS.proxy}`;
@@ -87,7 +98,7 @@ describe('inject', () => {
   it("bounds the sidecar's V8 heap, with a memory limit that leaves the rest of the process room", () => {
     const authz = inject(pod('a'), config, context).spec?.initContainers?.[0];
     expect(envOf(authz).NODE_OPTIONS).toBe('--max-old-space-size=128 --max-semi-space-size=8');
-    expect(authz?.resources).toEqual({ requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '320Mi' } });
+    expect(authz?.resources).toEqual(SIDECAR_RESOURCES);
     const flag = (name: string): number => Number(new RegExp(`--${name}=(\\d+)`).exec(SIDECAR_NODE_OPTIONS)?.[1]);
     const mebibytes = (quantity: string): number => Number(/^(\d+)Mi$/.exec(quantity)?.[1]);
     // The young generation is three semi-spaces at most; about 100 MB more are the node binary, code and WASM memory (bench sidecar).

@@ -80,12 +80,27 @@ const RESTRICTED: V1SecurityContext = {
 export const SIDECAR_NODE_OPTIONS = '--max-old-space-size=128 --max-semi-space-size=8';
 
 /**
- * About what it uses under load (RSS 140–210 MB, some 60 MB of it the node
- * binary's pages), and room over the heap bounds above for the rest of the
+ * Memory: about what it uses under load (RSS 140–210 MB, some 60 MB of it the
+ * node binary's pages), and room over the heap bounds above for the rest of the
  * process (about 100 MB: code, WASM memory, buffers), so V8 stops the process
- * at its heap bound before the kernel would.
+ * at its heap bound before the kernel would. CPU: one core, what its single
+ * JavaScript thread saturates at (bench sidecar), so an agent that floods its
+ * sidecar takes no more than that from the node. Ephemeral storage: it writes
+ * nothing but its logs, of which the kubelet keeps up to 50 MB.
  */
-export const SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '320Mi' } };
+export const SIDECAR_RESOURCES = {
+  requests: { cpu: '50m', memory: '192Mi', 'ephemeral-storage': '32Mi' },
+  limits: { cpu: '1', memory: '320Mi', 'ephemeral-storage': '128Mi' },
+};
+
+/** Envoy's, bounded as the authz sidecar's: one core, and storage for its logs only. */
+export const ENVOY_RESOURCES = {
+  requests: { cpu: '50m', memory: '64Mi', 'ephemeral-storage': '32Mi' },
+  limits: { cpu: '1', memory: '256Mi', 'ephemeral-storage': '128Mi' },
+};
+
+/** The registry is asked at every start: a node's cache never supplies the guard's image without the pod's own pull credentials. */
+const PULL_POLICY = 'Always';
 
 const PROXY_URL = `http://127.0.0.1:${PORTS.proxy}`;
 // Loopback never goes through the proxy: the sidecars themselves live there.
@@ -123,6 +138,7 @@ function authzContainer(config: InjectionConfig, context: PodContext): V1Contain
   return {
     name: AUTHZ_CONTAINER,
     image: config.sidecarImage,
+    imagePullPolicy: PULL_POLICY,
     args: [
       'sidecar',
       // Deciding (and so spending the agent's limits and budgets) only on loopback: Envoy and the
@@ -167,13 +183,14 @@ function envoyContainer(config: InjectionConfig): V1Container {
   return {
     name: ENVOY_CONTAINER,
     image: config.envoyImage,
+    imagePullPolicy: PULL_POLICY,
     // The node is named after the pod by the kubelet ($(POD_NAME)), so the arguments are the same
     // for every pod of a tenant and admission can hold them to exactly what is injected.
     args: ['--config-yaml', JSON.stringify(envoyBootstrap()), '--service-node', '$(POD_NAME)', '--log-level', 'warn'],
     env: [{ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
     startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 60 },
     readinessProbe: { ...probe, periodSeconds: 5 },
-    resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+    resources: structuredClone(ENVOY_RESOURCES),
     securityContext: RESTRICTED,
   };
 }
