@@ -1,5 +1,5 @@
 import { pino } from 'pino';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import type { BundleKey, SigningKeyPair } from '../bundle/index.ts';
 import { formatRevision, generateSigningKey, signBundle, toConfigMapData, toJwks, WASM_MODULE_PATH } from '../bundle/index.ts';
 import { minimumRevisionConfigMap } from '../bundle/revision.ts';
@@ -20,8 +20,12 @@ class FakeApi implements ConfigMapApi {
   private readonly watchers = new Map<string, (event: WatchEvent) => void>();
   private version = 0;
 
+  /** Lists of these namespace/names fail, once each, as a list refused or timed out would. */
+  readonly failingOnce = new Set<string>();
+
   list(namespace: string, name: string): Promise<{ resourceVersion: string; item: ConfigMap | undefined }> {
     this.asked.push(`${namespace}/${name}`);
+    if (this.failingOnce.delete(`${namespace}/${name}`)) return Promise.reject(new Error(`the list of ${namespace}/${name} failed`));
     return Promise.resolve({ resourceVersion: String(this.version), item: this.objects.get(`${namespace}/${name}`) });
   }
 
@@ -100,6 +104,34 @@ describe('BundleSource', () => {
     const { source, refusals } = await started(api);
     expect(source.policy?.revision).toBe(loaded);
     expect(refusals.map((r) => r.code)).toEqual(code === undefined ? [] : [code]);
+    await source.stop();
+  });
+
+  it('loads no bundle before the minimum revision has been read: a replay is refused even when that read fails at first', async () => {
+    const api = new FakeApi();
+    api.put(OPERATOR_NS, 'portcullis-trust', await trust(operatorKey));
+    api.put(OPERATOR_NS, minimumRevisionConfigMap(AGENT_NS), { data: { revision: formatRevision(5, 'b'.repeat(16)) } });
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(3, operatorKey));
+    api.failingOnce.add(`${OPERATOR_NS}/${minimumRevisionConfigMap(AGENT_NS)}`);
+    const refusals: BundleRefusal[] = [];
+    const source = new BundleSource({
+      api, namespace: AGENT_NS, trustNamespace: OPERATOR_NS, tenant: AGENT_NS, log: pino({ level: 'silent' }), metrics: createSidecarMetrics(),
+      onRefused: (refusal) => { refusals.push(refusal); }, load: loadStandIn, minBackoffMs: 5,
+    });
+    await source.start();
+    expect(source.policy).toBeUndefined();
+    expect(refusals).toEqual([]);
+    await vi.waitFor(() => { expect(refusals.map((r) => r.code)).toEqual(['bundle_revision_regressed']); });
+    expect(source.policy).toBeUndefined();
+    await source.stop();
+  });
+
+  it('loads a bundle once the minimum revision is known to be absent (a tenant before its first record)', async () => {
+    const api = new FakeApi();
+    api.put(OPERATOR_NS, 'portcullis-trust', await trust(operatorKey));
+    api.put(AGENT_NS, 'portcullis-bundle', await bundle(3, operatorKey));
+    const { source } = await started(api);
+    expect(source.policy?.revision).toBe(formatRevision(3, DIGEST));
     await source.stop();
   });
 

@@ -99,6 +99,9 @@ export class BundleSource {
   }
 
   private async judge(): Promise<void> {
+    // Until the tenant's minimum revision has been read (found, or known absent), no bundle may
+    // load: a replayed older bundle would pass for want of it. Calls are denied meanwhile.
+    if (!this.minimum.synced) return;
     const { tenant, trustNamespace, load } = this.options;
     const bundle = observed(this.bundle.current);
     const trust = observed(this.trust.current);

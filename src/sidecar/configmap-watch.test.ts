@@ -99,7 +99,8 @@ describe('following one ConfigMap', () => {
       { watch: [{ type: 'ADDED', object: configMap('11') }, { type: 'MODIFIED', object: configMap('12') }, { type: 'DELETED', object: configMap('13') }, { type: 'ADDED', object: configMap('14', {}, 'uid-2') }], then: 'end' },
     ]);
     expect(run.calls).toEqual(['list finance/portcullis-bundle', 'watch from 10', 'watch from 14']);
-    expect(run.changes).toEqual(['11', '12', undefined, '14']);
+    // The first list is news even when it finds nothing: the ConfigMap is now known to be absent.
+    expect(run.changes).toEqual([undefined, '11', '12', undefined, '14']);
     expect(run.watch.current?.metadata).toEqual({ name: 'portcullis-bundle', namespace: 'finance', uid: 'uid-2', resourceVersion: '14' });
     expect(run.errors).toEqual([]);
   });
@@ -183,7 +184,8 @@ describe('following one ConfigMap', () => {
       { list: { resourceVersion: '12', item: undefined } },
     ]);
     expect(run.errors.map((e) => e.message)).toEqual(['a watch of ConfigMap finance/portcullis-bundle sent finance/other']);
-    expect(run.changes).toEqual([]);
+    // Only the first list, which found nothing, was news; the stranger and the second list changed nothing.
+    expect(run.changes).toEqual([undefined]);
   });
 
   it('starts without waiting for an API server that fails, and picks the ConfigMap up once it answers', async () => {
@@ -192,6 +194,16 @@ describe('following one ConfigMap', () => {
       { list: { resourceVersion: '10', item: configMap('9') } },
     ]);
     expect(run.watch.current?.metadata.resourceVersion).toBe('9');
+  });
+
+  it('is synced once a list has answered, and says so even when the ConfigMap does not exist', async () => {
+    const run = await follow([
+      { listFails: new Error('connect ECONNREFUSED 127.0.0.1:6443') },
+      { list: { resourceVersion: '10', item: undefined } },
+    ]);
+    expect(run.watch.synced).toBe(true);
+    expect(run.watch.current).toBeUndefined();
+    expect(run.changes).toEqual([undefined]);
   });
 });
 

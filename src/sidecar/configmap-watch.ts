@@ -165,6 +165,7 @@ const SHORTEST_WATCH_MS = 1_000;
 
 export class ConfigMapWatch {
   private object: ConfigMap | undefined;
+  private listedOnce = false;
   private readonly options: ConfigMapWatchOptions;
   private readonly controller = new AbortController();
   private running: Promise<void> | undefined;
@@ -176,6 +177,11 @@ export class ConfigMapWatch {
   /** The ConfigMap as last seen, or undefined when it does not exist (or was not listed yet). */
   get current(): ConfigMap | undefined {
     return this.object;
+  }
+
+  /** Whether a list has answered: `current` then says what the API server holds, absent included. */
+  get synced(): boolean {
+    return this.listedOnce;
   }
 
   /** Starts following; resolves once the first list has answered or failed (it is retried in the background). */
@@ -208,7 +214,10 @@ export class ConfigMapWatch {
       try {
         if (resourceVersion === undefined) {
           const list = await api.list(namespace, name, signal);
-          this.apply(list.item);
+          // The first answer is news even when the ConfigMap does not exist: that too is now known.
+          const first = !this.listedOnce;
+          this.listedOnce = true;
+          this.apply(list.item, first);
           resourceVersion = list.resourceVersion;
           freshList = true;
           listed();
@@ -255,10 +264,10 @@ export class ConfigMapWatch {
     }
   }
 
-  private apply(next: ConfigMap | undefined): void {
+  private apply(next: ConfigMap | undefined, news = false): void {
     const previous = this.object;
     const same = previous?.metadata.uid === next?.metadata.uid && previous?.metadata.resourceVersion === next?.metadata.resourceVersion;
-    if (same && (previous === undefined) === (next === undefined)) return;
+    if (!news && same && (previous === undefined) === (next === undefined)) return;
     this.object = next;
     this.options.onChange();
   }
