@@ -6,5 +6,5 @@ cd "$repo_root"
 ensure_node
 ensure_node_modules
 say "building or finding kube-apiserver, kubectl, etcd and opa"
-ensure_tools
+ensure_tools kube-apiserver kubectl etcd opa
 exec node hack/demo.ts "$@"
