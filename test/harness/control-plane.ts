@@ -303,10 +303,30 @@ export async function startControlPlane(options: StartOptions = {}): Promise<Con
   return plane;
 }
 
-export interface KubectlResult {
+export interface ProcessResult {
   stdout: string;
   stderr: string;
   code: number;
+}
+
+export type KubectlResult = ProcessResult;
+
+/**
+ * Runs a program to its end with `input` on its standard input, and resolves
+ * with what it printed and its exit code, whatever the code: the caller says
+ * which codes are failures. Rejects only when it cannot be started.
+ */
+export function runProcess(command: string, args: readonly string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ProcessResult> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(options.env === undefined ? {} : { env: options.env }) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => { resolveRun({ stdout, stderr, code: code ?? -1 }); });
+    child.stdin.end(options.input ?? '');
+  });
 }
 
 /** Runs the real kubectl against the control plane; rejects on a non-zero exit unless `allowFailure`. */
@@ -315,21 +335,9 @@ export async function kubectl(
   args: string[],
   options: { input?: string; allowFailure?: boolean } = {},
 ): Promise<KubectlResult> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(plane.tools.kubectl, ['--kubeconfig', plane.kubeconfig, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const result = { stdout, stderr, code: code ?? -1 };
-      if (result.code !== 0 && !options.allowFailure) {
-        reject(new Error(`kubectl ${args.join(' ')} failed (${result.code}): ${stderr.trim()}`));
-      } else resolveRun(result);
-    });
-    child.stdin.end(options.input ?? '');
-  });
+  const result = await runProcess(plane.tools.kubectl, ['--kubeconfig', plane.kubeconfig, ...args], options.input === undefined ? {} : { input: options.input });
+  if (result.code !== 0 && options.allowFailure !== true) throw new Error(`kubectl ${args.join(' ')} failed (${result.code}): ${result.stderr.trim()}`);
+  return result;
 }
 
 /** Creates the namespace unless it exists: test files share the control plane and run in any order. */

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import type { Operator } from '../../src/operator/operator.ts';
 import { eventually } from '../harness/cluster.ts';
-import { ensureNamespace, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, kubectl, REPO_ROOT, runProcess } from '../harness/control-plane.ts';
 import { startScopedOperator } from '../harness/local-parts.ts';
 
 const plane = inject('controlPlane');
@@ -36,20 +36,10 @@ function runner(): string {
 }
 
 /** Runs a Lua script on an object through the gopher-lua runner; rejects with its stderr when it fails. */
-function runScript(script: string, object: unknown): Promise<Health> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(runner(), ['-script', script], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(JSON.parse(stdout) as Health);
-      else reject(new Error(`argocd-health exited ${code}: ${stderr.trim()}`));
-    });
-    child.stdin.end(JSON.stringify(object));
-  });
+async function runScript(script: string, object: unknown): Promise<Health> {
+  const { code, stdout, stderr } = await runProcess(runner(), ['-script', script], { input: JSON.stringify(object) });
+  if (code !== 0) throw new Error(`argocd-health exited ${code}: ${stderr.trim()}`);
+  return JSON.parse(stdout) as Health;
 }
 
 const healthOf = (kind: Kind, object: unknown): Promise<Health> => runScript(join(HEALTH_DIR, `${kind}.lua`), object);

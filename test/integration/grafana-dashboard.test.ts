@@ -2,14 +2,13 @@
 // metrics that exist: every metric name in every panel's PromQL is one that a running
 // `portcullis operator` (token service included) or `portcullis sidecar` exports on /metrics.
 
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import type { TrackedProcess } from '../harness/cluster.ts';
 import { eventually, spawnTracked } from '../harness/cluster.ts';
-import { ensureNamespace, freePort, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, freePort, kubectl, REPO_ROOT, runProcess } from '../harness/control-plane.ts';
 import { agentKubeconfigFile } from '../harness/local-parts.ts';
 
 const plane = inject('controlPlane');
@@ -175,14 +174,11 @@ describe('the Grafana dashboard', () => {
   it('is rendered by the chart, when asked, as the ConfigMap Grafana\'s sidecar loads', async () => {
     const helm = process.env.TEST_ASSET_HELM;
     if (helm === undefined || helm === '') throw new Error('TEST_ASSET_HELM is not set: run `source hack/lib.sh && ensure_tools`');
-    const render = (set: string[]): Promise<string> => new Promise((resolve, reject) => {
-      const child = spawn(helm, ['template', 'portcullis', join(REPO_ROOT, 'charts', 'portcullis'), '--namespace', 'portcullis-system', ...set.flatMap((s) => ['--set', s])]);
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      child.on('close', (code) => { if (code === 0) resolve(stdout); else reject(new Error(`helm template: ${stderr}`)); });
-    });
+    const render = async (set: string[]): Promise<string> => {
+      const { code, stdout, stderr } = await runProcess(helm, ['template', 'portcullis', join(REPO_ROOT, 'charts', 'portcullis'), '--namespace', 'portcullis-system', ...set.flatMap((s) => ['--set', s])]);
+      if (code !== 0) throw new Error(`helm template: ${stderr}`);
+      return stdout;
+    };
     interface ConfigMap { kind?: string; metadata: { name: string; namespace: string; labels: Record<string, string> }; data: Record<string, string> }
     const dashboards = async (set: string[]): Promise<ConfigMap[]> =>
       parseAllDocuments(await render(set)).map((d) => d.toJS() as ConfigMap).filter((o) => o.kind === 'ConfigMap' && o.metadata.name === 'portcullis-grafana-dashboard');

@@ -8,14 +8,14 @@
 // and layout (objects are compared parsed). The chart is rendered as release "portcullis" in
 // namespace portcullis-system, the names config/ uses.
 
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
-import { ensureNamespace, kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { ensureNamespace, kubectl, REPO_ROOT, runProcess } from '../harness/control-plane.ts';
 
 const plane = inject('controlPlane');
 const run = promisify(execFile);
@@ -51,19 +51,9 @@ async function findHelm(): Promise<string> {
 async function helm(args: string[], options: { allowFailure?: boolean } = {}): Promise<RunResult> {
   // Helm's cache, config and data in a folder of the run's, never the user's home.
   const env = { ...process.env, HELM_CACHE_HOME: join(helmHome, 'cache'), HELM_CONFIG_HOME: join(helmHome, 'config'), HELM_DATA_HOME: join(helmHome, 'data') };
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(helmBinary, [...args, '--kubeconfig', plane.kubeconfig], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const result = { stdout, stderr, code: code ?? -1 };
-      if (result.code !== 0 && options.allowFailure !== true) reject(new Error(`helm ${args.join(' ')} failed (${String(result.code)}): ${stderr.trim()}`));
-      else resolveRun(result);
-    });
-  });
+  const result = await runProcess(helmBinary, [...args, '--kubeconfig', plane.kubeconfig], { env });
+  if (result.code !== 0 && options.allowFailure !== true) throw new Error(`helm ${args.join(' ')} failed (${String(result.code)}): ${result.stderr.trim()}`);
+  return result;
 }
 
 function parseObjects(yamlText: string, source: string): K8sObject[] {

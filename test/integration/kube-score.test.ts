@@ -10,7 +10,7 @@
 // NetworkPolicy (whether an agent takes traffic, and from whom, is its application's; the pod is
 // scored beside config/network/agent-namespace.yaml, the egress policy we give agent namespaces).
 
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { inject } from '../../src/webhook/inject.ts';
 import type { InjectionConfig } from '../../src/webhook/inject.ts';
-import { REPO_ROOT } from '../harness/control-plane.ts';
+import { REPO_ROOT, runProcess } from '../harness/control-plane.ts';
 
 const run = promisify(execFile);
 const CHART = join(REPO_ROOT, 'charts', 'portcullis');
@@ -93,22 +93,13 @@ let work: string;
 async function score(manifests: string, name: string): Promise<KubeScoreObject[]> {
   const file = join(work, `${name}.yaml`);
   await writeFile(file, manifests);
-  return new Promise((resolveScore, reject) => {
-    const child = spawn(kubeScore, ['score', '--kubernetes-version', kubernetes, '--output-format', 'json', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0 && code !== 1) { reject(new Error(`kube-score failed (${String(code)}) on ${name}: ${stderr.trim()}`)); return; }
-      try {
-        resolveScore(JSON.parse(stdout) as KubeScoreObject[]);
-      } catch (error) {
-        reject(new Error(`kube-score printed no JSON report on ${name}: ${String(error)}; ${stderr.trim()}`));
-      }
-    });
-  });
+  const { code, stdout, stderr } = await runProcess(kubeScore, ['score', '--kubernetes-version', kubernetes, '--output-format', 'json', file]);
+  if (code !== 0 && code !== 1) throw new Error(`kube-score failed (${String(code)}) on ${name}: ${stderr.trim()}`);
+  try {
+    return JSON.parse(stdout) as KubeScoreObject[];
+  } catch (error) {
+    throw new Error(`kube-score printed no JSON report on ${name}: ${String(error)}; ${stderr.trim()}`, { cause: error });
+  }
 }
 
 async function renderedHelm(set: string[]): Promise<string> {

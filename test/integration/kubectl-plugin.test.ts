@@ -3,7 +3,7 @@
 // writing the bundles and status the plugin reads.
 
 import { CoreV1Api } from '@kubernetes/client-node';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import type { Operator } from '../../src/operator/operator.ts';
 import { eventually, kubeConfigOf } from '../harness/cluster.ts';
-import { kubectl, REPO_ROOT } from '../harness/control-plane.ts';
+import { kubectl, REPO_ROOT, runProcess } from '../harness/control-plane.ts';
 import { startScopedOperator } from '../harness/local-parts.ts';
 
 const plane = inject('controlPlane');
@@ -37,19 +37,10 @@ interface Run {
 
 /** `kubectl ARGS` with bin/ on PATH and only the kubeconfig of KUBECONFIG, as a user's shell has it. */
 function kubectlPlugin(args: string[], input = ''): Promise<Run> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(plane.tools.kubectl, args, {
-      // node for the plugin's #!/usr/bin/env node; HOME with no ~/.kube/config of its own.
-      env: { PATH: [join(REPO_ROOT, 'bin'), dirname(process.execPath), '/usr/bin', '/bin'].join(delimiter), KUBECONFIG: kubeconfigFile, HOME: plane.runDir },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => { resolveRun({ code: code ?? -1, stdout, stderr }); });
-    child.stdin.end(input);
+  return runProcess(plane.tools.kubectl, args, {
+    // node for the plugin's #!/usr/bin/env node; HOME with no ~/.kube/config of its own.
+    env: { PATH: [join(REPO_ROOT, 'bin'), dirname(process.execPath), '/usr/bin', '/bin'].join(delimiter), KUBECONFIG: kubeconfigFile, HOME: plane.runDir },
+    input,
   });
 }
 
