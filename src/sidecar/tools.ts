@@ -2,7 +2,6 @@
 // loaded bundle carries (ToolPolicy spec.tools, DESIGN.md), so a changed
 // declaration reaches the sidecar with the bundle. Pure.
 import type { ToolData } from '../compiler/index.ts';
-import type { LoadedPolicy } from './bundle-verdict.ts';
 import { foldName } from './request-target.ts';
 
 export class ToolTableError extends Error {
@@ -185,10 +184,16 @@ export function toolTable(declarations: readonly unknown[], paramPaths: readonly
   return table;
 }
 
-const tables = new WeakMap<LoadedPolicy, ToolTable>();
+/** What a loaded bundle says of its tools: their declarations, and the parameter paths its policies read. */
+export interface ToolDeclarations {
+  readonly tools?: readonly ToolData[];
+  readonly paramPaths?: readonly (readonly string[])[];
+}
+
+const tables = new WeakMap<ToolDeclarations, ToolTable>();
 
 /** The routing table of a loaded policy, built once per bundle; no tools without a policy. */
-export function toolTableOf(policy: LoadedPolicy | undefined): ToolTable {
+export function toolTableOf(policy: ToolDeclarations | undefined): ToolTable {
   if (policy === undefined) return NO_TOOLS;
   let table = tables.get(policy);
   if (table === undefined) {

@@ -4,7 +4,7 @@ import { aclPasswordHash, CLIENT_COMMANDS, counterAclFileLine, counterAclRules, 
 import { pino } from 'pino';
 import { createSidecarMetrics } from '../metrics.ts';
 import { counterStoreConfig, createCounterStore, redisLoginOf } from './index.ts';
-import type { CounterScope } from './plan.ts';
+import type { CounterScope } from './acl.ts';
 import { planReservation } from './plan.ts';
 import { RESERVE_SCRIPT, SETTLE_SCRIPT } from './redis-scripts.ts';
 

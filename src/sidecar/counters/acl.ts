@@ -6,7 +6,13 @@
 // the user's password it is the default user, which the documented setup turns
 // off (docs/counters.md, Redis security).
 import { createHash } from 'node:crypto';
-import type { CounterScope } from './plan.ts';
+
+/** Whose counters: one agent of one namespace of one tenant. */
+export interface CounterScope {
+  tenant: string;
+  namespace: string;
+  agent: string;
+}
 
 /**
  * One component of a scope: Kubernetes names and label values fit it. It holds

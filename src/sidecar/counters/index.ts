@@ -7,7 +7,7 @@ import { MemoryBackend } from './memory.ts';
 import type { RedisLogin } from './redis.ts';
 import { RedisBackend } from './redis.ts';
 import { checkRedisUrl } from './redis-url.ts';
-import type { CounterScope } from './plan.ts';
+import type { CounterScope } from './acl.ts';
 import type { CounterStoreKind } from './store.ts';
 import { CountingStore } from './store.ts';
 

@@ -4,16 +4,12 @@
 // refused. Both stores (memory.ts, redis.ts) run the same plan.
 import type { AuthorizationDecision, CallCounters, Obligations } from '../../compiler/index.ts';
 import { parseDuration } from '../../compiler/durations.ts';
+import type { CounterScope } from './acl.ts';
 import { counterKeyPrefix } from './acl.ts';
 import type { LocalDay } from './calendar.ts';
 import { daysAround, localRfc3339 } from './calendar.ts';
 import { fromMicros, toMicros } from './money.ts';
 
-export interface CounterScope {
-  tenant: string;
-  namespace: string;
-  agent: string;
-}
 
 export interface CountedCall {
   tool: string;

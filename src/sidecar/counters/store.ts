@@ -8,7 +8,8 @@ import type { AuthorizationDecision, Obligations } from '../../compiler/index.ts
 import type { CounterStore, Reservation, RetryHint } from '../authorizer.ts';
 import type { SidecarMetrics } from '../metrics.ts';
 import { fromMicros } from './money.ts';
-import type { Adjustment, CountedCall, CounterScope, ReservationPlan, Reserved, Settled } from './plan.ts';
+import type { CounterScope } from './acl.ts';
+import type { Adjustment, CountedCall, ReservationPlan, Reserved, Settled } from './plan.ts';
 import { adjustmentFor, countersOf, isNoop, passes, planReservation, refusingLimit, retryAdvice, windowMaxima } from './plan.ts';
 
 export type CounterStoreKind = 'memory' | 'redis';
