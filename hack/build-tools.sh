@@ -145,55 +145,46 @@ build_kube_score() {
   if [ -x "$dest/kube-score" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
 }
 
-# Go programs built on go-control-plane's generated Envoy types, one folder
-# each under hack/tools/: extauthz-client (sends ext_authz Check requests as
-# Envoy does), extproc-client (drives ext_proc Process streams as Envoy does)
-# and envoy-check (validates bootstraps against Envoy's types).
+# Go programs of our own, one folder each under hack/tools/, each built against
+# one module at the version versions.env pins: extauthz-client (sends ext_authz
+# Check requests as Envoy does), extproc-client (drives ext_proc Process
+# streams as Envoy does) and envoy-check (validates bootstraps against Envoy's
+# types) on go-control-plane; argocd-health (runs Argo CD's Lua health checks
+# as its controller does) on the gopher-lua Argo CD embeds.
 # A tool's own source is part of its cache key: an edit to it rebuilds it.
-envoy_tool_dir() {
-  local source_hash
-  source_hash="$(cat "$here/tools/$1/main.go" "$here/tools/$1/go.mod" | sha256sum | cut -c1-12)"
-  echo "$cache/$1-$GO_CONTROL_PLANE_VERSION-$source_hash"
+
+# pinned_module TOOL: the module path and version TOOL is built against.
+pinned_module() {
+  case "$1" in
+    argocd-health) echo "github.com/yuin/gopher-lua $GOPHER_LUA_VERSION" ;;
+    *) echo "github.com/envoyproxy/go-control-plane/envoy $GO_CONTROL_PLANE_VERSION" ;;
+  esac
 }
 
-build_envoy_tool() {
-  local tool="$1"
-  local dest; dest="$(envoy_tool_dir "$tool")"
+own_tool_dir() {
+  local source_hash version
+  source_hash="$(cat "$here/tools/$1/main.go" "$here/tools/$1/go.mod" | sha256sum | cut -c1-12)"
+  version="$(pinned_module "$1" | cut -d' ' -f2)"
+  echo "$cache/$1-$version-$source_hash"
+}
+
+build_own_tool() {
+  local tool="$1" module version
+  read -r module version < <(pinned_module "$tool")
+  local dest; dest="$(own_tool_dir "$tool")"
   if [ -x "$dest/$tool" ]; then return; fi
   require_go "$tool"
-  log "building $tool with go-control-plane $GO_CONTROL_PLANE_VERSION (cold: about 1-2 min)"
+  log "building $tool with $module $version (cold: about 1-2 min)"
   local work; work="$(mktemp -d)"
   cp "$here/tools/$tool/main.go" "$here/tools/$tool/go.mod" "$here/tools/$tool/go.sum" "$work/"
   # The version in versions.env wins over the one go.mod was committed with.
-  (cd "$work" && go mod edit -require="github.com/envoyproxy/go-control-plane/envoy@$GO_CONTROL_PLANE_VERSION" && go mod tidy) \
-    || die "resolving github.com/envoyproxy/go-control-plane/envoy $GO_CONTROL_PLANE_VERSION failed"
-  mkdir -p "$dest.tmp"
-  with_progress "$tool" env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest.tmp/$tool" .
-  rm -rf "$dest" "$work"; mv "$dest.tmp" "$dest"
-}
-
-# Argo CD's Lua health checks, run as its controller runs them, on the
-# gopher-lua it embeds (hack/tools/argocd-health). Its source is part of the key.
-argocd_health_dir() {
-  local source_hash
-  source_hash="$(cat "$here/tools/argocd-health/main.go" "$here/tools/argocd-health/go.mod" | sha256sum | cut -c1-12)"
-  echo "$cache/argocd-health-$GOPHER_LUA_VERSION-$source_hash"
-}
-
-build_argocd_health() {
-  local dest; dest="$(argocd_health_dir)"
-  if [ -x "$dest/argocd-health" ]; then return; fi
-  require_go argocd-health
-  log "building argocd-health with gopher-lua $GOPHER_LUA_VERSION (cold: under a minute)"
-  local work; work="$(mktemp -d)"
-  cp "$here/tools/argocd-health/main.go" "$here/tools/argocd-health/go.mod" "$here/tools/argocd-health/go.sum" "$work/"
-  (cd "$work" && go mod edit -require="github.com/yuin/gopher-lua@$GOPHER_LUA_VERSION" && go mod tidy) \
-    || die "resolving github.com/yuin/gopher-lua $GOPHER_LUA_VERSION failed"
+  (cd "$work" && go mod edit -require="$module@$version" && go mod tidy) \
+    || die "resolving $module $version failed"
   mkdir -p "$cache"
   local tmp; tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
-  with_progress argocd-health env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/argocd-health" .
+  with_progress "$tool" env -C "$work" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/$tool" .
   rm -rf "$work"
-  if [ -x "$dest/argocd-health" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
+  if [ -x "$dest/$tool" ]; then rm -rf "$tmp"; else rm -rf "$dest"; mv "$tmp" "$dest"; fi
 }
 
 # path_of TOOL: an existing binary named by the environment, else the cached build.
@@ -219,8 +210,7 @@ path_of() {
     opa) echo "$cache/opa-$OPA_VERSION/opa" ;;
     helm) echo "$cache/helm-$HELM_VERSION/helm" ;;
     kube-score) echo "$cache/kube-score-$KUBE_SCORE_VERSION/kube-score" ;;
-    extauthz-client|extproc-client|envoy-check) echo "$(envoy_tool_dir "$1")/$1" ;;
-    argocd-health) echo "$(argocd_health_dir)/argocd-health" ;;
+    extauthz-client|extproc-client|envoy-check|argocd-health) echo "$(own_tool_dir "$1")/$1" ;;
   esac
 }
 
@@ -251,8 +241,7 @@ for tool in "${wanted[@]}"; do
     opa) build_opa ;;
     helm) build_helm ;;
     kube-score) build_kube_score ;;
-    extauthz-client|extproc-client|envoy-check) build_envoy_tool "$tool" ;;
-    argocd-health) build_argocd_health ;;
+    extauthz-client|extproc-client|envoy-check|argocd-health) build_own_tool "$tool" ;;
   esac
   [ -x "$path" ] || die "$tool was built but $path is missing"
 done
